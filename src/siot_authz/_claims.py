@@ -1,0 +1,130 @@
+"""The Cognito claim rules, applied only after the signature has verified.
+
+Each claim is checked for its JSON type as well as its value: a string
+``exp`` or a ``cognito:groups`` that is not a list of strings is refused,
+never coerced, because coercion is where two readers of one token start to
+disagree.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from ._errors import (
+    ClaimTypeInvalid,
+    ClientNotAllowed,
+    IssuerInvalid,
+    TokenExpired,
+    TokenNotYetValid,
+    TokenUseMismatch,
+)
+from ._principal import Principal
+from ._settings import AuthSettings
+
+__all__ = ["ClaimRules"]
+
+# datetime cannot represent times past year 9999; such a claim is refused, not crashed on.
+_LATEST_TIMESTAMP = 253_402_300_799
+
+
+def _timestamp(claims: dict[str, Any], name: str, *, required: bool) -> float | None:
+    value = claims.get(name)
+    if value is None and name not in claims and not required:
+        return None
+    # bool is an int subclass; `true` is not a time.
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 <= value <= _LATEST_TIMESTAMP:
+        raise ClaimTypeInvalid(f"The '{name}' claim is missing or not a valid time.")
+    return float(value)
+
+
+def _required_timestamp(claims: dict[str, Any], name: str) -> float:
+    value = _timestamp(claims, name, required=True)
+    assert value is not None
+    return value
+
+
+def _string(claims: dict[str, Any], name: str) -> str:
+    value = claims.get(name)
+    if not isinstance(value, str) or not value:
+        raise ClaimTypeInvalid(f"The '{name}' claim is missing or not a string.")
+    return value
+
+
+def _optional_string(claims: dict[str, Any], name: str) -> str | None:
+    if name not in claims:
+        return None
+    value = claims[name]
+    if not isinstance(value, str):
+        raise ClaimTypeInvalid(f"The '{name}' claim is not a string.")
+    return value
+
+
+def _string_list(claims: dict[str, Any], name: str) -> tuple[str, ...]:
+    if name not in claims:
+        return ()
+    value = claims[name]
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise ClaimTypeInvalid(f"The '{name}' claim is not a list of strings.")
+    return tuple(value)
+
+
+class ClaimRules:
+    """The claim checks for one configured pool, precomputed once per verifier."""
+
+    def __init__(self, settings: AuthSettings) -> None:
+        self._issuers = settings.issuers
+        self._client_ids = frozenset(settings.client_ids)
+        self._token_use = settings.token_use
+        self._leeway = settings.leeway_seconds
+
+    def check(self, claims: dict[str, Any], now: float) -> Principal:
+        """Apply every rule to verified ``claims`` and build the principal."""
+        # Who issued it, and for what, before when: a token from another pool
+        # should say so rather than merely "expired".
+        issuer = claims.get("iss")
+        if not isinstance(issuer, str) or issuer not in self._issuers:
+            raise IssuerInvalid(iss=issuer[:200] if isinstance(issuer, str) else "-")
+
+        token_use = claims.get("token_use")
+        if token_use not in ("id", "access"):
+            raise TokenUseMismatch("The 'token_use' claim is missing or unknown.")
+        if self._token_use != "any" and token_use != self._token_use:
+            raise TokenUseMismatch(f"An {self._token_use} token is required; an {token_use} token was sent.")
+
+        if token_use == "id":
+            # ID tokens name their app client in 'aud'; Cognito uses a single string.
+            client_id = claims.get("aud")
+            username_claim = "cognito:username"
+        else:
+            # Access tokens have no 'aud'; their app client is in 'client_id'.
+            client_id = claims.get("client_id")
+            username_claim = "username"
+        if not isinstance(client_id, str) or client_id not in self._client_ids:
+            raise ClientNotAllowed()
+
+        expires_at = _required_timestamp(claims, "exp")
+        issued_at = _required_timestamp(claims, "iat")
+        not_before = _timestamp(claims, "nbf", required=False)
+        if now >= expires_at + self._leeway:
+            raise TokenExpired()
+        if issued_at > now + self._leeway:
+            raise TokenNotYetValid("The token was issued in the future.")
+        if not_before is not None and not_before > now + self._leeway:
+            raise TokenNotYetValid()
+
+        scope = _optional_string(claims, "scope")
+        # Validated above; model_construct skips re-validation on the hot path.
+        return Principal.model_construct(
+            sub=_string(claims, "sub"),
+            username=_string(claims, username_claim),
+            groups=_string_list(claims, "cognito:groups"),
+            scopes=tuple(scope.split()) if scope else (),
+            token_use=token_use,
+            client_id=client_id,
+            email=_optional_string(claims, "email"),
+            issuer=issuer,
+            issued_at=datetime.fromtimestamp(issued_at, tz=timezone.utc),
+            expires_at=datetime.fromtimestamp(expires_at, tz=timezone.utc),
+            claims=claims,
+        )

@@ -1,0 +1,71 @@
+"""The only module that touches python-jose.
+
+python-jose has sharp edges: ``jwt.decode`` without ``algorithms`` accepts an
+HS256 token keyed with the RSA public key, a JWKS dict makes it ignore
+``kid``, missing ``exp``/``aud`` pass silently, and ``JWKError`` is not a
+``JWTError``. We use none of that. We build one RSA public key object per
+kid, from ``n`` and ``e`` only, and ask it a single question: does this
+RS256 signature verify over these bytes? The algorithm is fixed here, never
+taken from the token, so no HMAC or ECDSA code path (CVE-2024-33663, the
+DER-key HS256 confusion, ecdsa's Minerva) and no JWE code
+(CVE-2024-33664) is ever reached.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from jose.backends.cryptography_backend import CryptographyRSAKey
+from jose.exceptions import JOSEError
+
+__all__ = ["MIN_RSA_BITS", "RS256PublicKey", "UnusableKey", "build_rs256_key"]
+
+#: Keys shorter than this are refused when the JWKS is loaded.
+MIN_RSA_BITS = 2048
+
+
+class UnusableKey(ValueError):
+    """A JWK that cannot serve as an RS256 verification key."""
+
+
+class RS256PublicKey(Protocol):
+    """What the verifier needs from a key: one yes/no signature check."""
+
+    @property
+    def size_bits(self) -> int: ...
+
+    def verify(self, signing_input: bytes, signature: bytes) -> bool: ...
+
+
+class _JoseRS256Key:
+    __slots__ = ("_key", "size_bits")
+
+    def __init__(self, key: Any, size_bits: int) -> None:
+        self._key = key
+        self.size_bits = size_bits
+
+    def verify(self, signing_input: bytes, signature: bytes) -> bool:
+        try:
+            return bool(self._key.verify(signing_input, signature))
+        except Exception:  # a hostile signature must never become a 500
+            return False
+
+
+def build_rs256_key(jwk: dict[str, Any]) -> RS256PublicKey:
+    """Build a verification key from the public members of an RSA JWK.
+
+    Raises :class:`UnusableKey` when ``n``/``e`` are missing, malformed or too
+    short. Private members (``d``, ``p``, ...) are never passed on, so a JWKS
+    that leaks a private key still only yields a public one.
+    """
+    modulus, exponent = jwk.get("n"), jwk.get("e")
+    if not isinstance(modulus, str) or not isinstance(exponent, str):
+        raise UnusableKey("RSA key lacks string 'n' and 'e'")
+    try:
+        key = CryptographyRSAKey({"kty": "RSA", "n": modulus, "e": exponent}, "RS256")
+        size_bits = int(key.prepared_key.key_size)
+    except (JOSEError, ValueError, TypeError) as exc:
+        raise UnusableKey(f"RSA key cannot be built: {type(exc).__name__}") from None
+    if size_bits < MIN_RSA_BITS:
+        raise UnusableKey(f"RSA key is {size_bits} bits; at least {MIN_RSA_BITS} are required")
+    return _JoseRS256Key(key, size_bits)

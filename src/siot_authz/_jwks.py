@@ -1,0 +1,112 @@
+"""Turning a JWKS document into the keys we are willing to verify with.
+
+The key endpoint is treated as untrusted input too. A key is usable only if
+it is RSA, meant for signatures (``use`` absent or ``sig``), meant for RS256
+(``alg`` absent or ``RS256``) and at least 2048 bits. Anything else is
+skipped and logged; one bad key never spoils the good ones next to it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ._jose import RS256PublicKey, UnusableKey, build_rs256_key
+
+__all__ = ["InvalidJwks", "KeySet", "parse_jwks"]
+
+logger = logging.getLogger("siot_authz.jwks")
+
+
+class InvalidJwks(ValueError):
+    """The document is not a JWKS at all (as opposed to holding some unusable keys)."""
+
+
+@dataclass(frozen=True)
+class KeySet:
+    """The usable keys of one JWKS fetch, by kid, plus the JWK members each was built from."""
+
+    keys: Mapping[str, RS256PublicKey]
+    # (n, e) per kid, so the next fetch can reuse a built key when it is unchanged.
+    sources: Mapping[str, tuple[str, str]] = field(default_factory=dict)
+
+    def get(self, kid: str) -> RS256PublicKey | None:
+        """The key for ``kid``, or None when this set has no usable key by that id."""
+        return self.keys.get(kid)
+
+
+def _refuse_constant(name: str) -> Any:
+    raise InvalidJwks(f"JWKS contains the non-finite number {name}")
+
+
+def _load_document(body: bytes) -> list[Any]:
+    try:
+        document = json.loads(body.decode("utf-8"), parse_constant=_refuse_constant)
+    except InvalidJwks:
+        raise
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        raise InvalidJwks("JWKS response is not UTF-8 JSON") from None
+    if not isinstance(document, dict):
+        raise InvalidJwks("JWKS response is not a JSON object")
+    keys = document.get("keys")
+    if not isinstance(keys, list):
+        raise InvalidJwks("JWKS response has no 'keys' array")
+    return keys
+
+
+def _usable_source(jwk: Any) -> tuple[str, tuple[str, str]]:
+    """Return (kid, (n, e)) for a JWK we could verify RS256 with, or raise UnusableKey."""
+    if not isinstance(jwk, dict):
+        raise UnusableKey("entry is not a JSON object")
+    kid = jwk.get("kid")
+    if not isinstance(kid, str) or not kid:
+        raise UnusableKey("key has no string 'kid'")
+    if jwk.get("kty") != "RSA":
+        raise UnusableKey("key type is not RSA")
+    if jwk.get("use", "sig") != "sig":
+        raise UnusableKey("key use is not 'sig'")
+    if jwk.get("alg", "RS256") != "RS256":
+        raise UnusableKey("key alg is not RS256")
+    modulus, exponent = jwk.get("n"), jwk.get("e")
+    if not isinstance(modulus, str) or not isinstance(exponent, str):
+        raise UnusableKey("key lacks string 'n' and 'e'")
+    return kid, (modulus, exponent)
+
+
+def parse_jwks(body: bytes, previous: KeySet | None = None) -> KeySet:
+    """Build a :class:`KeySet` from a JWKS response body.
+
+    Keys whose ``n``/``e`` are the same as in ``previous`` are reused rather
+    than rebuilt, so each key is built once per kid. A kid that appears twice
+    is dropped entirely: we cannot tell which of the two the issuer meant.
+    """
+    entries = _load_document(body)
+    sources: dict[str, tuple[str, str]] = {}
+    duplicated: set[str] = set()
+    for index, jwk in enumerate(entries):
+        try:
+            kid, source = _usable_source(jwk)
+        except UnusableKey as exc:
+            logger.warning("jwks_key_skipped index=%d reason=%s", index, exc)
+            continue
+        if kid in sources:
+            duplicated.add(kid)
+        sources[kid] = source
+    for kid in duplicated:
+        logger.warning("jwks_key_skipped kid=%s reason=kid appears more than once", kid)
+        del sources[kid]
+
+    keys: dict[str, RS256PublicKey] = {}
+    for kid, source in list(sources.items()):
+        if previous is not None and previous.sources.get(kid) == source:
+            keys[kid] = previous.keys[kid]
+            continue
+        try:
+            keys[kid] = build_rs256_key({"n": source[0], "e": source[1]})
+        except UnusableKey as exc:
+            logger.warning("jwks_key_skipped kid=%s reason=%s", kid, exc)
+            del sources[kid]
+    return KeySet(keys=keys, sources=sources)

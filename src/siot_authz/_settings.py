@@ -1,0 +1,179 @@
+"""Configuration: which user pool and app clients to trust, and how hard to try.
+
+Settings are checked when they are built, so a typo in a pool id fails at
+start-up with the field's name instead of turning every request into a 401.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+__all__ = ["AuthSettings", "TokenUse"]
+
+TokenUse = Literal["id", "access", "any"]
+
+_REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d{1,2}$")
+# Cognito pool ids are "<region>_<alphanumerics>".
+_POOL_ID = re.compile(r"^(?P<region>[a-z]{2}(-[a-z]+)+-\d{1,2})_[0-9A-Za-z]+$")
+_CLIENT_ID = re.compile(r"^[\w+]+$")
+
+
+class AuthSettings(BaseSettings):
+    """Which Cognito user pool and app clients to trust, read from arguments or ``SIOT_AUTHZ_*``.
+
+    Built directly (``AuthSettings(region=..., user_pool_id=..., client_ids=[...])``),
+    from the environment (``SIOT_AUTHZ_REGION``, ``SIOT_AUTHZ_USER_POOL_ID``,
+    ``SIOT_AUTHZ_CLIENT_IDS=a,b``), or from a SimpleIOT ``config.json`` with
+    :meth:`from_simpleiot_config`.
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix="SIOT_AUTHZ_",
+        frozen=True,
+        extra="forbid",
+    )
+
+    region: str = Field(description="AWS region of the user pool, e.g. 'us-west-2'.")
+    user_pool_id: str = Field(description="Cognito user pool id, e.g. 'us-west-2_AbC123xyz'.")
+    client_ids: Annotated[tuple[str, ...], NoDecode] = Field(
+        description="App client ids whose tokens are accepted (comma-separated in the environment).",
+    )
+    token_use: TokenUse = Field(
+        default="id",
+        description="Which tokens to accept: 'id' (what SimpleIOT's API expects), 'access' or 'any'.",
+    )
+    jwks_url: str | None = Field(
+        default=None,
+        description="Where to fetch signing keys; defaults to the pool's Cognito JWKS URL.",
+    )
+    leeway_seconds: float = Field(
+        default=5.0, ge=0, le=300, description="Allowed clock skew for exp, nbf and iat."
+    )
+    jwks_ttl_seconds: float = Field(
+        default=900.0, gt=0, description="How long fetched keys are used before a refresh."
+    )
+    jwks_refetch_cooldown_seconds: float = Field(
+        default=10.0,
+        ge=0,
+        description="Least time between fetches triggered by unknown kids or failed fetches.",
+    )
+    http_timeout_seconds: float = Field(
+        default=5.0, gt=0, le=60, description="Upper bound on the time one JWKS fetch may take."
+    )
+    max_token_bytes: int = Field(
+        default=8192, ge=512, le=1_048_576, description="Longer tokens are refused before decoding."
+    )
+    max_jwks_bytes: int = Field(
+        default=256 * 1024,
+        ge=1024,
+        le=16 * 1024 * 1024,
+        description="Larger JWKS responses are refused while being read.",
+    )
+    verified_cache_size: int = Field(
+        default=10_000,
+        ge=0,
+        description="How many verified tokens to remember (0 turns the cache off).",
+    )
+
+    @field_validator("region")
+    @classmethod
+    def _check_region(cls, value: str) -> str:
+        if not _REGION.fullmatch(value):
+            raise ValueError("must be an AWS region such as 'us-west-2'")
+        return value
+
+    @field_validator("user_pool_id")
+    @classmethod
+    def _check_user_pool_id(cls, value: str) -> str:
+        if not _POOL_ID.fullmatch(value):
+            raise ValueError("must be a Cognito user pool id such as 'us-west-2_AbC123xyz'")
+        return value
+
+    @field_validator("client_ids", mode="before")
+    @classmethod
+    def _split_client_ids(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("client_ids")
+    @classmethod
+    def _check_client_ids(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value:
+            raise ValueError("must name at least one app client id")
+        for client_id in value:
+            if not _CLIENT_ID.fullmatch(client_id):
+                raise ValueError(f"{client_id!r} is not a Cognito app client id")
+        return value
+
+    @field_validator("jwks_url")
+    @classmethod
+    def _check_jwks_url(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^https?://[^\s/]+(/\S*)?$", value):
+            raise ValueError("must be an http(s) URL")
+        return value
+
+    @model_validator(mode="after")
+    def _pool_matches_region_and_default_jwks_url(self) -> AuthSettings:
+        match = _POOL_ID.fullmatch(self.user_pool_id)
+        if match is not None and match["region"] != self.region:
+            raise ValueError(f"user_pool_id is in region {match['region']!r} but region is {self.region!r}")
+        if self.jwks_url is None:
+            default = (
+                f"https://cognito-idp.{self.region}.amazonaws.com/{self.user_pool_id}/.well-known/jwks.json"
+            )
+            # The model is frozen; this runs once, during construction.
+            object.__setattr__(self, "jwks_url", default)
+        return self
+
+    @property
+    def issuers(self) -> frozenset[str]:
+        """The two exact ``iss`` values Cognito uses for this pool (classic and newer format)."""
+        return frozenset(
+            {
+                f"https://cognito-idp.{self.region}.amazonaws.com/{self.user_pool_id}",
+                f"https://issuer-cognito-idp.{self.region}.amazonaws.com/{self.user_pool_id}",
+            }
+        )
+
+    @property
+    def resolved_jwks_url(self) -> str:
+        """The JWKS URL actually used (the override or the pool's default)."""
+        assert self.jwks_url is not None  # filled in by the model validator
+        return self.jwks_url
+
+    @classmethod
+    def from_simpleiot_config(cls, path: str | Path, **overrides: Any) -> AuthSettings:
+        """Build settings from a SimpleIOT ``config.json`` (``~/.simpleiot/<team>/config.json``).
+
+        The file is flat JSON; ``region``, ``cognitoUserPoolId`` and
+        ``cognitoClientId`` are used and other keys are ignored. Keyword
+        arguments override or add any field.
+        """
+        config_path = Path(path).expanduser()
+        try:
+            raw = json.loads(config_path.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ValueError(f"cannot read SimpleIOT config {config_path}: {exc.strerror}") from exc
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"SimpleIOT config {config_path} is not valid JSON: {exc.msg}") from exc
+        if not isinstance(raw, dict):
+            raise ValueError(f"SimpleIOT config {config_path} must be a JSON object")
+        fields: dict[str, Any] = {}
+        for config_key, field_name in (
+            ("region", "region"),
+            ("cognitoUserPoolId", "user_pool_id"),
+            ("cognitoClientId", "client_ids"),
+        ):
+            if config_key in raw:
+                fields[field_name] = raw[config_key]
+            elif field_name not in overrides:
+                raise ValueError(f"SimpleIOT config {config_path} has no {config_key!r}")
+        fields.update(overrides)
+        return cls(**fields)
