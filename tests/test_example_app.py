@@ -1,0 +1,161 @@
+"""The example API behaves as the README promises, in process and as ``python -m examples.app``."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+
+from examples.app import create_app
+from examples.app.__main__ import main
+from siot_authz import CognitoAuth
+from siot_authz.testing import LocalIssuer
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def api(issuer: LocalIssuer) -> Iterator[TestClient]:
+    with TestClient(create_app(CognitoAuth(issuer.settings()))) as client:
+        yield client
+
+
+@pytest.fixture
+def admin_token(issuer: LocalIssuer) -> str:
+    return issuer.mint(username="ada", groups=["admin"])
+
+
+@pytest.fixture
+def user_token(issuer: LocalIssuer) -> str:
+    return issuer.mint(username="bob")
+
+
+def test_healthz_is_open(api: TestClient) -> None:
+    assert api.get("/healthz").json() == {"status": "ok"}
+
+
+@pytest.mark.parametrize("path", ["/v1/me", "/v1/project", "/v1/device", "/v1/data?serial=x"])
+def test_every_v1_route_refuses_a_request_without_token_in_simpleiot_shape(
+    api: TestClient, path: str
+) -> None:
+    response = api.get(path)
+    assert response.status_code == 401
+    assert response.json() == {
+        "status": "error",
+        "message": "No bearer token was sent.",
+        "code": "missing_token",
+    }
+    assert response.headers["WWW-Authenticate"] == "Bearer"
+
+
+def test_refuses_garbage_token_with_invalid_token_challenge(api: TestClient) -> None:
+    response = api.get("/v1/me", headers={"Authorization": "Bearer not.a.jwt"})
+    assert response.status_code == 401
+    assert response.json()["status"] == "error"
+    assert response.headers["WWW-Authenticate"] == 'Bearer error="invalid_token"'
+    assert "not.a.jwt" not in response.text
+
+
+@pytest.mark.parametrize("prefix", ["", "Bearer ", "bearer "])
+def test_me_returns_the_principal_for_raw_and_bearer_tokens(
+    api: TestClient, user_token: str, prefix: str
+) -> None:
+    body = api.get("/v1/me", headers={"Authorization": prefix + user_token}).json()
+    assert body["status"] == "ok"
+    assert body["principal"]["username"] == "bob"
+    assert body["principal"]["token_use"] == "id"
+
+
+def test_project_device_data_round_trip(api: TestClient, user_token: str, admin_token: str) -> None:
+    user = {"Authorization": user_token}
+    admin = {"Authorization": f"Bearer {admin_token}"}
+    assert api.post("/v1/project", json={"name": "greenhouse"}, headers=user).status_code == 201
+    assert (
+        api.post("/v1/device", json={"serial": "gh-1", "project": "greenhouse"}, headers=user).status_code
+        == 201
+    )
+    assert (
+        api.post("/v1/data", json={"serial": "gh-1", "name": "temp", "value": 21.5}, headers=user).status_code
+        == 201
+    )
+    assert api.get("/v1/data?serial=gh-1", headers=user).json()["data"] == [{"name": "temp", "value": 21.5}]
+    assert [p["name"] for p in api.get("/v1/project", headers=user).json()["projects"]] == ["greenhouse"]
+
+    for path in ("/v1/data?serial=gh-1", "/v1/device?serial=gh-1", "/v1/project?name=greenhouse"):
+        refused = api.delete(path, headers=user)
+        assert refused.status_code == 403
+        assert refused.json()["code"] == "missing_group"
+        assert refused.headers["WWW-Authenticate"] == 'Bearer error="insufficient_scope"'
+        assert api.delete(path, headers=admin).json()["status"] == "ok"
+
+
+def test_not_found_and_bad_input_use_the_error_shape(api: TestClient, user_token: str) -> None:
+    headers = {"Authorization": user_token}
+    missing = api.post("/v1/device", json={"serial": "x", "project": "nope"}, headers=headers)
+    assert missing.status_code == 404
+    assert missing.json() == {"status": "error", "message": "project 'nope' not found"}
+    invalid = api.post("/v1/project", json={"nam": "typo"}, headers=headers)
+    assert invalid.status_code == 422
+    assert invalid.json()["status"] == "error"
+
+
+def test_refuses_access_token_because_the_api_expects_id_tokens(api: TestClient, issuer: LocalIssuer) -> None:
+    response = api.get("/v1/me", headers={"Authorization": issuer.mint(token_use="access")})
+    assert response.status_code == 401
+    assert response.json()["code"] == "token_use_mismatch"
+
+
+def test_bad_config_file_exits_with_status_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"region": "us-west-2", "cognitoUserPoolId": "not a pool"}))
+    assert main(["--config", str(config)]) == 2
+    assert "bad configuration" in capsys.readouterr().err
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_python_m_examples_app_serves_the_printed_tokens() -> None:
+    port = _free_port()
+    env = {key: value for key, value in os.environ.items() if not key.startswith("SIOT_AUTHZ_")}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "examples.app", "--port", str(port)],
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        printed = ""
+        deadline = time.monotonic() + 30
+        while "Uvicorn running" not in printed and time.monotonic() < deadline:
+            line = process.stdout.readline()
+            if not line:
+                break
+            printed += line
+        assert "Uvicorn running" in printed, printed
+        tokens = dict(re.findall(r"export (ADMIN_TOKEN|USER_TOKEN)='([^']+)'", printed))
+        base = f"http://127.0.0.1:{port}"
+        admin = httpx.get(f"{base}/v1/me", headers={"Authorization": tokens["ADMIN_TOKEN"]})
+        assert admin.json()["principal"]["groups"] == ["admin"]
+        user = httpx.get(f"{base}/v1/me", headers={"Authorization": f"Bearer {tokens['USER_TOKEN']}"})
+        assert user.json()["principal"]["groups"] == []
+        assert httpx.get(f"{base}/v1/me").status_code == 401
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
