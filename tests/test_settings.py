@@ -1,0 +1,347 @@
+"""AuthSettings: built from arguments, the environment or a SimpleIOT config.json, and checked up front."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from siot_authz import AuthSettings
+
+REGION = "us-west-2"
+POOL = "us-west-2_AbC123xyz"
+CLIENT = "4h5kq0b1example0client0id"
+
+VALID: dict[str, Any] = {"region": REGION, "user_pool_id": POOL, "client_ids": [CLIENT]}
+
+
+@pytest.fixture(autouse=True)
+def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Settings read SIOT_AUTHZ_* variables; a developer's own must not leak into these tests."""
+    for name in list(os.environ):
+        if name.upper().startswith("SIOT_AUTHZ_"):
+            monkeypatch.delenv(name)
+
+
+def write_config(tmp_path: Path, content: Any) -> Path:
+    path = tmp_path / "config.json"
+    path.write_text(content if isinstance(content, str) else json.dumps(content), encoding="utf-8")
+    return path
+
+
+# -- construction ---------------------------------------------------------------
+
+
+def test_builds_from_keyword_arguments_with_documented_defaults() -> None:
+    settings = AuthSettings(**VALID)
+
+    assert settings.region == REGION
+    assert settings.user_pool_id == POOL
+    assert settings.client_ids == (CLIENT,)
+    assert settings.token_use == "id"
+    assert 0 < settings.leeway_seconds <= 60
+    assert settings.jwks_ttl_seconds > 0
+    assert settings.jwks_refetch_cooldown_seconds > 0
+    assert settings.http_timeout_seconds > 0
+    assert settings.max_token_bytes >= 4096
+
+
+def test_default_jwks_url_is_the_pools_cognito_endpoint() -> None:
+    settings = AuthSettings(**VALID)
+
+    expected = f"https://cognito-idp.{REGION}.amazonaws.com/{POOL}/.well-known/jwks.json"
+    assert settings.jwks_url == expected
+    assert settings.resolved_jwks_url == expected
+
+
+def test_jwks_url_override_is_kept() -> None:
+    settings = AuthSettings(**VALID, jwks_url="http://127.0.0.1:9000/pool/.well-known/jwks.json")
+
+    assert settings.resolved_jwks_url == "http://127.0.0.1:9000/pool/.well-known/jwks.json"
+
+
+def test_issuers_are_exactly_the_classic_and_newer_cognito_urls() -> None:
+    assert AuthSettings(**VALID).issuers == {
+        f"https://cognito-idp.{REGION}.amazonaws.com/{POOL}",
+        f"https://issuer-cognito-idp.{REGION}.amazonaws.com/{POOL}",
+    }
+
+
+@pytest.mark.parametrize(
+    ("client_ids", "expected"),
+    [
+        ([CLIENT], (CLIENT,)),
+        ((CLIENT, "second0client"), (CLIENT, "second0client")),
+        (f"{CLIENT},second0client", (CLIENT, "second0client")),
+        (f" {CLIENT} , second0client ,", (CLIENT, "second0client")),
+    ],
+)
+def test_accepts_one_or_more_client_ids(client_ids: Any, expected: tuple[str, ...]) -> None:
+    assert AuthSettings(**{**VALID, "client_ids": client_ids}).client_ids == expected
+
+
+@pytest.mark.parametrize("token_use", ["id", "access", "any"])
+def test_accepts_each_token_use(token_use: str) -> None:
+    assert AuthSettings(**VALID, token_use=token_use).token_use == token_use
+
+
+def test_settings_are_immutable() -> None:
+    settings = AuthSettings(**VALID)
+
+    with pytest.raises(ValidationError):
+        settings.region = "eu-west-1"  # type: ignore[misc]
+
+
+# -- the environment --------------------------------------------------------------
+
+
+def test_builds_from_siot_authz_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SIOT_AUTHZ_REGION", REGION)
+    monkeypatch.setenv("SIOT_AUTHZ_USER_POOL_ID", POOL)
+    monkeypatch.setenv("SIOT_AUTHZ_CLIENT_IDS", f"{CLIENT}, second0client")
+    monkeypatch.setenv("SIOT_AUTHZ_TOKEN_USE", "access")
+    monkeypatch.setenv("SIOT_AUTHZ_LEEWAY_SECONDS", "30")
+    monkeypatch.setenv("SIOT_AUTHZ_JWKS_URL", "http://127.0.0.1:9000/jwks.json")
+
+    settings = AuthSettings()  # type: ignore[call-arg]
+
+    assert settings.region == REGION
+    assert settings.user_pool_id == POOL
+    assert settings.client_ids == (CLIENT, "second0client")
+    assert settings.token_use == "access"
+    assert settings.leeway_seconds == 30
+    assert settings.resolved_jwks_url == "http://127.0.0.1:9000/jwks.json"
+
+
+def test_single_client_id_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SIOT_AUTHZ_REGION", REGION)
+    monkeypatch.setenv("SIOT_AUTHZ_USER_POOL_ID", POOL)
+    monkeypatch.setenv("SIOT_AUTHZ_CLIENT_IDS", CLIENT)
+
+    assert AuthSettings().client_ids == (CLIENT,)  # type: ignore[call-arg]
+
+
+def test_keyword_arguments_win_over_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SIOT_AUTHZ_TOKEN_USE", "access")
+
+    assert AuthSettings(**VALID, token_use="any").token_use == "any"
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "field"),
+    [
+        ("SIOT_AUTHZ_CLIENT_IDS", "", "client_ids"),
+        ("SIOT_AUTHZ_CLIENT_IDS", " , ", "client_ids"),
+        ("SIOT_AUTHZ_TOKEN_USE", "refresh", "token_use"),
+        ("SIOT_AUTHZ_LEEWAY_SECONDS", "soon", "leeway_seconds"),
+    ],
+)
+def test_bad_environment_value_fails_naming_the_field(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str, field: str
+) -> None:
+    monkeypatch.setenv("SIOT_AUTHZ_REGION", REGION)
+    monkeypatch.setenv("SIOT_AUTHZ_USER_POOL_ID", POOL)
+    monkeypatch.setenv("SIOT_AUTHZ_CLIENT_IDS", CLIENT)
+    monkeypatch.setenv(variable, value)
+
+    with pytest.raises(ValidationError) as caught:
+        AuthSettings()  # type: ignore[call-arg]
+
+    assert [error["loc"] for error in caught.value.errors()] == [(field,)]
+
+
+def test_missing_required_settings_are_named() -> None:
+    with pytest.raises(ValidationError) as caught:
+        AuthSettings()  # type: ignore[call-arg]
+
+    assert {error["loc"] for error in caught.value.errors()} == {
+        ("region",),
+        ("user_pool_id",),
+        ("client_ids",),
+    }
+
+
+# -- bad values fail at construction -------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("region", ""),
+        ("region", "us-west"),
+        ("region", "US-WEST-2"),
+        ("region", "us-west-2 "),
+        ("region", "cognito-idp.us-west-2"),
+        ("user_pool_id", ""),
+        ("user_pool_id", "AbC123xyz"),
+        ("user_pool_id", "us-west-2_"),
+        ("user_pool_id", "us-west-2_AbC-123"),
+        ("user_pool_id", "us-west-2_AbC123xyz/../other"),
+        ("client_ids", []),
+        ("client_ids", ""),
+        ("client_ids", ["has space"]),
+        ("client_ids", ["semi;colon"]),
+        ("client_ids", [""]),
+        ("token_use", "refresh"),
+        ("token_use", "ID"),
+        ("jwks_url", "ftp://example.com/jwks.json"),
+        ("jwks_url", "not a url"),
+        ("jwks_url", "https://"),
+        ("leeway_seconds", -1),
+        ("leeway_seconds", 301),
+        ("jwks_ttl_seconds", 0),
+        ("jwks_ttl_seconds", -5),
+        ("jwks_refetch_cooldown_seconds", -1),
+        ("http_timeout_seconds", 0),
+        ("http_timeout_seconds", 61),
+        ("max_token_bytes", 100),
+        ("max_token_bytes", 2_000_000),
+        ("max_jwks_bytes", 10),
+        ("verified_cache_size", -1),
+    ],
+)
+def test_bad_field_fails_at_construction_naming_it(field: str, value: Any) -> None:
+    with pytest.raises(ValidationError) as caught:
+        AuthSettings(**{**VALID, field: value})
+
+    assert [error["loc"] for error in caught.value.errors()] == [(field,)]
+    assert field in str(caught.value)
+
+
+def test_unknown_field_is_refused_by_name() -> None:
+    with pytest.raises(ValidationError) as caught:
+        AuthSettings(**VALID, leeway=10)
+
+    assert "leeway" in str(caught.value)
+
+
+def test_pool_from_another_region_fails_naming_both_fields() -> None:
+    with pytest.raises(ValidationError) as caught:
+        AuthSettings(region="eu-west-1", user_pool_id=POOL, client_ids=[CLIENT])
+
+    message = str(caught.value)
+    assert "user_pool_id" in message
+    assert "region" in message
+    assert "eu-west-1" in message
+
+
+# -- SimpleIOT config.json --------------------------------------------------------------
+
+
+def simpleiot_config(**changes: Any) -> dict[str, Any]:
+    """A config.json as SimpleIOT writes it: flat, with keys this library does not use."""
+    config: dict[str, Any] = {
+        "apiEndpoint": "https://abc123.execute-api.us-west-2.amazonaws.com/dev/",
+        "cognitoClientId": CLIENT,
+        "cognitoUserPoolId": POOL,
+        "dashboardDomainName": "d1234.cloudfront.net",
+        "iotEndpoint": "a1b2c3-ats.iot.us-west-2.amazonaws.com",
+        "region": REGION,
+        "team": "acme",
+    }
+    config.update(changes)
+    return {name: value for name, value in config.items() if value is not None}
+
+
+def test_reads_simpleiot_config_ignoring_other_keys(tmp_path: Path) -> None:
+    settings = AuthSettings.from_simpleiot_config(write_config(tmp_path, simpleiot_config()))
+
+    assert settings.region == REGION
+    assert settings.user_pool_id == POOL
+    assert settings.client_ids == (CLIENT,)
+    assert settings.token_use == "id"
+    assert settings.resolved_jwks_url == (
+        f"https://cognito-idp.{REGION}.amazonaws.com/{POOL}/.well-known/jwks.json"
+    )
+
+
+def test_accepts_config_path_as_string(tmp_path: Path) -> None:
+    path = write_config(tmp_path, simpleiot_config())
+
+    assert AuthSettings.from_simpleiot_config(str(path)).user_pool_id == POOL
+
+
+def test_expands_home_in_config_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    team_dir = tmp_path / ".simpleiot" / "acme"
+    team_dir.mkdir(parents=True)
+    write_config(team_dir, simpleiot_config())
+    monkeypatch.setenv("HOME", str(tmp_path))
+
+    assert AuthSettings.from_simpleiot_config("~/.simpleiot/acme/config.json").region == REGION
+
+
+def test_config_overrides_replace_and_add_fields(tmp_path: Path) -> None:
+    settings = AuthSettings.from_simpleiot_config(
+        write_config(tmp_path, simpleiot_config()),
+        token_use="access",
+        client_ids=[CLIENT, "second0client"],
+        jwks_url="http://127.0.0.1:9000/jwks.json",
+        leeway_seconds=0,
+    )
+
+    assert settings.token_use == "access"
+    assert settings.client_ids == (CLIENT, "second0client")
+    assert settings.resolved_jwks_url == "http://127.0.0.1:9000/jwks.json"
+    assert settings.leeway_seconds == 0
+
+
+@pytest.mark.parametrize("missing", ["region", "cognitoUserPoolId", "cognitoClientId"])
+def test_config_missing_a_key_fails_naming_it(tmp_path: Path, missing: str) -> None:
+    path = write_config(tmp_path, simpleiot_config(**{missing: None}))
+
+    with pytest.raises(ValueError, match=missing):
+        AuthSettings.from_simpleiot_config(path)
+
+
+def test_override_supplies_a_key_missing_from_config(tmp_path: Path) -> None:
+    path = write_config(tmp_path, simpleiot_config(cognitoClientId=None))
+
+    settings = AuthSettings.from_simpleiot_config(path, client_ids=[CLIENT])
+
+    assert settings.client_ids == (CLIENT,)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("{not json", "not valid JSON"),
+        ("", "not valid JSON"),
+        ('["region", "us-west-2"]', "JSON object"),
+        ("null", "JSON object"),
+    ],
+)
+def test_unreadable_config_fails_clearly(tmp_path: Path, content: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        AuthSettings.from_simpleiot_config(write_config(tmp_path, content))
+
+
+def test_missing_config_file_fails_naming_the_path(tmp_path: Path) -> None:
+    path = tmp_path / "nowhere" / "config.json"
+
+    with pytest.raises(ValueError, match="cannot read") as caught:
+        AuthSettings.from_simpleiot_config(path)
+
+    assert str(path) in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("config_key", "bad_value", "field"),
+    [
+        ("region", "Oregon", "region"),
+        ("cognitoUserPoolId", "not-a-pool", "user_pool_id"),
+        ("cognitoClientId", "bad client", "client_ids"),
+    ],
+)
+def test_bad_value_in_config_fails_naming_the_field(
+    tmp_path: Path, config_key: str, bad_value: str, field: str
+) -> None:
+    path = write_config(tmp_path, simpleiot_config(**{config_key: bad_value}))
+
+    with pytest.raises(ValidationError) as caught:
+        AuthSettings.from_simpleiot_config(path)
+
+    assert (field,) in [error["loc"] for error in caught.value.errors()]
