@@ -1,10 +1,21 @@
 """Fetching the JWKS document with hard limits, in sync and async flavours.
 
 The limits are what make a slow, hostile or broken key endpoint harmless:
-redirects are never followed (a redirect could move key loading to a host we
-do not trust), the body is capped while it streams in, and the whole fetch,
-including one immediate retry of a transient failure, must end before a
-single deadline.
+
+* redirects are never followed (a redirect could move key loading to a host
+  we do not trust);
+* only the identity encoding is accepted, so the size cap counts the bytes we
+  keep and no small compressed body can inflate into a large one;
+* the body is capped while it streams in, and a declared ``Content-Length``
+  over the cap is refused before any of the body is read;
+* at most one immediate retry, and only of a transient failure (a 5xx, a
+  dropped connection); the whole fetch, retry included, runs against one
+  deadline.
+
+The async fetch is cut off exactly at the deadline. The sync fetch gives each
+network operation only the time left and checks the deadline between body
+chunks, so a server that trickles bytes holds the caller at most about twice
+the timeout.
 """
 
 from __future__ import annotations
@@ -27,36 +38,42 @@ class JwksFetchError(Exception):
         self.is_transient = is_transient
 
 
-# Identity encoding only: the size cap then counts the bytes we keep, and no
-# small compressed body can inflate into a large one.
 _HEADERS = {"Accept": "application/json", "Accept-Encoding": "identity", "User-Agent": "siot-authz"}
-
-
-def _status_error(response: httpx.Response) -> JwksFetchError | None:
-    if response.status_code == 200:
-        if response.headers.get("Content-Encoding", "identity").lower() != "identity":
-            return JwksFetchError("content_encoding_refused", is_transient=False)
-        return None
-    if 300 <= response.status_code < 400:
-        return JwksFetchError(f"http_{response.status_code}_redirect_refused", is_transient=False)
-    return JwksFetchError(f"http_{response.status_code}", is_transient=response.status_code >= 500)
-
-
-def _transport_error(exc: httpx.HTTPError) -> JwksFetchError:
-    if isinstance(exc, httpx.TimeoutException):
-        return JwksFetchError("timeout", is_transient=True)
-    return JwksFetchError(f"transport_{type(exc).__name__}", is_transient=True)
 
 
 def _too_large(max_bytes: int) -> JwksFetchError:
     return JwksFetchError(f"body_over_{max_bytes}_bytes", is_transient=False)
 
 
+def _response_error(response: httpx.Response, max_bytes: int) -> JwksFetchError | None:
+    """Why the response must be refused from its status line and headers alone, or None."""
+    status = response.status_code
+    if 300 <= status < 400:
+        return JwksFetchError(f"http_{status}_redirect_refused", is_transient=False)
+    if status != 200:
+        return JwksFetchError(f"http_{status}", is_transient=status >= 500)
+    if response.headers.get("Content-Encoding", "identity").strip().lower() != "identity":
+        return JwksFetchError("content_encoding_refused", is_transient=False)
+    declared = response.headers.get("Content-Length", "")
+    # A declared length is only a hint (it may lie either way); the streaming
+    # cap below is what holds. Refusing early just saves reading the body.
+    if declared.isdigit() and int(declared) > max_bytes:
+        return _too_large(max_bytes)
+    return None
+
+
+def _transport_error(exc: httpx.HTTPError) -> JwksFetchError:
+    if isinstance(exc, httpx.TimeoutException):
+        # Every operation is given all the time left, so none is left to retry in.
+        return JwksFetchError("timeout", is_transient=False)
+    return JwksFetchError(f"transport_{type(exc).__name__}", is_transient=True)
+
+
 async def _fetch_once(client: httpx.AsyncClient, url: str, max_bytes: int) -> bytes:
     async with client.stream("GET", url, headers=_HEADERS, follow_redirects=False) as response:
-        status_error = _status_error(response)
-        if status_error is not None:
-            raise status_error
+        error = _response_error(response, max_bytes)
+        if error is not None:
+            raise error
         body = bytearray()
         async for chunk in response.aiter_raw():
             body += chunk
@@ -102,9 +119,9 @@ def _fetch_once_sync(client: httpx.Client, url: str, max_bytes: int, deadline: f
     # Each connect or read may use only the time left before the deadline.
     remaining = httpx.Timeout(max(deadline - time.monotonic(), 0.001))
     with client.stream("GET", url, headers=_HEADERS, timeout=remaining, follow_redirects=False) as response:
-        status_error = _status_error(response)
-        if status_error is not None:
-            raise status_error
+        error = _response_error(response, max_bytes)
+        if error is not None:
+            raise error
         body = bytearray()
         for chunk in response.iter_raw():
             body += chunk
@@ -122,12 +139,7 @@ def fetch_jwks_sync(
     max_bytes: int,
     client: httpx.Client,
 ) -> bytes:
-    """Blocking twin of :func:`fetch_jwks`, for ``verify_sync``.
-
-    Each network operation gets only the time left before the deadline, and
-    the deadline is checked between chunks, so a server that trickles bytes
-    cannot hold the caller much past ``timeout``.
-    """
+    """Blocking twin of :func:`fetch_jwks`, for ``verify_sync``; ``client`` must not follow redirects."""
     deadline = time.monotonic() + time_limit
     for attempt in (1, 2):
         try:

@@ -2,8 +2,13 @@
 
 The key endpoint is treated as untrusted input too. A key is usable only if
 it is RSA, meant for signatures (``use`` absent or ``sig``), meant for RS256
-(``alg`` absent or ``RS256``) and at least 2048 bits. Anything else is
-skipped and logged; one bad key never spoils the good ones next to it.
+(``alg`` absent or ``RS256``) and between 2048 and 16384 bits. Anything
+else is skipped and logged; one bad key never spoils the good ones next to it.
+Only ``n`` and ``e`` are read, so private members a JWK may leak are ignored.
+
+A document with no usable key at all is refused as a whole, like one that is
+not a JWKS: the keys already held then keep serving, instead of an empty or
+garbled response locking every caller out.
 """
 
 from __future__ import annotations
@@ -16,13 +21,17 @@ from typing import Any
 
 from ._jose import RS256PublicKey, UnusableKey, build_rs256_key
 
-__all__ = ["InvalidJwks", "KeySet", "parse_jwks"]
+__all__ = ["InvalidJwks", "KeySet", "parse_jwks", "safe_kid"]
 
 logger = logging.getLogger("siot_authz.jwks")
 
+# 16384 bits in base64url. A bigger modulus is no Cognito key, and verifying
+# with one costs time on every request.
+_MAX_MODULUS_CHARS = 2732
+
 
 class InvalidJwks(ValueError):
-    """The document is not a JWKS at all (as opposed to holding some unusable keys)."""
+    """The document is not a JWKS, or holds no usable key; the message is a short code safe to log."""
 
 
 @dataclass(frozen=True)
@@ -39,7 +48,7 @@ class KeySet:
 
 
 def _refuse_constant(name: str) -> Any:
-    raise InvalidJwks(f"JWKS contains the non-finite number {name}")
+    raise InvalidJwks("jwks_non_finite_number")
 
 
 def _load_document(body: bytes) -> list[Any]:
@@ -48,12 +57,12 @@ def _load_document(body: bytes) -> list[Any]:
     except InvalidJwks:
         raise
     except (UnicodeDecodeError, ValueError, RecursionError):
-        raise InvalidJwks("JWKS response is not UTF-8 JSON") from None
+        raise InvalidJwks("jwks_not_utf8_json") from None
     if not isinstance(document, dict):
-        raise InvalidJwks("JWKS response is not a JSON object")
+        raise InvalidJwks("jwks_not_an_object")
     keys = document.get("keys")
     if not isinstance(keys, list):
-        raise InvalidJwks("JWKS response has no 'keys' array")
+        raise InvalidJwks("jwks_keys_not_an_array")
     return keys
 
 
@@ -73,7 +82,14 @@ def _usable_source(jwk: Any) -> tuple[str, tuple[str, str]]:
     modulus, exponent = jwk.get("n"), jwk.get("e")
     if not isinstance(modulus, str) or not isinstance(exponent, str):
         raise UnusableKey("key lacks string 'n' and 'e'")
+    if len(modulus) > _MAX_MODULUS_CHARS:
+        raise UnusableKey("RSA key is over 16384 bits")
     return kid, (modulus, exponent)
+
+
+def safe_kid(kid: str) -> str:
+    """A log-safe rendering of a kid, which comes from a token or the key endpoint."""
+    return repr(kid[:64]) + ("..." if len(kid) > 64 else "")
 
 
 def parse_jwks(body: bytes, previous: KeySet | None = None) -> KeySet:
@@ -82,6 +98,7 @@ def parse_jwks(body: bytes, previous: KeySet | None = None) -> KeySet:
     Keys whose ``n``/``e`` are the same as in ``previous`` are reused rather
     than rebuilt, so each key is built once per kid. A kid that appears twice
     is dropped entirely: we cannot tell which of the two the issuer meant.
+    Raises :class:`InvalidJwks` when the body is not a JWKS or holds no usable key.
     """
     entries = _load_document(body)
     sources: dict[str, tuple[str, str]] = {}
@@ -96,7 +113,7 @@ def parse_jwks(body: bytes, previous: KeySet | None = None) -> KeySet:
             duplicated.add(kid)
         sources[kid] = source
     for kid in duplicated:
-        logger.warning("jwks_key_skipped kid=%s reason=kid appears more than once", kid)
+        logger.warning("jwks_key_skipped kid=%s reason=kid appears more than once", safe_kid(kid))
         del sources[kid]
 
     keys: dict[str, RS256PublicKey] = {}
@@ -107,6 +124,8 @@ def parse_jwks(body: bytes, previous: KeySet | None = None) -> KeySet:
         try:
             keys[kid] = build_rs256_key({"n": source[0], "e": source[1]})
         except UnusableKey as exc:
-            logger.warning("jwks_key_skipped kid=%s reason=%s", kid, exc)
+            logger.warning("jwks_key_skipped kid=%s reason=%s", safe_kid(kid), exc)
             del sources[kid]
+    if not keys:
+        raise InvalidJwks("jwks_no_usable_key")
     return KeySet(keys=keys, sources=sources)

@@ -3,13 +3,15 @@
 The policy, shared by the sync and async faces:
 
 * One fetch serves every request until ``jwks_ttl_seconds`` pass; concurrent
-  cold requests wait on one in-flight fetch.
+  cold requests wait on one in-flight fetch (per event loop for ``verify``,
+  per process for ``verify_sync``).
 * A kid we do not hold may trigger a refetch (keys rotate), but at most one
   per ``jwks_refetch_cooldown_seconds``: a client spraying random kids must
   not turn into a stream of fetches (the "penalty box").
 * A failed refresh keeps the keys already held (stale-if-error) and is not
   retried before the cooldown passes. With nothing held, requests fail fast
   with :class:`JwksUnavailable` (503) instead of each waiting on the network.
+  Any failure of a fetch, expected or not, ends this way and never as a 500.
 * A refresh that drops a key drops it at once: tokens signed with it stop
   verifying.
 """
@@ -28,7 +30,7 @@ import httpx
 from ._errors import JwksUnavailable, KeyIdUnknown
 from ._http import JwksFetchError, fetch_jwks, fetch_jwks_sync
 from ._jose import RS256PublicKey
-from ._jwks import InvalidJwks, KeySet, parse_jwks
+from ._jwks import InvalidJwks, KeySet, parse_jwks, safe_kid
 from ._settings import AuthSettings
 
 __all__ = ["JwksCache"]
@@ -59,6 +61,7 @@ class JwksCache:
         self._key_set: KeySet | None = None
         self._fetched_at = 0.0
         self._last_attempt_at: float | None = None
+        self._is_last_attempt_failed = False
         self._inflight: asyncio.Task[None] | None = None
         self._sync_lock = threading.Lock()
         self._sync_client: httpx.Client | None = None
@@ -77,6 +80,11 @@ class JwksCache:
         key_set = self._key_set
         return key_set is not None and kid in key_set.keys
 
+    def held_key(self, kid: str) -> RS256PublicKey | None:
+        """The key now held for ``kid``, fresh or stale; the same object while the JWK is unchanged."""
+        key_set = self._key_set
+        return key_set.get(kid) if key_set is not None else None
+
     @property
     def kids(self) -> frozenset[str]:
         """The kids of the held key set (empty before the first fetch)."""
@@ -85,14 +93,18 @@ class JwksCache:
 
     # -- policy ---------------------------------------------------------------
 
-    def _may_fetch(self) -> bool:
+    def _is_cooled_down(self) -> bool:
         last = self._last_attempt_at
         return last is None or self._clock() - last >= self._cooldown
 
     def _needs_fetch(self, kid: str) -> bool:
-        if self._key_set is None or not self.is_fresh() or not self.holds_kid(kid):
-            return self._may_fetch()
-        return False
+        if self._key_set is None:
+            return self._is_cooled_down()
+        if not self.is_fresh():
+            # A TTL refresh after a good fetch is due now, even when the TTL is
+            # shorter than the cooldown; after a failure it waits the cooldown.
+            return not self._is_last_attempt_failed or self._is_cooled_down()
+        return not self.holds_kid(kid) and self._is_cooled_down()
 
     def _key_after_fetch(self, kid: str) -> RS256PublicKey:
         key_set = self._key_set
@@ -109,13 +121,21 @@ class JwksCache:
         if previous is not None:
             dropped = set(previous.keys) - set(key_set.keys)
             if dropped:
-                logger.info("jwks_keys_dropped kids=%s", ",".join(sorted(dropped)))
+                logger.info("jwks_keys_dropped kids=%s", ",".join(safe_kid(kid) for kid in sorted(dropped)))
         self._key_set = key_set
         self._fetched_at = self._clock()
+        self._is_last_attempt_failed = False
         self.generation += 1
-        logger.info("jwks_fetched kids=%s", ",".join(sorted(key_set.keys)) or "-")
+        logger.info("jwks_fetched kids=%s", ",".join(safe_kid(kid) for kid in sorted(key_set.keys)))
 
-    def _record_failure(self, reason: str) -> None:
+    def _record_failure(self, exc: Exception) -> None:
+        if isinstance(exc, (JwksFetchError, InvalidJwks)):
+            reason = str(exc)  # short texts written in this package
+        else:
+            # Not expected (an invalid URL, a TLS setup error, a bug). Its
+            # message is not ours, so only its type is logged.
+            reason = f"unexpected_{type(exc).__name__}"
+        self._is_last_attempt_failed = True
         state = "serving stale keys" if self._key_set is not None else "no keys held"
         logger.warning("jwks_fetch_failed reason=%s url=%s state=%s", reason, self._url, state)
 
@@ -137,8 +157,8 @@ class JwksCache:
                 transport=self._async_transport,
             )
             self._store(body)
-        except (JwksFetchError, InvalidJwks) as exc:
-            self._record_failure(str(exc))
+        except Exception as exc:  # a failed fetch must end in stale keys or a 503
+            self._record_failure(exc)
         finally:
             self._last_attempt_at = self._clock()
 
@@ -188,8 +208,8 @@ class JwksCache:
                 client=self._get_sync_client(),
             )
             self._store(body)
-        except (JwksFetchError, InvalidJwks) as exc:
-            self._record_failure(str(exc))
+        except Exception as exc:  # a failed fetch must end in stale keys or a 503
+            self._record_failure(exc)
         finally:
             self._last_attempt_at = self._clock()
 

@@ -1,0 +1,212 @@
+"""The key endpoint is untrusted: every way it can fail or misbehave ends in a quick, logged 503.
+
+Each failure mode is served by the real loopback server and checked through
+a FastAPI route, ``await verify`` and ``verify_sync`` with nothing cached:
+the caller gets ``503 jwks_unavailable`` within a bound of the timeout, the
+endpoint sees the expected number of requests (one retry, for transient
+failures only), and the log names the reason without any token text.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import json
+import logging
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import pytest
+
+from siot_authz._http import JwksFetchError, fetch_jwks, fetch_jwks_sync
+from siot_authz.testing import JwksResponse, JwksServer, LocalIssuer
+from test_key_cache import FACES, Caller
+from test_key_cache import make_caller as make_caller  # a fixture, re-exported for this module
+
+MiB = 1024 * 1024
+# Valid JSON, so only the size can be what refuses it.
+HUGE_BODY = b'{"keys": [], "padding": "' + b"x" * MiB + b'"}'
+
+
+@dataclass(frozen=True)
+class Misbehaviour:
+    """One way the endpoint fails: how it answers, and what we expect to see."""
+
+    response: Callable[[str], JwksResponse]  # given the URL a redirect points to
+    reason: str  # the reason code logged
+    requests: int = 1  # requests the endpoint sees for one fetch
+    settings: dict[str, Any] = field(default_factory=dict)
+
+
+def answer(**fields: Any) -> Callable[[str], JwksResponse]:
+    return lambda _target: JwksResponse(**fields)
+
+
+def redirect(status: int) -> Callable[[str], JwksResponse]:
+    return lambda target: JwksResponse(status=status, body=b"", headers={"Location": target})
+
+
+MISBEHAVIOURS = {
+    "http_500": Misbehaviour(answer(status=500, body=b'{"message": "boom"}'), "http_500", requests=2),
+    "http_502": Misbehaviour(answer(status=502, body=b"bad gateway"), "http_502", requests=2),
+    "http_503": Misbehaviour(answer(status=503, body=b""), "http_503", requests=2),
+    "http_404": Misbehaviour(answer(status=404), "http_404"),
+    "http_403": Misbehaviour(answer(status=403, body=b"{}"), "http_403"),
+    "http_204": Misbehaviour(answer(status=204, body=b""), "http_204"),
+    "redirect_301": Misbehaviour(redirect(301), "http_301_redirect_refused"),
+    "redirect_302": Misbehaviour(redirect(302), "http_302_redirect_refused"),
+    "redirect_307": Misbehaviour(redirect(307), "http_307_redirect_refused"),
+    "redirect_308": Misbehaviour(redirect(308), "http_308_redirect_refused"),
+    "html": Misbehaviour(answer(body=b"<html>maintenance</html>"), "jwks_not_utf8_json"),
+    "not_utf8": Misbehaviour(answer(body=b'{"keys": ["\xff"]}'), "jwks_not_utf8_json"),
+    "empty_body": Misbehaviour(answer(body=b""), "jwks_not_utf8_json"),
+    "json_array": Misbehaviour(answer(body=b"[]"), "jwks_not_an_object"),
+    "keys_not_array": Misbehaviour(answer(body=b'{"keys": {"kid": "a"}}'), "jwks_keys_not_an_array"),
+    "single_jwk": Misbehaviour(answer(body=b'{"kty": "RSA", "kid": "a"}'), "jwks_keys_not_an_array"),
+    "nan": Misbehaviour(answer(body=b'{"keys": [], "x": NaN}'), "jwks_non_finite_number"),
+    "no_keys": Misbehaviour(answer(body=b'{"keys": []}'), "jwks_no_usable_key"),
+    "only_unusable_keys": Misbehaviour(
+        answer(body=b'{"keys": [{"kty": "EC", "kid": "a"}, {"kty": "oct", "kid": "b", "k": "c2VjcmV0"}]}'),
+        "jwks_no_usable_key",
+    ),
+    "oversize_content_length": Misbehaviour(answer(body=HUGE_BODY), "body_over_262144_bytes"),
+    "oversize_chunked": Misbehaviour(answer(body=HUGE_BODY, framing="chunked"), "body_over_262144_bytes"),
+    "oversize_until_close": Misbehaviour(answer(body=HUGE_BODY, framing="close"), "body_over_262144_bytes"),
+    # Trickled at 64 bytes per millisecond, the whole body would take over 16 s:
+    # being refused for its size shows it was cut off while being read.
+    "oversize_trickled": Misbehaviour(
+        answer(body=HUGE_BODY, framing="close", trickle_seconds=0.001),
+        "body_over_4096_bytes",
+        settings={"max_jwks_bytes": 4096},
+    ),
+    "content_length_understated": Misbehaviour(
+        answer(body=HUGE_BODY, headers={"Content-Length": "100"}), "jwks_not_utf8_json"
+    ),
+    "content_length_overstated": Misbehaviour(
+        answer(headers={"Content-Length": str(10 * MiB)}), "body_over_262144_bytes"
+    ),
+    "gzip": Misbehaviour(
+        answer(body=gzip.compress(b'{"keys": []}'), headers={"Content-Encoding": "gzip"}),
+        "content_encoding_refused",
+    ),
+    "dropped_connection": Misbehaviour(
+        answer(close_without_response=True), "transport_RemoteProtocolError", requests=2
+    ),
+    "slow_to_answer": Misbehaviour(
+        answer(delay_seconds=1.5), "timeout", settings={"http_timeout_seconds": 0.5}
+    ),
+    "trickled_body": Misbehaviour(
+        answer(trickle_seconds=0.25), "timeout", settings={"http_timeout_seconds": 0.5}
+    ),
+}
+
+
+@pytest.fixture(scope="module")
+def _redirect_target() -> Iterator[JwksServer]:
+    with JwksServer(lambda: {"keys": []}, "/") as server:
+        yield server
+
+
+@pytest.fixture
+def redirect_target(_redirect_target: JwksServer, issuer: LocalIssuer) -> JwksServer:
+    """A second loopback server, publishing the issuer's JWKS, for redirects to point at."""
+    _redirect_target.reset()
+    _redirect_target.response = JwksResponse(body=json.dumps(issuer.jwks()).encode())
+    return _redirect_target
+
+
+@pytest.mark.parametrize("face", FACES)
+@pytest.mark.parametrize("name", MISBEHAVIOURS)
+def test_misbehaving_endpoint_gives_quick_logged_503(
+    name: str,
+    face: str,
+    make_caller: Callable[..., Caller],
+    issuer: LocalIssuer,
+    jwks_server: JwksServer,
+    redirect_target: JwksServer,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    misbehaviour = MISBEHAVIOURS[name]
+    caller = make_caller(face, **misbehaviour.settings)
+    jwks_server.response = misbehaviour.response(redirect_target.url)
+    token = issuer.mint()
+
+    started = time.monotonic()
+    with caplog.at_level(logging.DEBUG, logger="siot_authz"):
+        outcome = caller.outcome(token)
+    elapsed = time.monotonic() - started
+
+    assert outcome == "503 jwks_unavailable"
+    assert jwks_server.request_count == misbehaviour.requests
+    assert redirect_target.request_count == 0
+    assert f"jwks_fetch_failed reason={misbehaviour.reason} " in caplog.text
+    assert "state=no keys held" in caplog.text
+    assert token not in caplog.text
+    assert token.split(".")[2] not in caplog.text
+    # Generous: a hang would take the server's whole delay or trickle (seconds more).
+    assert elapsed < 3 * caller.verifier.settings.http_timeout_seconds + 1
+
+
+# -- the fetch functions ------------------------------------------------------------------
+
+
+def fetch(flavour: str, url: str, *, time_limit: float = 2.0, max_bytes: int = 256 * 1024) -> bytes:
+    if flavour == "async":
+        return asyncio.run(fetch_jwks(url, time_limit=time_limit, max_bytes=max_bytes))
+    with httpx.Client(follow_redirects=False) as client:
+        return fetch_jwks_sync(url, time_limit=time_limit, max_bytes=max_bytes, client=client)
+
+
+@pytest.mark.parametrize("flavour", ["async", "sync"])
+def test_fetch_returns_the_body_and_asks_for_identity_encoding(
+    flavour: str, issuer: LocalIssuer, jwks_server: JwksServer
+) -> None:
+    body = fetch(flavour, jwks_server.url)
+
+    assert json.loads(body) == issuer.jwks()
+    assert jwks_server.request_headers[0]["accept-encoding"] == "identity"
+
+
+@pytest.mark.parametrize("flavour", ["async", "sync"])
+@pytest.mark.parametrize("framing", ["content-length", "chunked", "close"])
+@pytest.mark.parametrize(("extra", "is_refused"), [(0, False), (1, True)], ids=["at-cap", "one-over"])
+def test_size_cap_is_exact_whatever_the_framing(
+    flavour: str, framing: str, extra: int, is_refused: bool, jwks_server: JwksServer
+) -> None:
+    cap = 2048
+    jwks_server.response = JwksResponse(body=b"x" * (cap + extra), framing=framing)  # type: ignore[arg-type]
+
+    if is_refused:
+        with pytest.raises(JwksFetchError) as caught:
+            fetch(flavour, jwks_server.url, max_bytes=cap)
+        assert caught.value.reason == f"body_over_{cap}_bytes"
+    else:
+        assert fetch(flavour, jwks_server.url, max_bytes=cap) == b"x" * cap
+
+
+@pytest.mark.parametrize("flavour", ["async", "sync"])
+@pytest.mark.parametrize(
+    ("response", "requests", "is_transient"),
+    [
+        (JwksResponse(status=503), 2, True),
+        (JwksResponse(close_without_response=True), 2, True),
+        (JwksResponse(status=429), 1, False),
+        (JwksResponse(status=302, headers={"Location": "/elsewhere"}), 1, False),
+        (JwksResponse(delay_seconds=1.0), 1, False),
+    ],
+    ids=["503", "dropped", "429", "302", "slow"],
+)
+def test_retries_once_and_only_transient_failures(
+    flavour: str, response: JwksResponse, requests: int, is_transient: bool, jwks_server: JwksServer
+) -> None:
+    jwks_server.response = response
+
+    with pytest.raises(JwksFetchError) as caught:
+        fetch(flavour, jwks_server.url, time_limit=0.4)
+
+    assert caught.value.is_transient is is_transient
+    assert jwks_server.request_count == requests
+    assert jwks_server.requested_paths == [jwks_server.path] * requests
