@@ -1,12 +1,23 @@
-"""Test helpers for users of siot_authz: a local Cognito stand-in and FastAPI overrides.
+"""Test helpers for users of siot_authz: a local Cognito stand-in, FastAPI overrides and a pytest plugin.
 
 ``LocalIssuer`` mints Cognito-shaped tokens and serves their JWKS on
 loopback; ``override_principal`` makes a FastAPI app treat every request as
-a fixed user, for tests of route logic that do not care about tokens.
+a fixed user, and ``override_settings`` makes it trust a local issuer. The
+pytest plugin (:mod:`siot_authz.testing.pytest_plugin`, loaded automatically
+once siot-authz is installed) offers these as ``siot_*`` fixtures.
 """
 
 from ._issuer import LocalIssuer, SigningKey, b64url
 from ._jwks_server import JwksResponse, JwksServer
-from ._overrides import override_principal
+from ._overrides import make_principal, override_principal, override_settings
 
-__all__ = ["JwksResponse", "JwksServer", "LocalIssuer", "SigningKey", "b64url", "override_principal"]
+__all__ = [
+    "JwksResponse",
+    "JwksServer",
+    "LocalIssuer",
+    "SigningKey",
+    "b64url",
+    "make_principal",
+    "override_principal",
+    "override_settings",
+]

@@ -1,17 +1,19 @@
-"""Skipping token verification in a user's own route tests."""
+"""Pointing a user's FastAPI app at test identities: a fixed principal, or a local issuer."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
+from typing import Any
 
 from fastapi import FastAPI
 
 from .._fastapi import CognitoAuth
 from .._principal import Principal
+from .._settings import AuthSettings
 
-__all__ = ["make_principal", "override_principal"]
+__all__ = ["make_principal", "override_principal", "override_settings"]
 
 
 def make_principal(
@@ -41,6 +43,21 @@ def make_principal(
 
 
 @contextmanager
+def _overridden(app: FastAPI, auth: CognitoAuth, replacement: Callable[..., Any]) -> Iterator[None]:
+    # Restore whatever was there before, so overrides nest and tests cannot leak into each other.
+    had_previous = auth in app.dependency_overrides
+    previous = app.dependency_overrides.get(auth)
+    app.dependency_overrides[auth] = replacement
+    try:
+        yield
+    finally:
+        if had_previous:
+            app.dependency_overrides[auth] = previous  # type: ignore[assignment]
+        else:
+            app.dependency_overrides.pop(auth, None)
+
+
+@contextmanager
 def override_principal(app: FastAPI, auth: CognitoAuth, principal: Principal) -> Iterator[Principal]:
     """Within the block, ``Depends(auth)`` in ``app`` yields ``principal`` without a token.
 
@@ -51,12 +68,21 @@ def override_principal(app: FastAPI, auth: CognitoAuth, principal: Principal) ->
     async def fixed_principal() -> Principal:
         return principal
 
-    previous = app.dependency_overrides.get(auth)
-    app.dependency_overrides[auth] = fixed_principal
-    try:
+    with _overridden(app, auth, fixed_principal):
         yield principal
+
+
+@contextmanager
+def override_settings(app: FastAPI, auth: CognitoAuth, settings: AuthSettings) -> Iterator[CognitoAuth]:
+    """Within the block, ``Depends(auth)`` in ``app`` verifies tokens against ``settings`` instead.
+
+    Use it with ``LocalIssuer.settings()`` to send real minted tokens through
+    the whole verification pipeline of an app built for a real user pool.
+    ``require_groups`` and ``require_scopes`` still apply.
+    """
+    local_auth = CognitoAuth(settings, auto_error=auth.auto_error)
+    try:
+        with _overridden(app, auth, local_auth):
+            yield local_auth
     finally:
-        if previous is None:
-            app.dependency_overrides.pop(auth, None)
-        else:
-            app.dependency_overrides[auth] = previous
+        local_auth.verifier.close()

@@ -1,0 +1,7 @@
+"""``python -m siot_authz.cli``, for environments without the console script."""
+
+import sys
+
+from ._main import main
+
+sys.exit(main())

@@ -1,0 +1,163 @@
+"""A tiny client for the two Cognito calls a password login needs, over plain httpx.
+
+``InitiateAuth`` with ``USER_PASSWORD_AUTH`` and ``RespondToAuthChallenge``
+are unauthenticated JSON calls for app clients without a secret (as
+SimpleIOT's are), so neither boto3 nor AWS credentials are needed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+__all__ = [
+    "CognitoApiError",
+    "CognitoClient",
+    "CognitoUnreachable",
+    "NewPasswordRequired",
+    "Tokens",
+]
+
+_TARGET_PREFIX = "AWSCognitoIdentityProviderService."
+_CONTENT_TYPE = "application/x-amz-json-1.1"
+
+
+class CognitoApiError(Exception):
+    """Cognito answered with an error; ``error_type`` is its exception name, e.g. NotAuthorizedException."""
+
+    def __init__(self, error_type: str, message: str, status_code: int) -> None:
+        super().__init__(f"{error_type}: {message}")
+        self.error_type = error_type
+        self.message = message
+        self.status_code = status_code
+
+
+class CognitoUnreachable(Exception):
+    """No answer from the endpoint (connection refused, DNS, TLS, timeout) or one that is not Cognito's."""
+
+
+@dataclass(frozen=True)
+class Tokens:
+    """The tokens of a successful login."""
+
+    id_token: str
+    access_token: str
+    refresh_token: str | None
+    expires_in: int | None
+    token_type: str | None
+
+    def as_json(self) -> dict[str, Any]:
+        """The tokens under Cognito's own names, as ``--json`` prints them."""
+        return {
+            "IdToken": self.id_token,
+            "AccessToken": self.access_token,
+            "RefreshToken": self.refresh_token,
+            "ExpiresIn": self.expires_in,
+            "TokenType": self.token_type,
+        }
+
+
+@dataclass(frozen=True)
+class NewPasswordRequired:
+    """Cognito wants a new password before it issues tokens (first login of an admin-created user)."""
+
+    username: str
+    session: str
+
+
+def _error_type(response: httpx.Response, body: Any) -> str:
+    # Cognito puts the name in "__type", sometimes as "namespace#Name", and in a header.
+    raw = body.get("__type") if isinstance(body, dict) else None
+    if not isinstance(raw, str):
+        raw = response.headers.get("x-amzn-ErrorType", "UnknownError")
+    return raw.rsplit("#", 1)[-1].split(":", 1)[0]
+
+
+class CognitoClient:
+    """Calls one Cognito endpoint for one app client."""
+
+    def __init__(
+        self,
+        endpoint: str,
+        client_id: str,
+        *,
+        timeout: float = 10.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.endpoint = endpoint
+        self.client_id = client_id
+        self._timeout = timeout
+        self._transport = transport
+
+    def _call(self, action: str, payload: dict[str, Any]) -> dict[str, Any]:
+        headers = {"X-Amz-Target": _TARGET_PREFIX + action, "Content-Type": _CONTENT_TYPE}
+        try:
+            with httpx.Client(timeout=self._timeout, transport=self._transport) as client:
+                response = client.post(self.endpoint, json=payload, headers=headers)
+        except httpx.HTTPError as exc:
+            raise CognitoUnreachable(f"{type(exc).__name__}: {exc}") from None
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if response.status_code >= 400:
+            if not isinstance(body, dict):
+                raise CognitoUnreachable(f"HTTP {response.status_code} without a Cognito error body")
+            message = body.get("message") or body.get("Message") or ""
+            raise CognitoApiError(_error_type(response, body), str(message), response.status_code)
+        if not isinstance(body, dict):
+            raise CognitoUnreachable(f"HTTP {response.status_code} with a body that is not a JSON object")
+        return body
+
+    def _outcome(self, body: dict[str, Any], username: str) -> Tokens | NewPasswordRequired:
+        result = body.get("AuthenticationResult")
+        if isinstance(result, dict) and result.get("IdToken") and result.get("AccessToken"):
+            return Tokens(
+                id_token=result["IdToken"],
+                access_token=result["AccessToken"],
+                refresh_token=result.get("RefreshToken"),
+                expires_in=result.get("ExpiresIn"),
+                token_type=result.get("TokenType"),
+            )
+        challenge = body.get("ChallengeName")
+        if challenge == "NEW_PASSWORD_REQUIRED":
+            parameters = body.get("ChallengeParameters") or {}
+            # Cognito names the user by its internal name here; the response must use it.
+            challenged_user = parameters.get("USER_ID_FOR_SRP") or parameters.get("USERNAME") or username
+            return NewPasswordRequired(username=str(challenged_user), session=str(body.get("Session", "")))
+        if challenge:
+            raise CognitoApiError(
+                "UnsupportedChallenge",
+                f"Cognito asked for the {challenge} challenge, which this CLI cannot answer.",
+                200,
+            )
+        raise CognitoUnreachable("the response has neither tokens nor a challenge")
+
+    def initiate_auth(self, username: str, password: str) -> Tokens | NewPasswordRequired:
+        """Log in with ``USER_PASSWORD_AUTH``."""
+        body = self._call(
+            "InitiateAuth",
+            {
+                "AuthFlow": "USER_PASSWORD_AUTH",
+                "ClientId": self.client_id,
+                "AuthParameters": {"USERNAME": username, "PASSWORD": password},
+            },
+        )
+        return self._outcome(body, username)
+
+    def set_new_password(
+        self, challenge: NewPasswordRequired, new_password: str
+    ) -> Tokens | NewPasswordRequired:
+        """Answer ``NEW_PASSWORD_REQUIRED`` with ``new_password``."""
+        body = self._call(
+            "RespondToAuthChallenge",
+            {
+                "ChallengeName": "NEW_PASSWORD_REQUIRED",
+                "ClientId": self.client_id,
+                "Session": challenge.session,
+                "ChallengeResponses": {"USERNAME": challenge.username, "NEW_PASSWORD": new_password},
+            },
+        )
+        return self._outcome(body, challenge.username)

@@ -1,0 +1,233 @@
+"""The ``login``, ``verify``, ``decode`` and ``jwks`` commands.
+
+Each takes the parsed arguments and a :class:`Terminal` and returns an exit
+status, or raises :class:`CommandFailed`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import binascii
+import json
+import time
+from typing import Any
+
+import httpx
+
+from .._errors import AuthError, JwksUnavailable, TokenUseMismatch
+from .._http import JwksFetchError, fetch_jwks_sync
+from .._jwks import InvalidJwks, parse_jwks
+from .._settings import AuthSettings
+from .._verifier import TokenVerifier
+from ._config import load_config
+from ._exit import EXIT_OK, EXIT_REFUSED, CommandFailed
+from ._login import log_in
+from ._output import Spinner, format_table, relative_time, utc_iso
+from ._terminal import Terminal
+
+__all__ = ["run_decode", "run_jwks", "run_login", "run_verify"]
+
+_TIME_CLAIMS = ("exp", "iat", "nbf", "auth_time")
+
+
+def run_login(args: argparse.Namespace, terminal: Terminal) -> int:
+    """Print the ID token (or every token with ``--json``)."""
+    tokens = log_in(args, load_config(args), terminal)
+    if args.json:
+        terminal.out(json.dumps(tokens.as_json(), indent=2))
+    else:
+        terminal.out(tokens.id_token)
+    return EXIT_OK
+
+
+def _token_argument(args: argparse.Namespace, terminal: Terminal) -> str:
+    token = args.token
+    if token is None or token == "-":
+        if token is None and terminal.is_interactive:
+            raise CommandFailed("no token: pass it as an argument, or pipe it in ('-' reads stdin)")
+        token = terminal.read_all()
+    token = str(token).strip()
+    if not token:
+        raise CommandFailed("no token given")
+    return token
+
+
+# -- jwks and verify ------------------------------------------------------------
+
+
+def fetch_key_set(url: str, terminal: Terminal, *, time_limit: float, max_bytes: int) -> bytes:
+    """The JWKS body at ``url``, or a :class:`CommandFailed` naming exactly what went wrong."""
+    try:
+        with Spinner(terminal, f"Fetching signing keys from {url}"), httpx.Client() as client:
+            body = fetch_jwks_sync(url, time_limit=time_limit, max_bytes=max_bytes, client=client)
+    except JwksFetchError as exc:
+        raise CommandFailed(f"cannot fetch signing keys from {url}: {exc.reason}") from None
+    try:
+        parse_jwks(body)
+    except InvalidJwks as exc:
+        raise CommandFailed(f"{url} did not return a key set: {exc}") from None
+    return body
+
+
+def _describe_keys(body: bytes) -> list[dict[str, Any]]:
+    usable = parse_jwks(body).keys
+    entries = json.loads(body)["keys"]
+    described: list[dict[str, Any]] = []
+    for entry in entries:
+        if not isinstance(entry, dict):
+            described.append({"kid": None, "alg": None, "kty": None, "bits": None, "usable": False})
+            continue
+        kid = entry.get("kid")
+        described.append(
+            {
+                "kid": kid,
+                "alg": entry.get("alg"),
+                "kty": entry.get("kty"),
+                "use": entry.get("use"),
+                "bits": _modulus_bits(entry.get("n")),
+                "usable": isinstance(kid, str) and kid in usable,
+            }
+        )
+    return described
+
+
+def _modulus_bits(modulus: Any) -> int | None:
+    if not isinstance(modulus, str):
+        return None
+    try:
+        raw = base64.urlsafe_b64decode(modulus + "=" * (-len(modulus) % 4))
+    except (binascii.Error, ValueError):
+        return None
+    return int.from_bytes(raw, "big").bit_length()
+
+
+def run_jwks(args: argparse.Namespace, terminal: Terminal) -> int:
+    """List each key of the pool's JWKS with its kid, algorithm and size."""
+    url = load_config(args).jwks_endpoint
+    defaults = AuthSettings.model_fields
+    body = fetch_key_set(
+        url,
+        terminal,
+        time_limit=args.timeout,
+        max_bytes=defaults["max_jwks_bytes"].default,
+    )
+    keys = _describe_keys(body)
+    if args.json:
+        terminal.out(json.dumps({"url": url, "keys": keys}, indent=2))
+        return EXIT_OK
+    rows = [
+        [
+            str(key["kid"] or "-"),
+            str(key["alg"] or "-"),
+            str(key["kty"] or "-"),
+            str(key["bits"] or "-"),
+            "yes" if key["usable"] else "no",
+        ]
+        for key in keys
+    ]
+    terminal.err(f"{len(keys)} key(s) at {url}")
+    terminal.out(format_table(["KID", "ALG", "KTY", "BITS", "USABLE"], rows))
+    return EXIT_OK
+
+
+def _replay(body: bytes) -> httpx.MockTransport:
+    # The verifier gets the bytes fetch_key_set already read, so one command
+    # makes one request and a fetch failure is reported with its exact reason.
+    # A stream, not ``content=``: the verifier reads the body with iter_raw(),
+    # which refuses a response whose content was given up front.
+    return httpx.MockTransport(lambda _request: httpx.Response(200, stream=httpx.ByteStream(body)))
+
+
+def _hint(error: AuthError, settings: AuthSettings) -> str | None:
+    if isinstance(error, TokenUseMismatch):
+        other = "access" if settings.token_use == "id" else "id"
+        return f"hint: this checks for {settings.token_use} tokens; pass --token-use {other} or any"
+    return None
+
+
+def run_verify(args: argparse.Namespace, terminal: Terminal) -> int:
+    """Verify a token; print the principal (exit 0) or the reason code (exit 1)."""
+    settings = load_config(args).auth_settings()
+    token = _token_argument(args, terminal)
+    body = fetch_key_set(
+        settings.resolved_jwks_url,
+        terminal,
+        time_limit=settings.http_timeout_seconds,
+        max_bytes=settings.max_jwks_bytes,
+    )
+    verifier = TokenVerifier(settings, sync_transport=_replay(body))
+    try:
+        principal = verifier.verify_sync(token)
+    except JwksUnavailable as error:
+        raise CommandFailed(f"{error.code}: {error.detail}") from None
+    except AuthError as error:
+        if args.json:
+            terminal.out(json.dumps({"valid": False, "code": error.code, "message": error.detail}))
+        else:
+            terminal.out(f"{error.code}: {error.detail}")
+        hint = _hint(error, settings)
+        if hint:
+            terminal.err(hint)
+        return EXIT_REFUSED
+    finally:
+        verifier.close()
+    terminal.out(principal.model_dump_json(indent=2))
+    return EXIT_OK
+
+
+# -- decode ------------------------------------------------------------------------
+
+
+def _decode_segment(segment: str, name: str) -> dict[str, Any]:
+    try:
+        raw = base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+        value = json.loads(raw)
+    except (binascii.Error, ValueError):
+        raise CommandFailed(f"the {name} is not base64url-encoded JSON", exit_code=EXIT_REFUSED) from None
+    if not isinstance(value, dict):
+        raise CommandFailed(f"the {name} is not a JSON object", exit_code=EXIT_REFUSED)
+    return value
+
+
+def describe_times(claims: dict[str, Any], now: float) -> dict[str, str]:
+    """``{"exp": "2024-05-01T12:00:00Z (expires in 54 min)", ...}`` for the time claims present."""
+    described = {}
+    for name in _TIME_CLAIMS:
+        value = claims.get(name)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            try:
+                described[name] = f"{utc_iso(value)} ({relative_time(name, value, now)})"
+            except (OverflowError, OSError, ValueError):
+                described[name] = "(not a representable time)"
+    return described
+
+
+def run_decode(args: argparse.Namespace, terminal: Terminal) -> int:
+    """Print a token's header and claims without checking anything."""
+    token = _token_argument(args, terminal)
+    if token[:7].lower() == "bearer ":
+        token = token[7:].strip()
+    segments = token.split(".")
+    if len(segments) != 3:
+        raise CommandFailed(
+            f"not a JWT: expected 3 dot-separated segments, found {len(segments)}", exit_code=EXIT_REFUSED
+        )
+    header = _decode_segment(segments[0], "header")
+    claims = _decode_segment(segments[1], "payload")
+    times = describe_times(claims, time.time())
+    if args.json:
+        document = {"verified": False, "header": header, "claims": claims, "times": times}
+        terminal.out(json.dumps(document, indent=2))
+        return EXIT_OK
+    terminal.out("UNVERIFIED: decoded without checking the signature or any claim.")
+    terminal.out("Header:")
+    terminal.out(json.dumps(header, indent=2))
+    terminal.out("Claims:")
+    terminal.out(json.dumps(claims, indent=2))
+    if times:
+        terminal.out("Times (UTC):")
+        width = max(len(name) for name in times)
+        for name, text in times.items():
+            terminal.out(f"  {name.ljust(width)}  {text}")
+    return EXIT_OK

@@ -1,0 +1,167 @@
+"""``contract``: log in for real tokens, then check that a deployed API accepts and refuses what it should.
+
+A well-behaved API must accept a fresh token of the kind it expects (sent
+raw, as SimpleIOT's Python clients do, and with ``Bearer``, as its
+JavaScript clients do) and answer 401 to each forgery below. A 403, 404 or
+500 for a forgery counts as a failure: it means the request got past
+authentication or broke the server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+from dataclasses import dataclass
+
+import httpx
+
+from ._cognito import Tokens
+from ._config import load_config
+from ._exit import EXIT_OK, EXIT_REFUSED, CommandFailed
+from ._login import log_in
+from ._output import Spinner, format_table
+from ._terminal import Terminal
+
+__all__ = ["Probe", "build_probes", "run_contract"]
+
+
+@dataclass(frozen=True)
+class Probe:
+    """One request to send: its ``Authorization`` value (None sends none) and whether it must pass."""
+
+    name: str
+    authorization: str | None
+    should_accept: bool
+
+
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _segment_json(segment: str) -> dict[str, object]:
+    value = json.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
+    if not isinstance(value, dict):
+        raise ValueError("segment is not a JSON object")
+    return value
+
+
+def _tampered(token: str) -> str:
+    # A privilege escalation a broken API would honour: the signature is the
+    # original, the payload claims membership of an admin group.
+    header, payload, signature = token.split(".")
+    claims = _segment_json(payload)
+    claims["cognito:groups"] = ["admin"]
+    return f"{header}.{_b64url(json.dumps(claims).encode())}.{signature}"
+
+
+def _truncated_signature(token: str) -> str:
+    return token[:-8]
+
+
+def _unsigned(token: str) -> str:
+    header, payload, _signature = token.split(".")
+    fields = _segment_json(header)
+    fields["alg"] = "none"
+    return f"{_b64url(json.dumps(fields).encode())}.{payload}."
+
+
+def build_probes(tokens: Tokens, *, token_use: str = "id") -> list[Probe]:
+    """The checks, in the order they are run and printed."""
+    good, wrong_kind = (
+        (tokens.id_token, tokens.access_token)
+        if token_use == "id"
+        else (tokens.access_token, tokens.id_token)
+    )
+    other = "access" if token_use == "id" else "ID"
+    kind = "ID" if token_use == "id" else "access"
+    try:
+        tampered, unsigned = _tampered(good), _unsigned(good)
+    except (ValueError, TypeError) as exc:
+        raise CommandFailed(f"Cognito returned a token that is not a JWT ({exc})") from None
+    return [
+        Probe(f"valid {kind} token, raw", good, True),
+        Probe(f"valid {kind} token, 'Bearer ' prefix", f"Bearer {good}", True),
+        Probe("no token", None, False),
+        Probe("garbage", "not-a-jwt", False),
+        Probe("tampered payload", tampered, False),
+        Probe("truncated signature", _truncated_signature(good), False),
+        Probe("unsigned (alg none)", unsigned, False),
+        Probe(f"{other} token instead of {kind} token", wrong_kind, False),
+    ]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What the API answered to one probe: a status, or None and the error when it did not answer."""
+
+    probe: Probe
+    status_code: int | None
+    error: str = ""
+
+    @property
+    def passed(self) -> bool:
+        """Accepted means any 2xx; refused means exactly 401; no answer fails either way."""
+        if self.status_code is None:
+            return False
+        if self.probe.should_accept:
+            return 200 <= self.status_code < 300
+        return self.status_code == 401
+
+    @property
+    def got(self) -> str:
+        """The status for the table, or why there was none."""
+        return str(self.status_code) if self.status_code is not None else f"no response ({self.error})"
+
+
+def _send(client: httpx.Client, method: str, url: str, probe: Probe) -> Outcome:
+    headers = {} if probe.authorization is None else {"Authorization": probe.authorization}
+    try:
+        response = client.request(method, url, headers=headers)
+    except httpx.HTTPError as exc:
+        # A server that drops the connection on one forgery has failed that check;
+        # only an API that answers nothing at all stops the run (below).
+        return Outcome(probe, None, type(exc).__name__)
+    return Outcome(probe, response.status_code)
+
+
+def add_contract_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags naming the API and route to check."""
+    group = parser.add_argument_group("the API under test")
+    group.add_argument("--api", required=True, metavar="URL", help="base URL of the deployed API")
+    group.add_argument(
+        "--path", default="/v1/me", help="a protected route any logged-in user may call (default /v1/me)"
+    )
+    group.add_argument("--method", default="GET", help="HTTP method for the route (default GET)")
+    group.add_argument(
+        "--token-use",
+        choices=("id", "access"),
+        default="id",
+        help="the kind of token the API expects (default id, as SimpleIOT's API does)",
+    )
+
+
+def run_contract(args: argparse.Namespace, terminal: Terminal) -> int:
+    """Log in, probe the API, print a pass/fail table; exit 1 if any check failed."""
+    config = load_config(args)
+    tokens = log_in(args, config, terminal)
+    url = args.api.rstrip("/") + "/" + args.path.lstrip("/")
+    probes = build_probes(tokens, token_use=args.token_use)
+    with Spinner(terminal, f"Checking {url}"), httpx.Client(timeout=args.timeout) as client:
+        outcomes = [_send(client, args.method.upper(), url, probe) for probe in probes]
+    if all(outcome.status_code is None for outcome in outcomes):
+        raise CommandFailed(f"cannot reach the API at {url}: {outcomes[0].error}")
+    rows = [
+        [
+            "PASS" if outcome.passed else "FAIL",
+            outcome.probe.name,
+            "2xx" if outcome.probe.should_accept else "401",
+            outcome.got,
+        ]
+        for outcome in outcomes
+    ]
+    terminal.out(f"Contract check of {args.method.upper()} {url}")
+    terminal.out(format_table(["RESULT", "CHECK", "EXPECTED", "GOT"], rows))
+    failed = sum(not outcome.passed for outcome in outcomes)
+    terminal.out(f"{len(outcomes) - failed} of {len(outcomes)} checks passed.")
+    return EXIT_REFUSED if failed else EXIT_OK

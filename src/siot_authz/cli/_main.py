@@ -1,0 +1,161 @@
+"""The ``siot-authz`` argument parser and entry point."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from collections.abc import Callable, Sequence
+
+from .. import __version__
+from ._commands import run_decode, run_jwks, run_login, run_verify
+from ._config import add_config_arguments
+from ._contract import add_contract_arguments, run_contract
+from ._exit import EXIT_INTERRUPTED, CommandFailed
+from ._login import add_credential_arguments
+from ._terminal import Terminal
+
+__all__ = ["build_parser", "main"]
+
+Command = Callable[[argparse.Namespace, Terminal], int]
+
+_EPILOG = """\
+exit status: 0 success; 1 refused (invalid token, login refused, a contract
+check failed); 2 configuration, usage or network error.
+
+Settings come from flags, then --config (a SimpleIOT config.json), then
+SIOT_AUTHZ_* environment variables."""
+
+
+def _token_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "token",
+        nargs="?",
+        metavar="TOKEN|-",
+        help="the token, raw or with 'Bearer '; '-' or nothing reads it from stdin",
+    )
+
+
+def _json_flag(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument("--json", action="store_true", help=f"print {what} as JSON")
+
+
+def _add_command(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser],
+    name: str,
+    run: Command,
+    summary: str,
+    description: str,
+) -> argparse.ArgumentParser:
+    parser = commands.add_parser(
+        name,
+        help=summary,
+        description=description,
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        # No prefix matching: "--password" must not quietly mean "--password-stdin".
+        allow_abbrev=False,
+    )
+    parser.set_defaults(run=run, command=name)
+    return parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full command-line interface."""
+    parser = argparse.ArgumentParser(
+        prog="siot-authz",
+        description="Get, inspect and verify Cognito tokens for SimpleIOT services, "
+        "and check that a deployed API refuses what it should.",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        allow_abbrev=False,
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="log what the library does (key fetches, refusals)"
+    )
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
+
+    login = _add_command(
+        commands,
+        "login",
+        run_login,
+        "log in with a username and password and print the ID token",
+        "Log in with USER_PASSWORD_AUTH and print the ID token. The password is read from a "
+        "prompt, or from stdin with --password-stdin; never from an argument.",
+    )
+    add_config_arguments(login)
+    add_credential_arguments(login)
+    _json_flag(login, "every token (IdToken, AccessToken, RefreshToken, ExpiresIn)")
+
+    verify = _add_command(
+        commands,
+        "verify",
+        run_verify,
+        "verify a token against the pool and print the principal",
+        "Verify a token exactly as a service using siot_authz would, and print the principal as "
+        "JSON (exit 0) or the reason code it was refused with (exit 1).",
+    )
+    _token_argument(verify)
+    add_config_arguments(verify)
+    verify.add_argument("--jwks-url", metavar="URL", help="fetch keys here instead [SIOT_AUTHZ_JWKS_URL]")
+    verify.add_argument(
+        "--token-use",
+        choices=("id", "access", "any"),
+        help="which tokens to accept (default id) [SIOT_AUTHZ_TOKEN_USE]",
+    )
+    _json_flag(verify, "a refusal")
+
+    decode = _add_command(
+        commands,
+        "decode",
+        run_decode,
+        "show a token's header and claims WITHOUT verifying it",
+        "Show a token's header and claims without verifying anything, with its times in UTC "
+        "and relative to now. The output is labelled UNVERIFIED: never trust it for decisions.",
+    )
+    _token_argument(decode)
+    _json_flag(decode, "header, claims and times")
+
+    jwks = _add_command(
+        commands,
+        "jwks",
+        run_jwks,
+        "list the signing keys of the pool",
+        "Fetch the pool's JSON Web Key Set and list each key's kid, algorithm and size, and "
+        "whether siot_authz would verify with it.",
+    )
+    add_config_arguments(jwks)
+    jwks.add_argument("--jwks-url", metavar="URL", help="fetch this URL instead [SIOT_AUTHZ_JWKS_URL]")
+    jwks.add_argument("--timeout", type=float, default=10.0, metavar="SECONDS", help="default 10")
+    _json_flag(jwks, "the keys")
+
+    contract = _add_command(
+        commands,
+        "contract",
+        run_contract,
+        "log in, then check that an API accepts good tokens and refuses forged ones",
+        "Log in for real tokens, then call a protected route of a deployed API with a valid "
+        "token (raw and with 'Bearer ') and with forgeries that must each get a 401. Prints a "
+        "pass/fail table; exits 1 if any check fails.",
+    )
+    add_contract_arguments(contract)
+    add_config_arguments(contract)
+    add_credential_arguments(contract)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, *, terminal: Terminal | None = None) -> int:
+    """Run the CLI with ``argv`` (default: the process arguments) and return the exit status."""
+    terminal = terminal or Terminal()
+    args = build_parser().parse_args(argv)
+    if args.verbose:
+        logging.basicConfig(level=logging.INFO, stream=terminal.stderr, format="%(name)s: %(message)s")
+    run: Command = args.run
+    try:
+        return run(args, terminal)
+    except CommandFailed as failure:
+        terminal.err(f"siot-authz {args.command}: {failure.message}")
+        return failure.exit_code
+    except KeyboardInterrupt:
+        terminal.err("interrupted")
+        return EXIT_INTERRUPTED

@@ -1,0 +1,544 @@
+"""The siot-authz command line, as a new user would drive it: against moto for logins, a local issuer for verify."""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import socket
+import subprocess
+import sys
+import time
+from importlib.metadata import entry_points
+from pathlib import Path
+
+import httpx
+import pytest
+
+from _cli_moto import NEW_PASSWORD, PASSWORD, TEMPORARY_PASSWORD, MotoPool, moto_pool
+from siot_authz.cli import build_parser, main
+from siot_authz.cli._cognito import CognitoApiError, CognitoClient, NewPasswordRequired
+from siot_authz.cli._config import load_config
+from siot_authz.cli._output import Spinner, format_table, relative_time
+from siot_authz.cli._terminal import Terminal
+from siot_authz.testing import JwksResponse, JwksServer, LocalIssuer, SigningKey
+
+__all__ = ["moto_pool"]  # the fixture, imported so pytest finds it here
+
+COMMANDS = ["login", "verify", "decode", "jwks", "contract"]
+
+
+class FakeTerminal(Terminal):
+    """A terminal with piped stdin, captured output, and scripted answers to secret prompts."""
+
+    def __init__(
+        self, stdin: str = "", *, interactive: bool = False, secrets: list[str] | None = None
+    ) -> None:
+        super().__init__(stdin=io.StringIO(stdin), stdout=io.StringIO(), stderr=io.StringIO())
+        self.interactive = interactive
+        self.secrets = list(secrets or [])
+        self.secret_prompts: list[str] = []
+
+    @property
+    def is_interactive(self) -> bool:
+        return self.interactive
+
+    def ask_secret(self, prompt: str) -> str:
+        self.secret_prompts.append(prompt)
+        return self.secrets.pop(0)
+
+    @property
+    def output(self) -> str:
+        return self.stdout.getvalue()  # type: ignore[attr-defined]
+
+    @property
+    def errors(self) -> str:
+        return self.stderr.getvalue()  # type: ignore[attr-defined]
+
+
+def run(argv: list[str], terminal: FakeTerminal | None = None) -> tuple[int, FakeTerminal]:
+    terminal = terminal or FakeTerminal()
+    return main(argv, terminal=terminal), terminal
+
+
+@pytest.fixture(autouse=True)
+def _no_ambient_configuration(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A developer's own SIOT_AUTHZ_* variables must not change what these tests see.
+    for name in ("REGION", "USER_POOL_ID", "CLIENT_IDS", "JWKS_URL", "ENDPOINT_URL", "TOKEN_USE"):
+        monkeypatch.delenv(f"SIOT_AUTHZ_{name}", raising=False)
+
+
+@pytest.fixture
+def pool_env(moto_pool: MotoPool, monkeypatch: pytest.MonkeyPatch) -> MotoPool:
+    for name, value in moto_pool.env().items():
+        monkeypatch.setenv(name, value)
+    return moto_pool
+
+
+def pool_flags(issuer: LocalIssuer) -> list[str]:
+    return [
+        "--region",
+        issuer.region,
+        "--user-pool-id",
+        issuer.user_pool_id,
+        "--client-id",
+        issuer.client_id,
+        "--jwks-url",
+        issuer.jwks_url,
+    ]
+
+
+def claims_of(token: str) -> dict[str, object]:
+    code, terminal = run(["decode", "--json", token])
+    assert code == 0
+    return json.loads(terminal.output)["claims"]  # type: ignore[no-any-return]
+
+
+# -- the command line itself --------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", [[], *([name] for name in COMMANDS)])
+def test_every_command_has_help(command: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main([*command, "--help"])
+    assert exit_info.value.code == 0
+    assert "usage: siot-authz" in capsys.readouterr().out
+
+
+def test_console_script_points_at_main() -> None:
+    (script,) = [ep for ep in entry_points(group="console_scripts") if ep.name == "siot-authz"]
+    assert script.load() is main
+
+
+def test_runs_as_a_module_and_reports_usage_errors_with_status_2() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "siot_authz.cli", "verify", "--token-use", "both"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "invalid choice: 'both'" in result.stderr
+
+
+@pytest.mark.parametrize("flags", [["--password", PASSWORD], ["-p", PASSWORD], [f"--password={PASSWORD}"]])
+def test_refuses_a_password_given_as_an_argument_without_echoing_it(
+    flags: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["login", "--username", "alice", *flags])
+    assert exit_info.value.code == 2
+    errors = capsys.readouterr().err
+    assert "passwords are never taken as arguments" in errors
+    assert "--password-stdin" in errors
+    assert PASSWORD not in errors
+
+
+# -- configuration --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("flags", "in_file", "in_env", "expected"),
+    [
+        pytest.param({}, None, "us-east-2", "us-east-2", id="env-only"),
+        pytest.param({}, "eu-west-1", "us-east-2", "eu-west-1", id="config-file-beats-env"),
+        pytest.param({"region": "ap-south-1"}, "eu-west-1", "us-east-2", "ap-south-1", id="flag-beats-all"),
+    ],
+)
+def test_region_comes_from_flag_then_config_file_then_environment(
+    tmp_path: Path, flags: dict[str, str], in_file: str | None, in_env: str, expected: str
+) -> None:
+    config_path = None
+    if in_file is not None:
+        config_path = tmp_path / "config.json"
+        config_path.write_text(json.dumps({"region": in_file, "cognitoClientId": "fileclient"}))
+    args = argparse.Namespace(config=config_path and str(config_path), **{"region": None, **flags})
+    config = load_config(args, {"SIOT_AUTHZ_REGION": in_env, "SIOT_AUTHZ_CLIENT_IDS": "envclient,other"})
+    assert config.region == expected
+    assert config.client_id == ("fileclient" if in_file else "envclient")
+
+
+def test_missing_setting_names_every_way_to_set_it() -> None:
+    code, terminal = run(["jwks"])
+    assert code == 2
+    assert "--region" in terminal.errors
+    assert "SIOT_AUTHZ_REGION" in terminal.errors
+    assert "'region'" in terminal.errors
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [("{not json", "is not valid JSON"), ("[1, 2]", "must hold a JSON object"), (None, "cannot read config")],
+)
+def test_bad_config_file_is_a_configuration_error(tmp_path: Path, content: str | None, message: str) -> None:
+    path = tmp_path / "config.json"
+    if content is not None:
+        path.write_text(content)
+    code, terminal = run(["jwks", "--config", str(path)])
+    assert code == 2
+    assert message in terminal.errors
+
+
+def test_invalid_pool_id_is_reported_with_the_field_name() -> None:
+    flags = ["--region", "us-east-1", "--user-pool-id", "nope", "--client-id", "abc"]
+    code, terminal = run(["verify", *flags, "x.y.z"])
+    assert code == 2
+    assert "user_pool_id" in terminal.errors
+
+
+# -- login -------------------------------------------------------------------------------
+
+
+def test_login_prints_an_id_token_for_the_user(pool_env: MotoPool) -> None:
+    code, terminal = run(["login", "--username", "alice", "--password-stdin"], FakeTerminal(PASSWORD + "\n"))
+    assert code == 0
+    claims = claims_of(terminal.output.strip())
+    assert claims["token_use"] == "id"
+    assert claims["cognito:username"] == "alice"
+    assert claims["aud"] == pool_env.client_id
+
+
+def test_login_json_prints_every_token(pool_env: MotoPool) -> None:
+    code, terminal = run(
+        ["login", "--username", "alice", "--password-stdin", "--json"], FakeTerminal(PASSWORD + "\n")
+    )
+    assert code == 0
+    tokens = json.loads(terminal.output)
+    assert set(tokens) == {"IdToken", "AccessToken", "RefreshToken", "ExpiresIn", "TokenType"}
+    assert claims_of(tokens["AccessToken"])["token_use"] == "access"
+
+
+def test_login_reads_a_simpleiot_config_file(moto_pool: MotoPool, tmp_path: Path) -> None:
+    config = moto_pool.write_config(tmp_path)
+    argv = ["login", "--config", str(config), "--endpoint-url", moto_pool.endpoint_url, "-u", "alice"]
+    code, terminal = run([*argv, "--password-stdin"], FakeTerminal(PASSWORD + "\n"))
+    assert code == 0
+    assert claims_of(terminal.output.strip())["aud"] == moto_pool.client_id
+
+
+def test_login_prompts_for_username_and_password_in_a_terminal(pool_env: MotoPool) -> None:
+    terminal = FakeTerminal("alice\n", interactive=True, secrets=[PASSWORD])
+    code, terminal = run(["login"], terminal)
+    assert code == 0
+    assert "Username: " in terminal.errors
+    assert terminal.secret_prompts == ["Password: "]
+    assert terminal.output.count(".") == 2  # only the token is on stdout
+
+
+@pytest.mark.parametrize(
+    ("user_state", "password", "message"),
+    [
+        pytest.param("confirmed", "Wrong-Pass-9", "wrong username or password", id="wrong-password"),
+        pytest.param("missing", PASSWORD, "no such user", id="unknown-user"),
+        pytest.param("unconfirmed", PASSWORD, "not confirmed", id="unconfirmed-user"),
+    ],
+)
+def test_login_explains_each_refusal(
+    pool_env: MotoPool, user_state: str, password: str, message: str, request: pytest.FixtureRequest
+) -> None:
+    username = f"user-{request.node.callspec.id}"
+    if user_state != "missing":
+        pool_env.add_user(username, confirmed=user_state == "confirmed")
+    code, terminal = run(["login", "-u", username, "--password-stdin"], FakeTerminal(password + "\n"))
+    assert code == 1
+    assert message in terminal.errors
+    assert terminal.output == ""
+
+
+def test_login_explains_new_password_required_when_it_cannot_ask(pool_env: MotoPool) -> None:
+    pool_env.add_user("newcomer", permanent=False)
+    code, terminal = run(
+        ["login", "-u", "newcomer", "--password-stdin"], FakeTerminal(TEMPORARY_PASSWORD + "\n")
+    )
+    assert code == 1
+    assert "requires newcomer to choose a new password" in terminal.errors
+    assert "in a terminal" in terminal.errors
+
+
+def test_login_sets_a_new_password_interactively_when_cognito_requires_one(pool_env: MotoPool) -> None:
+    pool_env.add_user("firsttimer", permanent=False)
+    # The first repeat does not match, so it asks again.
+    secrets = [TEMPORARY_PASSWORD, NEW_PASSWORD, "typo", NEW_PASSWORD, NEW_PASSWORD]
+    terminal = FakeTerminal(interactive=True, secrets=secrets)
+    code, terminal = run(["login", "-u", "firsttimer"], terminal)
+    assert code == 0, terminal.errors
+    assert "do not match" in terminal.errors
+    assert claims_of(terminal.output.strip())["cognito:username"] == "firsttimer"
+
+    code, again = run(["login", "-u", "firsttimer", "--password-stdin"], FakeTerminal(NEW_PASSWORD + "\n"))
+    assert code == 0, again.errors
+
+
+def test_login_reports_an_unreachable_endpoint_as_a_network_error(unused_port: int) -> None:
+    argv = ["login", "--region", "us-east-1", "--client-id", "abc", "-u", "alice", "--password-stdin"]
+    argv += ["--endpoint-url", f"http://127.0.0.1:{unused_port}/"]
+    code, terminal = run(argv, FakeTerminal(PASSWORD + "\n"))
+    assert code == 2
+    assert "cannot reach Cognito" in terminal.errors
+
+
+@pytest.mark.parametrize(
+    ("stdin", "interactive", "message"),
+    [("", False, "no username"), ("", True, "no username given")],
+)
+def test_login_needs_a_username(pool_env: MotoPool, stdin: str, interactive: bool, message: str) -> None:
+    code, terminal = run(["login"], FakeTerminal(stdin, interactive=interactive))
+    assert code == 2
+    assert message in terminal.errors
+
+
+def test_login_without_a_terminal_needs_password_stdin(pool_env: MotoPool) -> None:
+    code, terminal = run(["login", "-u", "alice"])
+    assert code == 2
+    assert "--password-stdin" in terminal.errors
+
+
+@pytest.fixture
+def unused_port() -> int:
+    """A loopback port nothing listens on (free when checked; nothing here starts a server on it)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+# -- the Cognito wire format ---------------------------------------------------------------
+
+
+def test_cognito_requests_use_the_amz_json_protocol() -> None:
+    seen: list[httpx.Request] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, json={"ChallengeName": "NEW_PASSWORD_REQUIRED", "Session": "s1"})
+
+    client = CognitoClient("http://cognito.test/", "client1", transport=httpx.MockTransport(answer))
+    outcome = client.initiate_auth("alice", "pw")
+    assert outcome == NewPasswordRequired(username="alice", session="s1")
+    client.set_new_password(outcome, "new-pw")
+    first, second = seen
+    assert first.headers["X-Amz-Target"] == "AWSCognitoIdentityProviderService.InitiateAuth"
+    assert first.headers["Content-Type"] == "application/x-amz-json-1.1"
+    assert json.loads(first.content) == {
+        "AuthFlow": "USER_PASSWORD_AUTH",
+        "ClientId": "client1",
+        "AuthParameters": {"USERNAME": "alice", "PASSWORD": "pw"},
+    }
+    assert second.headers["X-Amz-Target"] == "AWSCognitoIdentityProviderService.RespondToAuthChallenge"
+    assert json.loads(second.content)["ChallengeResponses"] == {"USERNAME": "alice", "NEW_PASSWORD": "new-pw"}
+
+
+@pytest.mark.parametrize(
+    ("body", "headers", "expected"),
+    [
+        ({"__type": "NotAuthorizedException", "message": "m"}, {}, "NotAuthorizedException"),
+        ({"__type": "com.amazonaws.cognito#UserNotFoundException"}, {}, "UserNotFoundException"),
+        (
+            {"message": "m"},
+            {"x-amzn-ErrorType": "UserNotConfirmedException:http://x"},
+            "UserNotConfirmedException",
+        ),
+    ],
+)
+def test_cognito_error_names_are_read_in_each_spelling(
+    body: dict[str, str], headers: dict[str, str], expected: str
+) -> None:
+    transport = httpx.MockTransport(lambda _request: httpx.Response(400, json=body, headers=headers))
+    client = CognitoClient("http://cognito.test/", "client1", transport=transport)
+    with pytest.raises(CognitoApiError) as error:
+        client.initiate_auth("alice", "pw")
+    assert error.value.error_type == expected
+
+
+# -- verify ----------------------------------------------------------------------------------
+
+
+def test_verify_prints_the_principal_of_a_real_login(pool_env: MotoPool) -> None:
+    _, login = run(["login", "-u", "alice", "--password-stdin"], FakeTerminal(PASSWORD + "\n"))
+    code, terminal = run(["verify", login.output.strip()])
+    assert code == 0, terminal.output + terminal.errors
+    principal = json.loads(terminal.output)
+    assert principal["username"] == "alice"
+    assert principal["client_id"] == pool_env.client_id
+
+
+def test_verify_reads_the_token_from_stdin(issuer: LocalIssuer) -> None:
+    code, terminal = run(["verify", *pool_flags(issuer), "-"], FakeTerminal(f"Bearer {issuer.mint()}\n"))
+    assert code == 0
+    assert json.loads(terminal.output)["username"] == "alice"
+
+
+@pytest.mark.parametrize(
+    ("make_token", "code_name"),
+    [
+        pytest.param(lambda i: i.mint(expires_in=-3600), "token_expired", id="expired"),
+        pytest.param(lambda i: i.mint(aud="someoneelse"), "client_not_allowed", id="other-client"),
+        pytest.param(lambda i: i.mint(token_use="access"), "token_use_mismatch", id="access-token"),
+        pytest.param(lambda i: i.mint()[:-6] + "AAAAAA", "signature_invalid", id="bad-signature"),
+        pytest.param(lambda i: i.sign(i.claims(), key=SigningKey()), "kid_unknown", id="unknown-key"),
+        pytest.param(lambda i: "garbage", "token_malformed", id="garbage"),
+    ],
+)
+def test_verify_prints_the_exact_reason_code_and_exits_1(
+    issuer: LocalIssuer, make_token, code_name: str
+) -> None:  # type: ignore[no-untyped-def]
+    code, terminal = run(["verify", *pool_flags(issuer), make_token(issuer)])
+    assert code == 1
+    assert terminal.output.split(":")[0] == code_name
+
+
+def test_verify_hints_at_token_use_for_an_access_token(issuer: LocalIssuer) -> None:
+    token = issuer.mint(token_use="access")
+    code, terminal = run(["verify", *pool_flags(issuer), token])
+    assert code == 1
+    assert "--token-use access" in terminal.errors
+    code, terminal = run(["verify", *pool_flags(issuer), "--token-use", "access", token])
+    assert code == 0
+
+
+def test_verify_json_refusal(issuer: LocalIssuer) -> None:
+    code, terminal = run(["verify", *pool_flags(issuer), "--json", issuer.mint(expires_in=-60)])
+    assert code == 1
+    assert json.loads(terminal.output) == {
+        "valid": False,
+        "code": "token_expired",
+        "message": "The token has expired.",
+    }
+
+
+@pytest.mark.parametrize(
+    ("response", "reason"),
+    [
+        (JwksResponse(status=500), "http_500"),
+        (JwksResponse(status=404), "http_404"),
+        (JwksResponse(body=b"<html>"), "did not return a key set"),
+        (JwksResponse(close_without_response=True), "transport_"),
+    ],
+)
+def test_verify_exits_2_when_keys_cannot_be_had(
+    issuer: LocalIssuer, jwks_server: JwksServer, response: JwksResponse, reason: str
+) -> None:
+    jwks_server.response = response
+    code, terminal = run(["verify", *pool_flags(issuer), issuer.mint()])
+    assert code == 2
+    assert reason in terminal.errors
+    assert terminal.output == ""
+
+
+def test_verify_without_a_token_in_a_terminal_says_how_to_give_one(issuer: LocalIssuer) -> None:
+    code, terminal = run(["verify", *pool_flags(issuer)], FakeTerminal(interactive=True))
+    assert code == 2
+    assert "pipe it in" in terminal.errors
+
+
+# -- decode ------------------------------------------------------------------------------------
+
+
+def test_decode_labels_output_unverified_and_shows_times(issuer: LocalIssuer) -> None:
+    token = issuer.mint(username="ada", expires_in=54 * 60 + 30, groups=["admin"])
+    code, terminal = run(["decode", token])
+    assert code == 0
+    assert terminal.output.startswith("UNVERIFIED")
+    assert '"cognito:username": "ada"' in terminal.output
+    assert '"kid": "' in terminal.output
+    assert "(expires in 54 min)" in terminal.output
+    assert "(issued 0 s ago)" in terminal.output or "(issued 1 s ago)" in terminal.output
+
+
+def test_decode_shows_how_long_ago_a_token_expired(issuer: LocalIssuer) -> None:
+    token = issuer.mint(expires_in=-3 * 3600 - 100, iat=int(time.time()) - 4 * 3600)
+    code, terminal = run(["decode", "--json", f"Bearer {token}"])
+    assert code == 0
+    document = json.loads(terminal.output)
+    assert document["verified"] is False
+    assert document["times"]["exp"].endswith("(expired 3 h ago)")
+    assert document["times"]["iat"].endswith("(issued 4 h ago)")
+
+
+@pytest.mark.parametrize(
+    ("token", "message"),
+    [("abc", "3 dot-separated segments"), ("!!.e30.sig", "header is not"), ("e30.W10.sig", "payload is not")],
+)
+def test_decode_says_what_is_wrong_with_a_non_jwt(token: str, message: str) -> None:
+    code, terminal = run(["decode", token])
+    assert code == 1
+    assert message in terminal.errors
+
+
+@pytest.mark.parametrize(
+    ("name", "offset", "phrase"),
+    [
+        ("exp", 54 * 60 + 5, "expires in 54 min"),
+        ("exp", -3 * 3600 - 5, "expired 3 h ago"),
+        ("exp", -30, "expired 30 s ago"),
+        ("iat", -2 * 86400 - 5, "issued 2 d ago"),
+        ("nbf", 120, "valid in 2 min"),
+        ("auth_time", -90, "authenticated 1 min ago"),
+    ],
+)
+def test_relative_times_read_naturally(name: str, offset: float, phrase: str) -> None:
+    assert relative_time(name, 1_000_000 + offset, 1_000_000) == phrase
+
+
+# -- jwks --------------------------------------------------------------------------------------
+
+
+def test_jwks_lists_each_key_with_its_size_and_usability(
+    issuer: LocalIssuer, jwks_server: JwksServer
+) -> None:
+    small = SigningKey(kid="small-key", bits=1024)
+    document = {
+        "keys": [*issuer.jwks()["keys"], small.public_jwk(), {"kty": "EC", "kid": "ec-key", "crv": "P-256"}]
+    }
+    jwks_server.response = JwksResponse(body=json.dumps(document).encode())
+    code, terminal = run(["jwks", "--jwks-url", issuer.jwks_url])
+    assert code == 0
+    rows = {line.split()[0]: line.split() for line in terminal.output.splitlines()[2:]}
+    assert rows[issuer.signing_key.kid] == [issuer.signing_key.kid, "RS256", "RSA", "2048", "yes"]
+    assert rows["small-key"] == ["small-key", "RS256", "RSA", "1024", "no"]
+    assert rows["ec-key"] == ["ec-key", "-", "EC", "-", "no"]
+
+
+def test_jwks_json_from_the_moto_pool(pool_env: MotoPool) -> None:
+    code, terminal = run(["jwks", "--json"])
+    assert code == 0
+    document = json.loads(terminal.output)
+    assert document["url"] == pool_env.jwks_url
+    assert [(key["kid"], key["bits"], key["usable"]) for key in document["keys"]] == [("dummy", 2048, True)]
+
+
+# -- output helpers ------------------------------------------------------------------------------
+
+
+class TtyStream(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize("is_tty", [True, False])
+def test_spinner_draws_on_stderr_only_when_it_is_a_terminal(is_tty: bool) -> None:
+    stderr = TtyStream() if is_tty else io.StringIO()
+    terminal = Terminal(stdin=io.StringIO(), stdout=io.StringIO(), stderr=stderr)
+    with Spinner(terminal, "Fetching", interval=0.001):
+        time.sleep(0.05)
+    drawn = stderr.getvalue()
+    if is_tty:
+        assert "| Fetching" in drawn
+        assert drawn.endswith("\r")  # the line is erased for whatever follows
+    else:
+        assert drawn == ""
+
+
+def test_table_aligns_columns() -> None:
+    assert format_table(["A", "BB"], [["long", "x"], ["s", "yy"]]).splitlines() == [
+        "A     BB",
+        "----  --",
+        "long  x",
+        "s     yy",
+    ]
+
+
+def test_parser_lists_every_command() -> None:
+    help_text = build_parser().format_help()
+    for name in COMMANDS:
+        assert name in help_text

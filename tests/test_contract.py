@@ -1,0 +1,292 @@
+"""``siot-authz contract`` against real tokens from moto: the example app passes, broken APIs fail.
+
+This is the CI contract test: moto plays Cognito on 127.0.0.1, the example
+app runs as a real subprocess trusting moto's pool, and the CLI logs in and
+probes it exactly as a user would probe a deployed API.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import httpx
+import pytest
+
+from _cli_moto import PASSWORD, MotoPool, moto_pool
+from siot_authz import AuthError, AuthSettings, TokenVerifier
+from siot_authz.cli import main
+from siot_authz.cli._cognito import Tokens
+from siot_authz.cli._contract import build_probes
+from siot_authz.cli._terminal import Terminal
+
+__all__ = ["moto_pool"]  # the fixture, imported so pytest finds it here
+
+CREDENTIALS = ["--password-stdin", "--path", "/v1/me"]
+REPO_ROOT = Path(__file__).resolve().parents[1]
+CHECKS = [
+    "valid ID token, raw",
+    "valid ID token, 'Bearer ' prefix",
+    "no token",
+    "garbage",
+    "tampered payload",
+    "truncated signature",
+    "unsigned (alg none)",
+    "access token instead of ID token",
+]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def table(output: str) -> dict[str, str]:
+    """CHECK -> PASS/FAIL from the printed table."""
+    results = {}
+    for line in output.splitlines():
+        for check in CHECKS:
+            if line[8:].startswith(check + " ") and line[:4] in ("PASS", "FAIL"):
+                results[check] = line[:4]
+    return results
+
+
+@pytest.fixture(scope="module")
+def example_api(moto_pool: MotoPool) -> Iterator[str]:
+    """The example app as ``python -m examples.app``, trusting moto's pool."""
+    port = free_port()
+    env = {**os.environ, **moto_pool.env(), "PYTHONPATH": str(REPO_ROOT)}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "examples.app", "--port", str(port)],
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(base_url + "/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                assert process.stderr is not None
+                pytest.fail(f"example app did not start: {process.stderr.read().decode()[-2000:]}")
+            time.sleep(0.1)
+        yield base_url
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def test_example_app_passes_the_contract_run_as_in_ci(moto_pool: MotoPool, example_api: str) -> None:
+    env = {**os.environ, **moto_pool.env()}
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "siot_authz.cli",
+            "contract",
+            "--api",
+            example_api,
+            "-u",
+            "alice",
+            *CREDENTIALS,
+        ],
+        input=PASSWORD + "\n",
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert table(result.stdout) == dict.fromkeys(CHECKS, "PASS")
+    assert "8 of 8 checks passed." in result.stdout
+
+
+# -- APIs that get authentication wrong -----------------------------------------------------
+
+
+def _unverified_claims(token: str) -> dict[str, object]:
+    payload = token.split(".")[1]
+    return json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))  # type: ignore[no-any-return]
+
+
+def accepts_everything(authorization: str | None, verifier: TokenVerifier) -> int:
+    return 200
+
+
+def skips_the_signature(authorization: str | None, verifier: TokenVerifier) -> int:
+    # Reads the claims and checks them, but never the signature: the classic mistake.
+    if not authorization:
+        return 401
+    token = authorization.removeprefix("Bearer ")
+    try:
+        claims = _unverified_claims(token)
+    except (ValueError, IndexError):
+        return 401
+    return 200 if claims.get("token_use") == "id" else 401
+
+
+def forgets_the_bearer_prefix(authorization: str | None, verifier: TokenVerifier) -> int:
+    # Verifies properly, but only raw tokens: SimpleIOT's JavaScript clients would be locked out.
+    if authorization and authorization.startswith("Bearer "):
+        return 401
+    return verifies_properly(authorization, verifier)
+
+
+def crashes_on_garbage(authorization: str | None, verifier: TokenVerifier) -> int:
+    # Answers 500 instead of 401 when the value does not even split into three segments.
+    if authorization is not None and authorization.count(".") != 2:
+        return 500
+    return verifies_properly(authorization, verifier)
+
+
+def hangs_up_on_garbage(authorization: str | None, verifier: TokenVerifier) -> int:
+    # Crashes on a value without dots, so the connection closes with no response at all.
+    if authorization is not None and "." not in authorization:
+        raise RuntimeError("unhandled")
+    return verifies_properly(authorization, verifier)
+
+
+def verifies_properly(authorization: str | None, verifier: TokenVerifier) -> int:
+    """What a correct API does; the broken ones above deviate from it in one way each."""
+    if authorization is None:
+        return 401
+    try:
+        verifier.verify_sync(authorization)
+    except AuthError:
+        return 401
+    return 200
+
+
+@pytest.fixture
+def broken_api(moto_pool: MotoPool, request: pytest.FixtureRequest) -> Iterator[str]:
+    decide: Callable[[str | None, TokenVerifier], int] = request.param
+    settings = AuthSettings(
+        region=moto_pool.region,
+        user_pool_id=moto_pool.user_pool_id,
+        client_ids=(moto_pool.client_id,),
+        jwks_url=moto_pool.jwks_url,
+    )
+    verifier = TokenVerifier(settings)
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            status = decide(self.headers.get("Authorization"), verifier)
+            self.send_response(status)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"{}")
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.handle_error = lambda request, client_address: None  # type: ignore[method-assign]
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        verifier.close()
+
+
+@pytest.mark.parametrize(
+    ("broken_api", "failing"),
+    [
+        pytest.param(accepts_everything, set(CHECKS[2:]), id="accepts-everything"),
+        pytest.param(
+            skips_the_signature,
+            {"tampered payload", "truncated signature", "unsigned (alg none)"},
+            id="skips-signature",
+        ),
+        pytest.param(forgets_the_bearer_prefix, {"valid ID token, 'Bearer ' prefix"}, id="no-bearer"),
+        pytest.param(crashes_on_garbage, {"garbage"}, id="500-on-garbage"),
+        pytest.param(hangs_up_on_garbage, {"garbage"}, id="hangs-up-on-garbage"),
+    ],
+    indirect=["broken_api"],
+)
+def test_broken_api_fails_exactly_the_checks_it_gets_wrong(
+    moto_pool: MotoPool, broken_api: str, failing: set[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, value in moto_pool.env().items():
+        monkeypatch.setenv(name, value)
+    stdout = io.StringIO()
+    terminal = Terminal(stdin=io.StringIO(PASSWORD + "\n"), stdout=stdout, stderr=io.StringIO())
+    code = main(["contract", "--api", broken_api, "-u", "alice", "--password-stdin"], terminal=terminal)
+    assert code == 1
+    results = table(stdout.getvalue())
+    assert {check for check, result in results.items() if result == "FAIL"} == failing
+    assert set(results) == set(CHECKS)
+
+
+def test_contract_reports_an_unreachable_api_as_a_network_error(
+    moto_pool: MotoPool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, value in moto_pool.env().items():
+        monkeypatch.setenv(name, value)
+    stderr = io.StringIO()
+    terminal = Terminal(stdin=io.StringIO(PASSWORD + "\n"), stdout=io.StringIO(), stderr=stderr)
+    argv = ["contract", "--api", f"http://127.0.0.1:{free_port()}", "-u", "alice", "--password-stdin"]
+    assert main(argv, terminal=terminal) == 2
+    assert "cannot reach the API" in stderr.getvalue()
+
+
+# -- the forgeries themselves ------------------------------------------------------------------
+
+
+def _segments(token: str) -> list[str]:
+    return token.split(".")
+
+
+def test_forgeries_differ_from_the_valid_token_only_where_intended(moto_pool: MotoPool) -> None:
+    response = httpx.post(
+        moto_pool.endpoint_url + "/",
+        headers={
+            "X-Amz-Target": "AWSCognitoIdentityProviderService.InitiateAuth",
+            "Content-Type": "application/x-amz-json-1.1",
+        },
+        json={
+            "AuthFlow": "USER_PASSWORD_AUTH",
+            "ClientId": moto_pool.client_id,
+            "AuthParameters": {"USERNAME": "alice", "PASSWORD": PASSWORD},
+        },
+    )
+    result = response.json()["AuthenticationResult"]
+    tokens = Tokens(result["IdToken"], result["AccessToken"], None, None, None)
+    probes = {probe.name: probe for probe in build_probes(tokens)}
+    header, payload, signature = _segments(tokens.id_token)
+
+    tampered = _segments(probes["tampered payload"].authorization or "")
+    assert (tampered[0], tampered[2]) == (header, signature)
+    assert _unverified_claims(".".join(tampered))["cognito:groups"] == ["admin"]
+
+    truncated = probes["truncated signature"].authorization or ""
+    assert tokens.id_token.startswith(truncated)
+    assert len(truncated) < len(tokens.id_token)
+
+    unsigned = _segments(probes["unsigned (alg none)"].authorization or "")
+    assert unsigned[1:] == [payload, ""]
+    assert json.loads(base64.urlsafe_b64decode(unsigned[0] + "==="))["alg"] == "none"
+
+    assert probes["access token instead of ID token"].authorization == tokens.access_token
+    assert probes["no token"].authorization is None
+    assert [probe.should_accept for probe in probes.values()] == [True, True] + [False] * 6

@@ -1,0 +1,183 @@
+"""The test kit as a user's project sees it: the pytest plugin's fixtures, and the FastAPI overrides."""
+
+from __future__ import annotations
+
+import pytest
+from fastapi import Depends, FastAPI
+from fastapi.testclient import TestClient
+
+from siot_authz import CognitoAuth, Principal
+from siot_authz.testing import LocalIssuer, make_principal, override_principal, override_settings
+
+pytest_plugins = ["pytester"]
+
+# A user's app, configured for a real pool whose keys the tests can never reach
+# (the JWKS URL is a closed loopback port), so only the kit can make a request pass.
+USER_APP = """
+from fastapi import Depends, FastAPI
+from siot_authz import AuthSettings, CognitoAuth, Principal
+
+auth = CognitoAuth(
+    AuthSettings(
+        region="us-west-2",
+        user_pool_id="us-west-2_RealPool9",
+        client_ids=["realappclient"],
+        jwks_url="http://127.0.0.1:9/jwks.json",
+        http_timeout_seconds=1,
+    )
+)
+app = FastAPI()
+
+
+@app.get("/me")
+async def me(principal: Principal = Depends(auth)) -> dict:
+    return {"username": principal.username, "groups": list(principal.groups)}
+
+
+@app.delete("/things")
+async def delete_things(principal: Principal = Depends(auth.require_groups("admin"))) -> dict:
+    return {"deleted_by": principal.username}
+"""
+
+USER_TESTS = """
+import pytest
+from fastapi.testclient import TestClient
+from myapp import app, auth
+
+
+@pytest.fixture
+def client():
+    with TestClient(app) as client:
+        yield client
+
+
+def test_minted_token_passes_the_real_pipeline(client, siot_trust_local_issuer, siot_auth_headers):
+    siot_trust_local_issuer(app, auth)
+    response = client.get("/me", headers=siot_auth_headers(username="ada", groups=["admin"]))
+    assert response.json() == {"username": "ada", "groups": ["admin"]}
+
+
+def test_raw_token_without_bearer_works_too(client, siot_trust_local_issuer, siot_auth_headers):
+    siot_trust_local_issuer(app, auth)
+    assert client.get("/me", headers=siot_auth_headers(bearer=False)).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("mint_args", "code"),
+    [({"expires_in": -60}, "token_expired"), ({"token_use": "access"}, "token_use_mismatch")],
+)
+def test_bad_tokens_are_refused(client, siot_trust_local_issuer, siot_mint, mint_args, code):
+    siot_trust_local_issuer(app, auth)
+    response = client.get("/me", headers={"Authorization": siot_mint(**mint_args)})
+    assert response.status_code == 401
+    assert response.json()["detail"]["code"] == code
+
+
+def test_groups_are_still_enforced(client, siot_trust_local_issuer, siot_auth_headers):
+    siot_trust_local_issuer(app, auth)
+    assert client.delete("/things", headers=siot_auth_headers(groups=["viewer"])).status_code == 403
+    assert client.delete("/things", headers=siot_auth_headers(groups=["admin"])).status_code == 200
+
+
+def test_override_principal_needs_no_token(client, siot_override_principal):
+    siot_override_principal(app, auth, "bob", groups=("admin",))
+    assert client.delete("/things").json() == {"deleted_by": "bob"}
+
+
+def test_overrides_are_gone_in_the_next_test(client, siot_mint):
+    # The app's own pool is unreachable: without the kit nothing passes.
+    assert app.dependency_overrides == {}
+    assert client.get("/me", headers={"Authorization": siot_mint()}).status_code == 503
+
+
+def test_settings_and_issuer_agree(siot_local_issuer, siot_auth_settings):
+    assert siot_auth_settings.jwks_url == siot_local_issuer.jwks_url
+    assert siot_auth_settings.jwks_url.startswith("http://127.0.0.1:")
+    assert siot_auth_settings.user_pool_id == siot_local_issuer.user_pool_id
+"""
+
+
+def test_plugin_is_registered_through_the_entry_point(pytester: pytest.Pytester) -> None:
+    config = pytester.parseconfig()
+    plugin = config.pluginmanager.get_plugin("siot_authz")
+    assert plugin is not None
+    assert plugin.__name__ == "siot_authz.testing.pytest_plugin"
+
+
+def test_fixtures_work_in_a_users_project_without_any_conftest(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(myapp=USER_APP, test_routes=USER_TESTS)
+    result = pytester.runpytest_inprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=8)
+
+
+def test_a_users_failing_assertion_still_fails(pytester: pytest.Pytester) -> None:
+    # The kit must not make tests pass by itself: a wrong expectation is reported.
+    pytester.makepyfile(
+        myapp=USER_APP,
+        test_wrong=USER_TESTS.split("\n\n\ndef test_minted")[0]
+        + """
+
+
+def test_expects_the_wrong_user(client, siot_trust_local_issuer, siot_auth_headers):
+    siot_trust_local_issuer(app, auth)
+    assert client.get("/me", headers=siot_auth_headers(username="ada")).json()["username"] == "eve"
+""",
+    )
+    result = pytester.runpytest_inprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(failed=1)
+
+
+def test_plugin_fixtures_are_listed_with_their_docs(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_nothing="def test_nothing():\n    pass\n")
+    result = pytester.runpytest_inprocess("--fixtures", "-p", "no:cacheprovider")
+    for name in (
+        "siot_local_issuer",
+        "siot_auth_settings",
+        "siot_mint",
+        "siot_auth_headers",
+        "siot_trust_local_issuer",
+        "siot_override_principal",
+    ):
+        result.stdout.fnmatch_lines([f"{name}*"])
+
+
+# -- the override helpers, in this project's own tests ------------------------------------------
+
+
+@pytest.fixture
+def protected_app(auth: CognitoAuth) -> FastAPI:
+    app = FastAPI()
+
+    @app.get("/who")
+    async def who(principal: Principal = Depends(auth.require_groups("admin"))) -> dict[str, str]:  # noqa: B008
+        return {"username": principal.username}
+
+    return app
+
+
+def test_override_principal_restores_an_earlier_override(protected_app: FastAPI, auth: CognitoAuth) -> None:
+    outer, inner = make_principal("outer", groups=("admin",)), make_principal("inner", groups=("admin",))
+    with TestClient(protected_app) as client, override_principal(protected_app, auth, outer):
+        with override_principal(protected_app, auth, inner):
+            assert client.get("/who").json() == {"username": "inner"}
+        assert client.get("/who").json() == {"username": "outer"}
+    assert protected_app.dependency_overrides == {}
+
+
+def test_override_principal_still_checks_groups(protected_app: FastAPI, auth: CognitoAuth) -> None:
+    with TestClient(protected_app) as client, override_principal(protected_app, auth, make_principal("bob")):
+        response = client.get("/who")
+    assert response.status_code == 403
+    assert response.json()["detail"]["code"] == "missing_group"
+
+
+def test_override_settings_trusts_another_issuer_for_the_block(
+    protected_app: FastAPI, auth: CognitoAuth
+) -> None:
+    with LocalIssuer(user_pool_id="us-east-1_OtherPool2") as other, TestClient(protected_app) as client:
+        other.serve()
+        token = other.mint(username="zoe", groups=["admin"])
+        assert client.get("/who", headers={"Authorization": token}).json()["detail"]["code"] == "kid_unknown"
+        with override_settings(protected_app, auth, other.settings()):
+            assert client.get("/who", headers={"Authorization": token}).json() == {"username": "zoe"}
+        assert client.get("/who", headers={"Authorization": token}).status_code == 401
