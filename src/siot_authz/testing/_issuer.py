@@ -193,9 +193,13 @@ class LocalIssuer:
         return f"http://local-issuer.invalid{self.jwks_path}"
 
     def _handle(self, request: httpx.Request) -> httpx.Response:
+        # A streamed body, as a real server gives: the fetcher reads it raw, chunk by chunk.
         if request.url.path != self.jwks_path:
-            return httpx.Response(404, json={"message": "not found"})
-        return httpx.Response(200, json=self.jwks())
+            return httpx.Response(404, stream=httpx.ByteStream(b'{"message": "not found"}'))
+        body = json.dumps(self.jwks()).encode()
+        return httpx.Response(
+            200, headers={"Content-Type": "application/json"}, stream=httpx.ByteStream(body)
+        )
 
     def transport(self) -> httpx.MockTransport:
         """An httpx transport answering JWKS requests in process (usable sync and async)."""
