@@ -34,6 +34,11 @@ _BEARER_PREFIX = "bearer "
 # The only signature algorithm Cognito user pools use. Compared exactly:
 # "none", "None", "rs256" and every other spelling are refused.
 _ALLOWED_ALG = "RS256"
+# Header parameters that name or carry a verification key (RFC 7515 4.1.2-4.1.6).
+# Keys come only from the configured JWKS, so a token offering its own is
+# refused outright rather than silently ignored: Cognito never sends these,
+# and a library that one day honoured them would trust the attacker's key.
+_KEY_CARRYING_PARAMETERS = ("jku", "jwk", "x5u", "x5c")
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,26 +57,40 @@ def strip_bearer(authorization: str) -> str:
 
     SimpleIOT's Python clients send the ID token raw; its JavaScript clients
     prefix ``Bearer``. The scheme is matched case-insensitively (RFC 7235).
+    A JWS is ASCII; anything else is refused here, before the value is hashed
+    or encoded anywhere (a lone surrogate cannot even be encoded as UTF-8).
     """
     value = authorization.strip()
     if value[:7].lower() == _BEARER_PREFIX:
         value = value[7:].lstrip(" ")
-    if not value:
+    # "Bearer" alone (its trailing space stripped above) names a scheme but sends no credentials.
+    if not value or value.lower() == _BEARER_PREFIX.rstrip():
         raise MissingToken()
+    if not value.isascii():
+        raise _non_ascii()
     return value
+
+
+def _non_ascii() -> TokenMalformed:
+    return TokenMalformed("The token has non-ASCII characters.")
+
+
+# Refusals below are raised outside ``except`` blocks on purpose: an exception
+# raised inside one keeps the original as ``__context__``, and a
+# UnicodeDecodeError or JSONDecodeError holds the token bytes it choked on.
 
 
 def decode_base64url(segment: str) -> bytes:
     """Decode one segment, accepting only canonical unpadded base64url."""
-    if not _BASE64URL.fullmatch(segment) or len(segment) % 4 == 1:
-        raise TokenMalformed("A token segment is not canonical base64url.")
-    try:
-        raw = base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
-    except (binascii.Error, ValueError):
-        raise TokenMalformed("A token segment is not canonical base64url.") from None
+    raw: bytes | None = None
+    if _BASE64URL.fullmatch(segment) and len(segment) % 4 != 1:
+        try:
+            raw = base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+        except (binascii.Error, ValueError):
+            raw = None
     # Non-zero unused trailing bits give a second spelling of the same bytes;
     # re-encoding shows them.
-    if base64.urlsafe_b64encode(raw).rstrip(b"=") != segment.encode("ascii"):
+    if raw is None or base64.urlsafe_b64encode(raw).rstrip(b"=") != segment.encode("ascii"):
         raise TokenMalformed("A token segment is not canonical base64url.")
     return raw
 
@@ -97,10 +116,10 @@ def _parse_finite_float(text: str) -> float:
 def decode_segment_json(segment: str) -> dict[str, Any]:
     """Decode one segment to a JSON object, refusing anything ambiguous."""
     raw = decode_base64url(segment)
+    is_json = True
     try:
-        text = raw.decode("utf-8")
         value = json.loads(
-            text,
+            raw.decode("utf-8"),
             object_pairs_hook=_refuse_duplicate_names,
             parse_constant=_refuse_constant,
             parse_float=_parse_finite_float,
@@ -109,7 +128,9 @@ def decode_segment_json(segment: str) -> dict[str, Any]:
         raise
     except (UnicodeDecodeError, ValueError, RecursionError):
         # ValueError covers JSONDecodeError and over-long integer literals.
-        raise TokenMalformed("A token segment is not UTF-8 JSON.") from None
+        is_json = False
+    if not is_json:
+        raise TokenMalformed("A token segment is not UTF-8 JSON.")
     if not isinstance(value, dict):
         raise TokenMalformed("A token segment is not a JSON object.")
     return value
@@ -122,10 +143,11 @@ def _check_header(header: dict[str, Any]) -> str:
     if "crit" in header:
         # RFC 7515 4.1.11: extensions we do not understand must be refused.
         raise HeaderInvalid("The token header has a 'crit' parameter.")
+    if any(name in header for name in _KEY_CARRYING_PARAMETERS):
+        raise HeaderInvalid("The token header offers its own key, which is never accepted.")
     kid = header.get("kid")
     if not isinstance(kid, str) or not kid:
         raise KeyIdMissing()
-    # jku, x5u, jwk and x5c are never read: keys come only from the configured JWKS.
     return kid
 
 
@@ -138,7 +160,7 @@ def parse_token(token: str, max_token_bytes: int) -> ParsedToken:
     if len(token) > max_token_bytes:
         raise TokenTooLarge()
     if not token.isascii():
-        raise TokenMalformed("The token has non-ASCII characters.")
+        raise _non_ascii()
     segments = token.split(".")
     if len(segments) != 3 or not all(segments):
         raise TokenMalformed("The token does not have three non-empty segments.")
