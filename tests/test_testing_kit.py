@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from fastapi import Depends, FastAPI
 from fastapi.testclient import TestClient
 
-from siot_authz import CognitoAuth, Principal
+from siot_authz import CognitoAuth, Principal, TokenVerifier
 from siot_authz.testing import LocalIssuer, make_principal, override_principal, override_settings
 
 pytest_plugins = ["pytester"]
@@ -181,3 +183,16 @@ def test_override_settings_trusts_another_issuer_for_the_block(
         with override_settings(protected_app, auth, other.settings()):
             assert client.get("/who", headers={"Authorization": token}).json() == {"username": "zoe"}
         assert client.get("/who", headers={"Authorization": token}).status_code == 401
+
+
+@pytest.mark.parametrize("face", ["sync", "async"])
+def test_local_issuer_transport_serves_the_jwks_without_a_socket(face: str) -> None:
+    issuer = LocalIssuer()
+    token = issuer.mint(username="carol")
+    if face == "sync":
+        principal = TokenVerifier(issuer.settings(), sync_transport=issuer.transport()).verify_sync(token)
+    else:
+        verifier = TokenVerifier(issuer.settings(), async_transport=issuer.transport())
+        principal = asyncio.run(verifier.verify(token))
+    assert principal.username == "carol"
+    assert issuer.jwks_url.startswith("http://local-issuer.invalid/")
