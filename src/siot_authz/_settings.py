@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-__all__ = ["AuthSettings", "TokenUse"]
+__all__ = ["AuthSettings", "TokenUse", "read_simpleiot_config"]
 
 TokenUse = Literal["id", "access", "any"]
 
@@ -22,6 +22,20 @@ _REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d{1,2}$")
 # Cognito pool ids are "<region>_<alphanumerics>".
 _POOL_ID = re.compile(r"^(?P<region>[a-z]{2}(-[a-z]+)+-\d{1,2})_[0-9A-Za-z]+$")
 _CLIENT_ID = re.compile(r"^[\w+]+$")
+
+
+def read_simpleiot_config(path: str | Path) -> dict[str, Any]:
+    """The JSON object in a SimpleIOT ``config.json``; ValueError says what is wrong with the file."""
+    config_path = Path(path).expanduser()
+    try:
+        raw = json.loads(config_path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ValueError(f"cannot read SimpleIOT config {config_path}: {exc.strerror}") from None
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"SimpleIOT config {config_path} is not valid JSON: {exc.msg}") from None
+    if not isinstance(raw, dict):
+        raise ValueError(f"SimpleIOT config {config_path} must be a JSON object")
+    return raw
 
 
 class AuthSettings(BaseSettings):
@@ -157,14 +171,7 @@ class AuthSettings(BaseSettings):
         arguments override or add any field.
         """
         config_path = Path(path).expanduser()
-        try:
-            raw = json.loads(config_path.read_text(encoding="utf-8"))
-        except OSError as exc:
-            raise ValueError(f"cannot read SimpleIOT config {config_path}: {exc.strerror}") from exc
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"SimpleIOT config {config_path} is not valid JSON: {exc.msg}") from exc
-        if not isinstance(raw, dict):
-            raise ValueError(f"SimpleIOT config {config_path} must be a JSON object")
+        raw = read_simpleiot_config(config_path)
         fields: dict[str, Any] = {}
         for config_key, field_name in (
             ("region", "region"),

@@ -8,16 +8,14 @@ behind from another project.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
-from .._settings import AuthSettings
+from .._settings import AuthSettings, read_simpleiot_config
 from ._exit import CommandFailed
 
 __all__ = ["CliConfig", "add_config_arguments", "load_config"]
@@ -111,16 +109,10 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _read_config_file(path: str) -> Mapping[str, Any]:
-    config_path = Path(path).expanduser()
     try:
-        raw = json.loads(config_path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise CommandFailed(f"cannot read config file {config_path}: {exc.strerror}") from None
-    except json.JSONDecodeError as exc:
-        raise CommandFailed(f"config file {config_path} is not valid JSON: {exc.msg}") from None
-    if not isinstance(raw, dict):
-        raise CommandFailed(f"config file {config_path} must hold a JSON object")
-    return raw
+        return read_simpleiot_config(path)
+    except ValueError as exc:
+        raise CommandFailed(str(exc)) from None
 
 
 def _split(value: str) -> tuple[str, ...]:
