@@ -70,10 +70,14 @@ class CognitoAuth(SecurityBase):
 
     def extract_token(self, connection: HTTPConnection) -> str | None:
         """The raw ``Authorization`` value, or None when absent or blank. Override to read elsewhere."""
-        value = connection.headers.get("authorization")
-        if value is None or not value.strip():
-            return None
-        return value
+        # Read from the ASGI scope rather than ``connection.headers``: same
+        # answer (servers send lower-case names; the first one wins), without
+        # building a Headers object on every request.
+        for name, raw in connection.scope["headers"]:
+            if name == b"authorization":
+                value: str = raw.decode("latin-1")
+                return value if value.strip() else None
+        return None
 
     async def __call__(self, connection: HTTPConnection) -> Principal | None:
         token = self.extract_token(connection)
@@ -84,6 +88,9 @@ class CognitoAuth(SecurityBase):
         try:
             return await self.verifier.verify(token)
         except AuthError as error:
+            # "Bearer" with nothing after it sends no credentials either.
+            if isinstance(error, MissingToken) and not self.auto_error:
+                return None
             raise AuthHTTPException(error) from None
 
     def require_groups(self, *groups: str) -> Callable[..., Awaitable[Principal]]:
@@ -93,7 +100,7 @@ class CognitoAuth(SecurityBase):
         wanted = frozenset(groups)
 
         async def principal_in_group(
-            principal: Principal | None = Depends(self),  # noqa: B008
+            principal: Principal | None = Depends(self),
         ) -> Principal:
             principal = _required(principal)
             if not principal.is_in_any_group(wanted):
@@ -109,7 +116,7 @@ class CognitoAuth(SecurityBase):
         wanted = frozenset(scopes)
 
         async def principal_with_scopes(
-            principal: Principal | None = Depends(self),  # noqa: B008
+            principal: Principal | None = Depends(self),
         ) -> Principal:
             principal = _required(principal)
             if not principal.has_all_scopes(wanted):

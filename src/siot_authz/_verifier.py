@@ -4,7 +4,8 @@ The order is fixed and each step trusts only what the steps before it proved:
 
 1. size cap, on the raw value, before anything is decoded;
 2. strip an optional ``Bearer`` prefix;
-3. the verified-token cache (a digest of the whole token);
+3. the verified-token cache (a digest of the whole token; a hit must be
+   unexpired and its key still held under its kid);
 4. strict parsing, and the header: ``alg`` exactly RS256, a string ``kid``, no ``crit``;
 5. the key for that kid from the JWKS cache;
 6. the RS256 signature, with the algorithm fixed by us;
@@ -75,7 +76,7 @@ class TokenVerifier:
         try:
             token = self._prepare(token)
             digest = self._verified.digest(token)
-            principal = self._verified.get(digest, self._is_kid_trusted)
+            principal = self._verified.get(digest, self._is_key_trusted)
             if principal is not None:
                 return principal
             parsed = parse_token(token, self.settings.max_token_bytes)
@@ -96,7 +97,7 @@ class TokenVerifier:
         try:
             token = self._prepare(token)
             digest = self._verified.digest(token)
-            principal = self._verified.get(digest, self._is_kid_trusted)
+            principal = self._verified.get(digest, self._is_key_trusted)
             if principal is not None:
                 return principal
             parsed = parse_token(token, self.settings.max_token_bytes)
@@ -129,9 +130,12 @@ class TokenVerifier:
             raise TokenTooLarge()
         return strip_bearer(token)
 
-    def _is_kid_trusted(self, kid: str) -> bool:
+    def _is_key_trusted(self, kid: str, key: object) -> bool:
         # A stale key set sends the token down the slow path, which refreshes it.
-        return self.keys.is_fresh() and self.keys.holds_kid(kid)
+        # Identity, not just the kid: a JWKS may put new key material under an
+        # old kid, and then tokens verified with the old key must not pass.
+        keys = self.keys
+        return keys.is_fresh() and keys.held_key(kid) is key
 
     def _finish(self, parsed: ParsedToken, key: RS256PublicKey, digest: bytes) -> Principal:
         if not key.verify(parsed.signing_input, parsed.signature):
@@ -139,8 +143,8 @@ class TokenVerifier:
         principal = self._rules.check(parsed.claims, self._clock())
         if self.keys.generation != self._seen_key_generation:
             self._seen_key_generation = self.keys.generation
-            self._verified.keep_only_kids(self.keys.kids)
-        self._verified.put(digest, principal, parsed.kid)
+            self._verified.keep_only_held_keys(self.keys.held_key)
+        self._verified.put(digest, principal, parsed.kid, key)
         return principal
 
     def _log_refusal(self, error: AuthError) -> None:

@@ -1,0 +1,522 @@
+"""Benchmark siot_authz against bare RSA and python-jose, in process and end to end.
+
+Run ``python bench/run.py`` for the full benchmark (about three minutes on
+two cores) or ``python bench/run.py --quick`` for a smoke check (about half a
+minute; CI runs it, and it fails only on crashes, never on speed).
+
+Every ratio is measured side by side in one run: each round runs every
+variant once, the order rotates from round to round, and the reported ratio
+is the median over rounds of the per-round ratio. All traffic stays on
+127.0.0.1 and every load run stops by itself.
+
+Sections:
+
+* **In process**: ops/s over the same tokens for a bare ``cryptography``
+  RS256 verify (the reference), python-jose ``jwt.decode`` with a prebuilt
+  key, our cold path (every token new to the verified cache, keys cached) and
+  our hot path (every token already verified).
+* **End to end**: req/s of one uvicorn worker serving ``e2e_app.py``: a
+  route without auth (the reference), the same route behind our
+  ``CognitoAuth`` with one hot token and with a new token on every request,
+  behind the naive python-jose dependency, and behind a no-op dependency
+  (what FastAPI charges for any dependency). Loaded by wrk
+  (or, when wrk is missing, a slower built-in Python load generator, said so
+  in the output). Server and load generator are pinned to different cores
+  when ``taskset`` is available.
+* **Memory**: RSS of a fresh process after 10k, 100k and 1M distinct tokens
+  through a verified cache of the default size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import gc
+import importlib.metadata
+import itertools
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from jose import jwk, jwt
+
+from siot_authz import TokenVerifier
+from siot_authz.testing import LocalIssuer
+
+BENCH_DIR = Path(__file__).resolve().parent
+HOST = "127.0.0.1"
+
+
+@dataclass(frozen=True)
+class Profile:
+    """How long and how hard to run; ``--quick`` picks the small one."""
+
+    rounds: int
+    pool_size: int  # distinct tokens minted; twice the caches that must miss
+    hot_passes: int
+    load_seconds: int  # wrk takes whole seconds
+    warmup_seconds: int
+    connections: int
+    memory_checkpoints: tuple[int, ...]
+
+
+FULL = Profile(
+    rounds=7,
+    pool_size=4000,
+    hot_passes=10,
+    load_seconds=5,
+    warmup_seconds=1,
+    connections=16,
+    memory_checkpoints=(10_000, 100_000, 1_000_000),
+)
+QUICK = Profile(
+    rounds=2,
+    pool_size=400,
+    hot_passes=2,
+    load_seconds=1,
+    warmup_seconds=1,
+    connections=8,
+    memory_checkpoints=(10_000, 100_000),
+)
+
+# Targets from the issue: name -> (variant, reference, lowest acceptable ratio or None for info rows).
+TARGETS = {
+    "in-process": [
+        ("python-jose jwt.decode / bare", "jose", "bare", None),
+        ("cold path / bare", "cold", "bare", 0.75),
+        ("hot path / bare", "hot", "bare", 8.0),
+    ],
+    "end-to-end": [
+        ("CognitoAuth, hot token / no auth", "ours-hot", "open", 0.90),
+        ("CognitoAuth, new token per request / no auth", "ours-new", "open", 0.75),
+        ("naive python-jose dependency / no auth", "naive", "open", None),
+        ("FastAPI itself: a no-op dependency / no auth", "noop-dep", "open", None),
+    ],
+}
+
+
+# -- reporting ----------------------------------------------------------------
+
+
+def _package_version(name: str) -> str:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _load_average() -> str:
+    # Other work on the machine skews every figure; say how busy it was.
+    return ", ".join(f"{value:.2f}" for value in os.getloadavg())
+
+
+def print_machine() -> None:
+    print("== Machine")
+    print(f"cpus: {os.cpu_count()}  model: {_cpu_model()}")
+    print(
+        f"python: {platform.python_version()} ({platform.python_implementation()})  os: {platform.system()}"
+    )
+    print(f"load average at start (1, 5, 15 min): {_load_average()}")
+    packages = ["cryptography", "python-jose", "fastapi", "starlette", "uvicorn", "uvloop", "httptools"]
+    print("packages: " + ", ".join(f"{name} {_package_version(name)}" for name in packages))
+
+
+def print_rows(title: str, rounds: list[dict[str, float]], unit: str) -> dict[str, float]:
+    """Print per-variant medians and every ratio of ``title``; return the median ratios."""
+    variants = list(rounds[0])
+    print(f"\n{title}: median of {len(rounds)} rounds ({unit})")
+    for name in variants:
+        values = [r[name] for r in rounds]
+        print(
+            f"  {name:10} {statistics.median(values):>12,.0f}   (rounds: {', '.join(f'{v:,.0f}' for v in values)})"
+        )
+    ratios: dict[str, float] = {}
+    for label, variant, reference, target in TARGETS[title]:
+        if variant not in variants or reference not in variants:
+            continue
+        ratio = statistics.median(r[variant] / r[reference] for r in rounds)
+        ratios[label] = ratio
+        verdict = ""
+        if target is not None:
+            verdict = f"  target >= {target:.3f}x: {'met' if ratio >= target else 'MISSED'}"
+        print(f"  {label:48} {ratio:6.3f}x{verdict}")
+    return ratios
+
+
+def rotated(items: Sequence[str], by: int) -> list[str]:
+    """``items`` starting at a different one each round, so no variant always runs first."""
+    by %= len(items)
+    return [*items[by:], *items[:by]]
+
+
+# -- tokens -------------------------------------------------------------------
+
+
+def mint_pool(issuer: LocalIssuer, count: int) -> list[str]:
+    """Distinct Cognito-shaped ID tokens, valid for two hours."""
+    return [issuer.mint(username=f"bench-user-{i}", expires_in=7200) for i in range(count)]
+
+
+def _b64decode(segment: str) -> bytes:
+    return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+
+
+# -- in process -----------------------------------------------------------------
+
+
+def in_process(issuer: LocalIssuer, tokens: list[str], profile: Profile) -> dict[str, float]:
+    """Side-by-side ops/s of bare RSA, python-jose and our cold and hot paths."""
+    public_key = issuer.signing_key.private_key.public_key()
+    assert isinstance(public_key, rsa.RSAPublicKey)
+    pkcs1, sha256 = padding.PKCS1v15(), hashes.SHA256()
+    jose_key = jwk.construct(issuer.signing_key.public_jwk(), "RS256")
+    half = len(tokens) // 2
+
+    # Cold: cycling in order through twice as many tokens as an LRU cache
+    # holds never hits, so every call parses, verifies and caches.
+    cold = TokenVerifier(issuer.settings(verified_cache_size=half))
+    # Hot: every token of the first half already verified.
+    hot = TokenVerifier(issuer.settings(verified_cache_size=len(tokens)))
+    hot_tokens = tokens[:half]
+    for token in hot_tokens:
+        hot.verify_sync(token)
+
+    def bare() -> int:
+        for token in tokens:
+            signing_input, _, signature = token.rpartition(".")
+            public_key.verify(_b64decode(signature), signing_input.encode(), pkcs1, sha256)
+        return len(tokens)
+
+    def jose() -> int:
+        for token in tokens:
+            jwt.decode(token, jose_key, algorithms=["RS256"], audience=issuer.client_id, issuer=issuer.issuer)
+        return len(tokens)
+
+    def cold_path() -> int:
+        verify = cold.verify_sync
+        for token in tokens:
+            verify(token)
+        return len(tokens)
+
+    def hot_path() -> int:
+        verify = hot.verify_sync
+        for _ in range(profile.hot_passes):
+            for token in hot_tokens:
+                verify(token)
+        return profile.hot_passes * len(hot_tokens)
+
+    variants: dict[str, Callable[[], int]] = {"bare": bare, "jose": jose, "cold": cold_path, "hot": hot_path}
+    for run in variants.values():  # warm-up, and a crash here is a crash, not a figure
+        run()
+    rounds = []
+    for index in range(profile.rounds):
+        result: dict[str, float] = {}
+        for name in rotated(list(variants), index):
+            gc.collect()
+            start = time.perf_counter()
+            count = variants[name]()
+            result[name] = count / (time.perf_counter() - start)
+        rounds.append({name: result[name] for name in variants})
+    cold.close()
+    hot.close()
+    return print_rows("in-process", rounds, "verifications/s, one thread")
+
+
+# -- end to end -----------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _pinned(cpu: int) -> list[str]:
+    if shutil.which("taskset") and (os.cpu_count() or 1) >= 2:
+        return ["taskset", "-c", str(cpu)]
+    return []
+
+
+@contextmanager
+def uvicorn_server(issuer: LocalIssuer, cache_size: int) -> Iterator[str]:
+    """One uvicorn worker serving ``e2e_app`` on a free loopback port; yields its base URL."""
+    port = _free_port()
+    env = {
+        **os.environ,
+        "SIOT_AUTHZ_REGION": issuer.region,
+        "SIOT_AUTHZ_USER_POOL_ID": issuer.user_pool_id,
+        "SIOT_AUTHZ_CLIENT_IDS": issuer.client_id,
+        "SIOT_AUTHZ_JWKS_URL": issuer.jwks_url,
+        "SIOT_AUTHZ_VERIFIED_CACHE_SIZE": str(cache_size),
+        "BENCH_JWK": json.dumps(issuer.signing_key.public_jwk()),
+        "BENCH_ISSUER": issuer.issuer,
+    }
+    command = [
+        *_pinned(0),
+        sys.executable, "-m", "uvicorn", "e2e_app:app", "--app-dir", str(BENCH_DIR),
+        "--host", HOST, "--port", str(port), "--workers", "1",
+        "--no-access-log", "--log-level", "warning",
+    ]  # fmt: skip
+    server = subprocess.Popen(command, env=env, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            if server.poll() is not None:
+                raise RuntimeError(f"uvicorn exited with code {server.returncode}")
+            try:
+                with socket.create_connection((HOST, port), timeout=0.2):
+                    break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError("uvicorn did not start within 30 s") from None
+                time.sleep(0.1)
+        yield f"http://{HOST}:{port}"
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
+
+
+def load(url: str, tokens_file: Path, seconds: int, connections: int, use_wrk: bool) -> float:
+    """Requests/s for ``seconds`` of load on ``url``; raises if any request failed."""
+    if use_wrk:
+        command = [
+            *_pinned(1), "wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--timeout", "5s",
+            "-s", str(BENCH_DIR / "tokens.lua"), url, "--", str(tokens_file),
+        ]  # fmt: skip
+    else:
+        command = [
+            *_pinned(1), sys.executable, str(Path(__file__).resolve()),
+            "--loadgen", url, str(tokens_file), str(seconds), str(connections),
+        ]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 60, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"load generator failed ({done.returncode}): {done.stderr or done.stdout}")
+    output = done.stdout
+    line = next((ln for ln in output.splitlines() if ln.startswith("BENCH ")), None)
+    if line is None:
+        raise RuntimeError(f"load generator printed no summary:\n{output}")
+    fields = dict(item.split("=", 1) for item in line.split()[1:])
+    if int(fields["status_errors"]) or int(fields["socket_errors"]):
+        raise RuntimeError(f"{url}: requests failed during the load run: {line}")
+    return int(fields["requests"]) / (int(fields["duration_us"]) / 1e6)
+
+
+def end_to_end(
+    issuer: LocalIssuer, tokens: list[str], profile: Profile, workdir: Path, *, allow_wrk: bool
+) -> dict[str, float]:
+    """Side-by-side req/s of one uvicorn worker with no auth, our dependency and the naive one."""
+    use_wrk = allow_wrk and shutil.which("wrk") is not None
+    if use_wrk:
+        print("\nload generator: wrk")
+    elif not allow_wrk:
+        print(
+            "\nload generator: the built-in Python one (--no-wrk); it can become the bottleneck, so figures are rough"
+        )
+    else:
+        print(
+            "\nload generator: wrk NOT FOUND, using the built-in Python one (it can become the"
+            " bottleneck, so figures are rough; install wrk for real ones, e.g. apt-get install wrk)"
+        )
+    hot_file = workdir / "hot.txt"
+    hot_file.write_text(tokens[0] + "\n")
+    new_file = workdir / "new.txt"
+    new_file.write_text("\n".join(tokens) + "\n")
+    server_cache = len(tokens) // 2  # the pool cycles through twice that: every request misses
+    variants = {
+        "open": ("/open", hot_file),
+        "ours-hot": ("/ours", hot_file),
+        "ours-new": ("/ours", new_file),
+        "naive": ("/naive", hot_file),
+        "noop-dep": ("/noop-dep", hot_file),
+    }
+    print(
+        f"server: one uvicorn worker, verified_cache_size={server_cache}; "
+        f"ours-new cycles through {len(tokens)} tokens; {profile.connections} connections"
+    )
+    rounds = []
+    with uvicorn_server(issuer, server_cache) as base_url:
+        for path, tokens_file in variants.values():
+            load(base_url + path, tokens_file, profile.warmup_seconds, profile.connections, use_wrk)
+        for index in range(profile.rounds):
+            result = {}
+            for name in rotated(list(variants), index):
+                path, tokens_file = variants[name]
+                result[name] = load(
+                    base_url + path, tokens_file, profile.load_seconds, profile.connections, use_wrk
+                )
+            rounds.append({name: result[name] for name in variants})
+    return print_rows("end-to-end", rounds, "requests/s")
+
+
+async def _python_load(url: str, tokens: list[str], seconds: float, connections: int) -> tuple[int, int]:
+    """A minimal keep-alive HTTP/1.1 load generator, for machines without wrk."""
+    host_port, _, path = url.removeprefix("http://").partition("/")
+    host, _, port = host_port.partition(":")
+    order = itertools.count()
+    deadline = time.perf_counter() + seconds
+    counts = {"requests": 0, "failed": 0}
+
+    async def connection() -> None:
+        reader, writer = await asyncio.open_connection(host, int(port))
+        try:
+            while time.perf_counter() < deadline:
+                token = tokens[next(order) % len(tokens)]
+                writer.write(
+                    f"GET /{path} HTTP/1.1\r\nHost: {host_port}\r\nAuthorization: Bearer {token}\r\n\r\n".encode()
+                )
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = 0
+                for header in head.split(b"\r\n")[1:]:
+                    name, _, value = header.partition(b":")
+                    if name.strip().lower() == b"content-length":
+                        length = int(value)
+                await reader.readexactly(length)
+                counts["requests"] += 1
+                if head[9:12] != b"200":
+                    counts["failed"] += 1
+        finally:
+            writer.close()
+
+    await asyncio.gather(*(connection() for _ in range(connections)))
+    return counts["requests"], counts["failed"]
+
+
+def run_python_loadgen(url: str, tokens_file: str, seconds: str, connections: str) -> None:
+    tokens = [line for line in Path(tokens_file).read_text().splitlines() if line]
+    start = time.perf_counter()
+    requests, failed = asyncio.run(_python_load(url, tokens, float(seconds), int(connections)))
+    duration_us = int((time.perf_counter() - start) * 1e6)
+    print(f"BENCH requests={requests} duration_us={duration_us} status_errors={failed} socket_errors=0")
+
+
+# -- memory -----------------------------------------------------------------------
+
+
+def _rss_kib() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError("no VmRSS in /proc/self/status")
+
+
+def run_memory_child(checkpoints: list[int], real_tokens: int) -> None:
+    """In a fresh process: push distinct tokens through a default-size verified cache, print RSS."""
+    with LocalIssuer() as issuer:
+        issuer.serve()
+        verifier = TokenVerifier(issuer.settings())
+        cache = verifier._verified  # the object under test; private, but this is our own bench
+        rules = verifier._rules
+        real = mint_pool(issuer, real_tokens)
+        kid = issuer.signing_key.kid
+        print(f"  cache size {cache.max_size:,}; RSS before any token: {_rss_kib() / 1024:.1f} MiB")
+        # The first tokens are real: verified end to end (parse, RSA, claims, put).
+        for token in real:
+            verifier.verify_sync(token)
+        key = verifier.keys.held_key(kid)
+        done = len(real)
+        for checkpoint in checkpoints:
+            # The rest skip only parsing and RSA: each gets a distinct digest and its
+            # own principal, built by the claim rules from its own claims dict, so an
+            # entry weighs what a real one does.
+            for i in range(done, checkpoint):
+                claims = issuer.claims(username=f"flood-{i}", expires_in=7200)
+                principal = rules.check(claims, time.time())
+                cache.put(cache.digest(f"synthetic-token-{i}"), principal, kid, key)
+            done = checkpoint
+            gc.collect()
+            print(
+                f"  after {checkpoint:>9,} distinct tokens: {len(cache):>6,} entries, RSS {_rss_kib() / 1024:7.1f} MiB"
+            )
+        verifier.close()
+
+
+def memory(profile: Profile, real_tokens: int) -> None:
+    print(
+        f"\nmemory: a fresh process; the first {real_tokens:,} tokens are real and fully verified,"
+        " the rest are put into the cache directly (distinct digests, each with its own principal"
+        " built by the claim rules; parsing and RSA skipped)"
+    )
+    command = [
+        sys.executable, str(Path(__file__).resolve()), "--memory-child",
+        str(real_tokens), *map(str, profile.memory_checkpoints),
+    ]  # fmt: skip
+    subprocess.run(command, check=True, timeout=900)
+
+
+# -- main -----------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="a short smoke run (CI); figures are rough")
+    parser.add_argument("--rounds", type=int, help="override the number of alternating rounds")
+    parser.add_argument("--skip-e2e", action="store_true", help="skip the uvicorn section")
+    parser.add_argument("--no-wrk", action="store_true", help="use the built-in Python load generator")
+    parser.add_argument("--skip-memory", action="store_true", help="skip the RSS section")
+    parser.add_argument("--loadgen", nargs=4, help=argparse.SUPPRESS)
+    parser.add_argument("--memory-child", nargs="+", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+
+    if args.loadgen:
+        run_python_loadgen(*args.loadgen)
+        return 0
+    if args.memory_child:
+        real_tokens, *checkpoints = args.memory_child
+        run_memory_child(checkpoints, real_tokens)
+        return 0
+
+    profile = QUICK if args.quick else FULL
+    if args.rounds:
+        profile = Profile(**{**profile.__dict__, "rounds": args.rounds})
+    print_machine()
+    print(
+        f"mode: {'quick (smoke check; figures are rough)' if args.quick else 'full'}, {profile.rounds} rounds"
+    )
+    started = time.perf_counter()
+    with LocalIssuer() as issuer, tempfile.TemporaryDirectory(prefix="siot-bench-") as workdir:
+        issuer.serve()
+        tokens = mint_pool(issuer, profile.pool_size)
+        print(f"tokens: {len(tokens)} distinct ID tokens, {len(tokens[0])} characters each, 2048-bit RSA")
+        in_process(issuer, tokens, profile)
+        if not args.skip_e2e:
+            end_to_end(issuer, tokens, profile, Path(workdir), allow_wrk=not args.no_wrk)
+    if not args.skip_memory:
+        memory(profile, real_tokens=min(profile.pool_size, 2000))
+    print(f"\ndone in {time.perf_counter() - started:.0f} s; load average at end: {_load_average()}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,382 @@
+"""The verified-token cache: the security rules it keeps, and that it keeps them under threads.
+
+Rules pinned here (see ``_verified_cache.py``): the key is a digest of the
+whole token; an entry is never served at or after ``exp``; entries of a key
+that left the JWKS go; the cache is bounded. Also: a cache hit skips RSA, and
+the async FastAPI path sends nothing to a threadpool. No timing assertions.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timezone
+from typing import Any
+
+import anyio.to_thread
+import pytest
+from fastapi.testclient import TestClient
+
+from siot_authz import (
+    AuthError,
+    AuthSettings,
+    KeyIdUnknown,
+    Principal,
+    SignatureInvalid,
+    TokenExpired,
+    TokenMalformed,
+    TokenVerifier,
+)
+from siot_authz._jose import _JoseRS256Key
+from siot_authz._verified_cache import SWEEP_INTERVAL_SECONDS, VerifiedTokenCache
+from siot_authz.testing import LocalIssuer, b64url
+
+
+class FakeClock:
+    """A wall clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = float(int(time.time()))  # exp claims are whole seconds
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _principal(expires_at: float, username: str = "alice") -> Principal:
+    return Principal.model_construct(
+        sub=f"sub-{username}",
+        username=username,
+        groups=(),
+        scopes=(),
+        token_use="id",
+        client_id="client",
+        email=None,
+        issuer="https://issuer.example",
+        issued_at=datetime.fromtimestamp(expires_at - 3600, tz=timezone.utc),
+        expires_at=datetime.fromtimestamp(expires_at, tz=timezone.utc),
+        claims={},
+    )
+
+
+KEY = object()  # stands for the key object that verified a token
+
+
+def _always_trusted(kid: str, key: object) -> bool:
+    return True
+
+
+@pytest.fixture
+def count_rsa_checks(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
+    """Records the signing input of every RSA signature check the verifier makes."""
+    calls: list[bytes] = []
+    original = _JoseRS256Key.verify
+
+    def counting(self: _JoseRS256Key, signing_input: bytes, signature: bytes) -> bool:
+        calls.append(signing_input)
+        return original(self, signing_input, signature)
+
+    monkeypatch.setattr(_JoseRS256Key, "verify", counting)
+    return calls
+
+
+# -- a hit replaces the RSA check, and only for the very same token -------------------
+
+
+def test_repeat_token_is_served_from_cache_without_rsa(
+    verifier: TokenVerifier, issuer: LocalIssuer, count_rsa_checks: list[bytes]
+) -> None:
+    token = issuer.mint(username="alice")
+    first = verifier.verify_sync(token)
+    again = verifier.verify_sync(f"Bearer {token}")
+    assert again is first
+    assert len(count_rsa_checks) == 1
+
+
+@pytest.mark.anyio
+async def test_async_and_sync_faces_share_the_cache(
+    verifier: TokenVerifier, issuer: LocalIssuer, count_rsa_checks: list[bytes]
+) -> None:
+    token = issuer.mint()
+    first = await verifier.verify(token)
+    assert verifier.verify_sync(token) is first
+    assert len(count_rsa_checks) == 1
+
+
+def _flip_last_char(segment: str) -> str:
+    return segment[:-1] + ("A" if segment[-1] != "A" else "B")
+
+
+def _resign_payload_only(token: str, issuer: LocalIssuer) -> str:
+    header, _, signature = token.split(".")
+    forged_claims = b64url(b'{"sub":"mallory"}')
+    return f"{header}.{forged_claims}.{signature}"
+
+
+def _signature_of_other_token(token: str, issuer: LocalIssuer) -> str:
+    header, payload, _ = token.split(".")
+    other_signature = issuer.mint(username="bob").split(".")[2]
+    return f"{header}.{payload}.{other_signature}"
+
+
+@pytest.mark.parametrize(
+    ("tamper", "error"),
+    [
+        pytest.param(lambda t, i: _flip_last_char(t), (SignatureInvalid, TokenMalformed), id="last-char"),
+        pytest.param(_resign_payload_only, SignatureInvalid, id="payload-swapped"),
+        pytest.param(_signature_of_other_token, SignatureInvalid, id="signature-swapped"),
+        pytest.param(lambda t, i: t + "A", (SignatureInvalid, TokenMalformed), id="appended"),
+        pytest.param(lambda t, i: t[:-4], (SignatureInvalid, TokenMalformed), id="truncated"),
+    ],
+)
+def test_cached_token_does_not_vouch_for_a_variant_of_it(
+    verifier: TokenVerifier,
+    issuer: LocalIssuer,
+    tamper: Callable[[str, LocalIssuer], str],
+    error: type[AuthError] | tuple[type[AuthError], ...],
+) -> None:
+    token = issuer.mint()
+    verifier.verify_sync(token)
+    with pytest.raises(error):
+        verifier.verify_sync(tamper(token, issuer))
+
+
+@pytest.mark.parametrize("position", [0, 40, 500, -40, -1])
+def test_digest_covers_every_position_of_the_token(issuer: LocalIssuer, position: int) -> None:
+    token = issuer.mint()
+    changed = list(token)
+    changed[position] = "x" if token[position] != "x" else "y"
+    assert VerifiedTokenCache.digest("".join(changed)) != VerifiedTokenCache.digest(token)
+
+
+# -- expiry -------------------------------------------------------------------------
+
+
+def test_hit_rechecks_exp_against_the_clock() -> None:
+    clock = FakeClock()
+    cache = VerifiedTokenCache(10, clock=clock)
+    expires_at = clock.now + 60
+    cache.put(b"d" * 32, _principal(expires_at), "kid", KEY)
+
+    clock.now = expires_at - 0.001
+    assert cache.get(b"d" * 32, _always_trusted) is not None
+    clock.now = expires_at
+    assert cache.get(b"d" * 32, _always_trusted) is None
+    assert len(cache) == 0  # met expired, so dropped
+
+
+def test_token_accepted_only_thanks_to_leeway_is_not_cached() -> None:
+    clock = FakeClock()
+    cache = VerifiedTokenCache(10, clock=clock)
+    cache.put(b"d" * 32, _principal(clock.now - 1), "kid", KEY)
+    assert len(cache) == 0
+
+
+def test_expired_entries_are_swept_without_being_looked_up() -> None:
+    clock = FakeClock()
+    cache = VerifiedTokenCache(10, clock=clock)
+    cache.put(b"a" * 32, _principal(clock.now + 10), "kid", KEY)
+    cache.put(b"b" * 32, _principal(clock.now + 3600), "kid", KEY)
+
+    clock.now += 10 + SWEEP_INTERVAL_SECONDS
+    cache.put(b"c" * 32, _principal(clock.now + 3600), "kid", KEY)
+    assert len(cache) == 2
+    assert cache.get(b"b" * 32, _always_trusted) is not None
+
+
+def test_verifier_refuses_cached_token_once_expired(settings: AuthSettings, issuer: LocalIssuer) -> None:
+    clock = FakeClock()
+    verifier = TokenVerifier(settings, clock=clock)
+    token = issuer.mint(expires_in=60)
+    verifier.verify_sync(token)
+
+    clock.now += 60 + settings.leeway_seconds + 1
+    with pytest.raises(TokenExpired):
+        verifier.verify_sync(token)
+    verifier.close()
+
+
+def test_verifier_does_not_serve_a_hit_inside_the_leeway(
+    settings: AuthSettings, issuer: LocalIssuer, count_rsa_checks: list[bytes]
+) -> None:
+    clock = FakeClock()
+    verifier = TokenVerifier(settings, clock=clock)
+    token = issuer.mint(expires_in=60)
+    verifier.verify_sync(token)
+
+    # Past exp but inside the leeway: still accepted, but only by a full check.
+    clock.now += 60 + settings.leeway_seconds / 2
+    verifier.verify_sync(token)
+    assert len(count_rsa_checks) == 2
+    verifier.close()
+
+
+# -- key removal ----------------------------------------------------------------------
+
+
+def test_entries_go_when_their_key_leaves_the_jwks(verifier: TokenVerifier, issuer: LocalIssuer) -> None:
+    old_token = issuer.mint(username="old")
+    verifier.verify_sync(old_token)
+
+    issuer.rotate_key(keep_old=False)
+    verifier.keys.refresh_sync()
+    with pytest.raises(KeyIdUnknown):
+        verifier.verify_sync(old_token)
+
+    verifier.verify_sync(issuer.mint(username="new"))
+    assert len(verifier._verified) == 1  # only the new token's entry is left
+
+
+def test_entries_go_when_new_key_material_arrives_under_the_same_kid(
+    verifier: TokenVerifier, issuer: LocalIssuer
+) -> None:
+    old_token = issuer.mint(username="old")
+    verifier.verify_sync(old_token)
+
+    kid = issuer.signing_key.kid
+    issuer.rotate_key(keep_old=False).kid = kid
+    verifier.keys.refresh_sync()
+    with pytest.raises(SignatureInvalid):
+        verifier.verify_sync(old_token)
+    assert verifier.verify_sync(issuer.mint(username="new")).username == "new"
+    assert len(verifier._verified) == 1
+
+
+@pytest.mark.parametrize(
+    ("held", "is_served"),
+    [
+        pytest.param({"kid": KEY}, True, id="same-key"),
+        pytest.param({}, False, id="kid-gone"),
+        pytest.param({"kid": object()}, False, id="kid-reused-for-another-key"),
+    ],
+)
+def test_hit_is_served_only_while_its_key_is_held_under_its_kid(
+    held: dict[str, object], is_served: bool
+) -> None:
+    cache = VerifiedTokenCache(10)
+    cache.put(b"d" * 32, _principal(time.time() + 60), "kid", KEY)
+    hit = cache.get(b"d" * 32, lambda kid, key: held.get(kid) is key)
+    assert (hit is not None) is is_served
+
+
+def test_keep_only_held_keys_drops_dropped_and_replaced_keys() -> None:
+    cache = VerifiedTokenCache(10)
+    expires_at = time.time() + 60
+    kept_key, replaced_key = object(), object()
+    cache.put(b"a" * 32, _principal(expires_at), "kept", kept_key)
+    cache.put(b"b" * 32, _principal(expires_at), "dropped", object())
+    cache.put(b"c" * 32, _principal(expires_at), "replaced", replaced_key)
+    held = {"kept": kept_key, "replaced": object()}
+    cache.keep_only_held_keys(held.get)
+    assert len(cache) == 1
+    assert cache.get(b"a" * 32, _always_trusted) is not None
+
+
+# -- bounds ---------------------------------------------------------------------------
+
+
+def test_cache_never_holds_more_than_its_size() -> None:
+    cache = VerifiedTokenCache(5)
+    expires_at = time.time() + 60
+    for i in range(50):
+        cache.put(i.to_bytes(32, "big"), _principal(expires_at), "kid", KEY)
+    assert len(cache) == 5
+
+
+def test_least_recently_used_entry_goes_first() -> None:
+    cache = VerifiedTokenCache(2)
+    expires_at = time.time() + 60
+    cache.put(b"a" * 32, _principal(expires_at), "kid", KEY)
+    cache.put(b"b" * 32, _principal(expires_at), "kid", KEY)
+    cache.get(b"a" * 32, _always_trusted)
+    cache.put(b"c" * 32, _principal(expires_at), "kid", KEY)
+    assert cache.get(b"a" * 32, _always_trusted) is not None
+    assert cache.get(b"b" * 32, _always_trusted) is None
+
+
+def test_size_zero_turns_the_cache_off(
+    settings: AuthSettings, issuer: LocalIssuer, count_rsa_checks: list[bytes]
+) -> None:
+    verifier = TokenVerifier(settings.model_copy(update={"verified_cache_size": 0}))
+    token = issuer.mint()
+    verifier.verify_sync(token)
+    verifier.verify_sync(token)
+    assert len(count_rsa_checks) == 2
+    assert len(verifier._verified) == 0
+    verifier.close()
+
+
+# -- threads --------------------------------------------------------------------------
+
+
+def test_verify_sync_is_safe_from_many_threads(settings: AuthSettings, issuer: LocalIssuer) -> None:
+    # A cache smaller than the token set, so threads evict each other's entries
+    # while others read and sweep.
+    verifier = TokenVerifier(settings.model_copy(update={"verified_cache_size": 7}))
+    tokens = {f"user{i}": issuer.mint(username=f"user{i}") for i in range(20)}
+    forged = issuer.mint(username="user0")[:-3] + "AAA"
+    start = threading.Barrier(16)
+
+    def hammer(worker: int) -> list[str]:
+        start.wait()
+        problems = []
+        for round_ in range(60):
+            username = f"user{(worker + round_) % 20}"
+            if verifier.verify_sync(tokens[username]).username != username:
+                problems.append(f"wrong principal for {username}")
+            if round_ % 10 == 0:
+                try:
+                    verifier.verify_sync(forged)
+                    problems.append("forged token accepted")
+                except (SignatureInvalid, TokenMalformed):
+                    pass
+        return problems
+
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        results = list(pool.map(hammer, range(16)))
+    assert [problem for problems in results for problem in problems] == []
+    assert len(verifier._verified) <= 7
+    verifier.close()
+
+
+# -- the async FastAPI path -------------------------------------------------------------
+
+
+class ThreadpoolUsed(Exception):
+    pass
+
+
+@pytest.fixture
+def forbid_threadpool(monkeypatch: pytest.MonkeyPatch, client: TestClient) -> None:
+    """Make any hand-off to a worker thread fail, once the app has started."""
+
+    async def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise ThreadpoolUsed
+
+    monkeypatch.setattr(anyio.to_thread, "run_sync", refuse)
+
+
+@pytest.mark.usefixtures("forbid_threadpool")
+@pytest.mark.parametrize(
+    ("make_header", "status"),
+    [
+        pytest.param(lambda i: f"Bearer {i.mint()}", 200, id="new-token"),
+        pytest.param(lambda i: "Bearer not-a-token", 401, id="bad-token"),
+        pytest.param(lambda i: "", 401, id="no-token"),
+    ],
+)
+def test_async_route_sends_no_work_to_a_threadpool(
+    client: TestClient, issuer: LocalIssuer, make_header: Callable[[LocalIssuer], str], status: int
+) -> None:
+    header = make_header(issuer)
+    for _ in range(2):  # the second time, a valid token is a cache hit
+        response = client.get("/me", headers={"Authorization": header} if header else {})
+        assert response.status_code == status
+
+
+@pytest.mark.usefixtures("forbid_threadpool")
+def test_threadpool_guard_catches_a_sync_route(client: TestClient, issuer: LocalIssuer) -> None:
+    # The guard itself works: a sync route runs in the threadpool, so it trips.
+    with pytest.raises(ThreadpoolUsed):
+        client.get("/me-sync", headers={"Authorization": issuer.mint()})
