@@ -71,7 +71,7 @@ def main() -> None:
             ("ours: parse_token (b64 x3, JSON x2, header)", lambda: parse_token(token, settings.max_token_bytes)),
             ("ours: RSA verify through the key wrapper", lambda: key.verify(parsed.signing_input, parsed.signature)),
             ("ours: claim rules + Principal", lambda: verifier._rules.check(parsed.claims, time.time())),
-            ("ours: verified-cache put (new digest)", lambda: cache.put(next(counter).to_bytes(32, "big"), principal, parsed.kid)),
+            ("ours: verified-cache put (new digest)", lambda: cache.put(next(counter).to_bytes(32, "big"), principal, parsed.kid, key)),
             ("ours: whole cold verify_sync", lambda: verifier.verify_sync(token)),
         ]  # fmt: skip
         print(f"token: {len(token)} characters; best of {REPEAT} x {NUMBER} calls, microseconds per call")

@@ -6,7 +6,7 @@ The verifier's clock is pinned to ``NOW`` so that leeway boundaries are exact.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any, Literal
 
@@ -384,7 +384,7 @@ async def test_principal_from_id_token(verify: Verify, issuer: LocalIssuer) -> N
     assert principal.client_id == issuer.client_id
     assert principal.email == "carol@example.com"
     assert principal.issuer == issuer.issuer
-    assert principal.issued_at == datetime(2025, 6, 15, 15, 6, 30, tzinfo=timezone.utc)
+    assert principal.issued_at == datetime(2025, 6, 15, 15, 6, 30, tzinfo=UTC)
     assert principal.expires_at == principal.issued_at + timedelta(hours=1)
     assert principal.claims == claims
 

@@ -169,7 +169,11 @@ def test_missing_setting_names_every_way_to_set_it() -> None:
 
 @pytest.mark.parametrize(
     ("content", "message"),
-    [("{not json", "is not valid JSON"), ("[1, 2]", "must be a JSON object"), (None, "cannot read SimpleIOT config")],
+    [
+        ("{not json", "is not valid JSON"),
+        ("[1, 2]", "must be a JSON object"),
+        (None, "cannot read SimpleIOT config"),
+    ],
 )
 def test_bad_config_file_is_a_configuration_error(tmp_path: Path, content: str | None, message: str) -> None:
     path = tmp_path / "config.json"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -46,7 +46,7 @@ def splice(signed: str, other: str) -> str:
 
 def make_principal(username: str, *, groups: tuple[str, ...] = ()) -> Principal:
     """A principal with no token behind it, for dependency overrides."""
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     return Principal(
         sub=f"sub-{username}",
         username=username,

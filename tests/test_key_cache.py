@@ -392,11 +392,6 @@ def test_refetch_for_new_kid_that_drops_old_key_refuses_cached_old_tokens(
     assert jwks_server.request_count == 2
 
 
-@pytest.mark.xfail(
-    reason="the verified-token cache trusts an entry while its kid is held, even when the key under "
-    "that kid changed; fix proposed for _verifier.py (compare the held key object)",
-    strict=True,
-)
 def test_token_signed_by_replaced_key_under_same_kid_is_refused(
     make_caller: Callable[..., Caller], clock: FakeClock, issuer: LocalIssuer
 ) -> None:

@@ -151,7 +151,7 @@ def protected_app(auth: CognitoAuth) -> FastAPI:
     app = FastAPI()
 
     @app.get("/who")
-    async def who(principal: Principal = Depends(auth.require_groups("admin"))) -> dict[str, str]:  # noqa: B008
+    async def who(principal: Principal = Depends(auth.require_groups("admin"))) -> dict[str, str]:
         return {"username": principal.username}
 
     return app

@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import anyio.to_thread
@@ -54,8 +54,8 @@ def _principal(expires_at: float, username: str = "alice") -> Principal:
         client_id="client",
         email=None,
         issuer="https://issuer.example",
-        issued_at=datetime.fromtimestamp(expires_at - 3600, tz=timezone.utc),
-        expires_at=datetime.fromtimestamp(expires_at, tz=timezone.utc),
+        issued_at=datetime.fromtimestamp(expires_at - 3600, tz=UTC),
+        expires_at=datetime.fromtimestamp(expires_at, tz=UTC),
         claims={},
     )
 

@@ -10,13 +10,10 @@ non-finite numbers.
 
 from __future__ import annotations
 
-import base64
 import binascii
 import json
 import math
-import re
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from ._errors import (
     HeaderInvalid,
@@ -29,8 +26,17 @@ from ._errors import (
 
 __all__ = ["ParsedToken", "decode_segment_json", "parse_token", "strip_bearer"]
 
-_BASE64URL = re.compile(r"[A-Za-z0-9_-]+")
 _BEARER_PREFIX = "bearer "
+# base64url -> standard alphabet, for binascii's C decoder. "+", "/" and "="
+# are not base64url: they become "*", which the strict decoder refuses.
+_URLSAFE_TO_STANDARD = bytes.maketrans(b"-_+/=", b"+/***")
+# The value of each base64url character, for the trailing-bits check.
+_BASE64URL_VALUE = {
+    char: value
+    for value, char in enumerate("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+}
+#: How many distinct valid headers are remembered (a pool has two kids).
+_HEADER_CACHE_SIZE = 32
 # The only signature algorithm Cognito user pools use. Compared exactly:
 # "none", "None", "rs256" and every other spelling are refused.
 _ALLOWED_ALG = "RS256"
@@ -41,8 +47,7 @@ _ALLOWED_ALG = "RS256"
 _KEY_CARRYING_PARAMETERS = ("jku", "jwk", "x5u", "x5c")
 
 
-@dataclass(frozen=True, slots=True)
-class ParsedToken:
+class ParsedToken(NamedTuple):
     """A token split and decoded, but not yet verified."""
 
     header: dict[str, Any]
@@ -64,7 +69,7 @@ def strip_bearer(authorization: str) -> str:
     if value[:7].lower() == _BEARER_PREFIX:
         value = value[7:].lstrip(" ")
     # "Bearer" alone (its trailing space stripped above) names a scheme but sends no credentials.
-    if not value or value.lower() == _BEARER_PREFIX.rstrip():
+    if not value or (len(value) == 6 and value.lower() == "bearer"):
         raise MissingToken()
     if not value.isascii():
         raise _non_ascii()
@@ -82,15 +87,22 @@ def _non_ascii() -> TokenMalformed:
 
 def decode_base64url(segment: str) -> bytes:
     """Decode one segment, accepting only canonical unpadded base64url."""
+    # Only the 64 url-safe characters: no "=", "+", "/" or whitespace. Strict
+    # mode refuses anything outside the alphabet, including the "*" that the
+    # translation puts in place of "+", "/" and "=".
     raw: bytes | None = None
-    if _BASE64URL.fullmatch(segment) and len(segment) % 4 != 1:
+    remainder = len(segment) % 4
+    if remainder != 1:
         try:
-            raw = base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+            raw = binascii.a2b_base64(
+                segment.encode("ascii").translate(_URLSAFE_TO_STANDARD) + b"=" * (-remainder % 4),
+                strict_mode=True,
+            )
         except (binascii.Error, ValueError):
             raw = None
-    # Non-zero unused trailing bits give a second spelling of the same bytes;
-    # re-encoding shows them.
-    if raw is None or base64.urlsafe_b64encode(raw).rstrip(b"=") != segment.encode("ascii"):
+    # Non-zero unused bits in the last character give a second spelling of
+    # the same bytes (4 spare bits when 2 characters remain, 2 when 3 do).
+    if raw is None or (remainder and _BASE64URL_VALUE[segment[-1]] & (0b1111 if remainder == 2 else 0b11)):
         raise TokenMalformed("A token segment is not canonical base64url.")
     return raw
 
@@ -113,17 +125,24 @@ def _parse_finite_float(text: str) -> float:
     return value
 
 
+# Built once: json.loads with hooks would build a new decoder on every call.
+_STRICT_JSON = json.JSONDecoder(
+    object_pairs_hook=_refuse_duplicate_names,
+    parse_constant=_refuse_constant,
+    parse_float=_parse_finite_float,
+)
+
+
 def decode_segment_json(segment: str) -> dict[str, Any]:
     """Decode one segment to a JSON object, refusing anything ambiguous."""
     raw = decode_base64url(segment)
     is_json = True
     try:
-        value = json.loads(
-            raw.decode("utf-8"),
-            object_pairs_hook=_refuse_duplicate_names,
-            parse_constant=_refuse_constant,
-            parse_float=_parse_finite_float,
-        )
+        text = raw.decode("utf-8")
+        # raw_decode skips the decoder's Python-level whitespace handling;
+        # whitespace around the object is refused (end must be the last index).
+        value, end = _STRICT_JSON.raw_decode(text)
+        is_json = end == len(text)
     except TokenMalformed:
         raise
     except (UnicodeDecodeError, ValueError, RecursionError):
@@ -151,6 +170,29 @@ def _check_header(header: dict[str, Any]) -> str:
     return kid
 
 
+_valid_headers: dict[str, tuple[dict[str, Any], str]] = {}
+
+
+def _parse_header(segment: str) -> tuple[dict[str, Any], str]:
+    """The header and its kid, remembering headers that passed every check.
+
+    Every token of a pool shares one of a few header segments, so this skips
+    a base64 and a JSON decode per token. Only headers that passed are kept,
+    keyed by their exact text, and the map is small and bounded.
+    """
+    known = _valid_headers.get(segment)
+    if known is not None:
+        return known
+    header = decode_segment_json(segment)
+    parsed = (header, _check_header(header))
+    if len(_valid_headers) >= _HEADER_CACHE_SIZE:
+        # Anyone can make valid-looking headers (any kid will do), so the map
+        # is simply emptied when full: no ordering to race on between threads.
+        _valid_headers.clear()
+    _valid_headers[segment] = parsed
+    return parsed
+
+
 def parse_token(token: str, max_token_bytes: int) -> ParsedToken:
     """Split and decode ``token``; raise a :class:`TokenMalformed` family error if it is not a JWS.
 
@@ -165,8 +207,7 @@ def parse_token(token: str, max_token_bytes: int) -> ParsedToken:
     if len(segments) != 3 or not all(segments):
         raise TokenMalformed("The token does not have three non-empty segments.")
     header_segment, claims_segment, signature_segment = segments
-    header = decode_segment_json(header_segment)
-    kid = _check_header(header)
+    header, kid = _parse_header(header_segment)
     claims = decode_segment_json(claims_segment)
     signature = decode_base64url(signature_segment)
     return ParsedToken(

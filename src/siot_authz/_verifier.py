@@ -86,7 +86,10 @@ class TokenVerifier:
             self._log_refusal(error)
             raise
         except Exception as exc:
-            raise self._internal_error(exc) from None
+            bug = type(exc).__name__
+        # Raised outside the except block, so the refusal does not carry the
+        # original exception (which might quote token bytes) as its context.
+        raise self._internal_error(bug)
 
     def verify_sync(self, token: str) -> Principal:
         """Blocking twin of :meth:`verify`, for Lambda handlers, scripts and WSGI apps.
@@ -107,7 +110,10 @@ class TokenVerifier:
             self._log_refusal(error)
             raise
         except Exception as exc:
-            raise self._internal_error(exc) from None
+            bug = type(exc).__name__
+        # Raised outside the except block, so the refusal does not carry the
+        # original exception (which might quote token bytes) as its context.
+        raise self._internal_error(bug)
 
     async def prefetch(self) -> None:
         """Fetch the JWKS now, so the first request does not wait for it."""
@@ -151,8 +157,8 @@ class TokenVerifier:
         context = " ".join(f"{name}={_safe(value)}" for name, value in error.log_context.items())
         logger.info("token_refused code=%s %s", error.code, context)
 
-    def _internal_error(self, exc: Exception) -> InvalidToken:
+    def _internal_error(self, exception_type: str) -> InvalidToken:
         # A bug must still end as a refusal, not a 500. Only the exception's
         # type is logged: its message could quote token bytes.
-        logger.error("token_verification_bug type=%s", type(exc).__name__)
+        logger.error("token_verification_bug type=%s", exception_type)
         return InvalidToken()

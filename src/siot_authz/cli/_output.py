@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 import threading
 from collections.abc import Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from types import TracebackType
 
 from ._terminal import Terminal
@@ -74,7 +74,7 @@ def format_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
 def utc_iso(timestamp: float) -> str:
     """``2024-05-01T12:00:00Z`` for a Unix time."""
-    moment = datetime.fromtimestamp(timestamp, tz=timezone.utc)
+    moment = datetime.fromtimestamp(timestamp, tz=UTC)
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from fastapi import FastAPI
@@ -26,7 +26,7 @@ def make_principal(
     email: str | None = None,
 ) -> Principal:
     """A plausible principal for tests, without any token behind it."""
-    now = datetime.now(timezone.utc).replace(microsecond=0)
+    now = datetime.now(UTC).replace(microsecond=0)
     return Principal(
         sub=f"local-{username}",
         username=username,
