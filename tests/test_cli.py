@@ -122,7 +122,15 @@ def test_runs_as_a_module_and_reports_usage_errors_with_status_2() -> None:
     assert "invalid choice: 'both'" in result.stderr
 
 
-@pytest.mark.parametrize("flags", [["--password", PASSWORD], ["-p", PASSWORD], [f"--password={PASSWORD}"]])
+@pytest.mark.parametrize(
+    "flags",
+    [
+        ["--password", PASSWORD],
+        ["-p", PASSWORD],
+        [f"--password={PASSWORD}"],
+        [f"--password-stdin={PASSWORD}"],
+    ],
+)
 def test_refuses_a_password_given_as_an_argument_without_echoing_it(
     flags: list[str], capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -546,3 +554,33 @@ def test_parser_lists_every_command() -> None:
     help_text = build_parser().format_help()
     for name in COMMANDS:
         assert name in help_text
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "reason"),
+    [
+        ("http://cognito.example.com/", "must use https"),
+        ("https://user:secret@cognito.example.com/", "must not carry credentials"),
+    ],
+)
+def test_login_refuses_to_send_a_password_to_an_untrusted_endpoint(endpoint: str, reason: str) -> None:
+    code, terminal = run(
+        [
+            "login",
+            "--region",
+            "us-east-1",
+            "--user-pool-id",
+            "us-east-1_Abc123",
+            "--client-id",
+            "client1",
+            "--endpoint-url",
+            endpoint,
+            "--username",
+            "alice",
+            "--password-stdin",
+        ],
+        FakeTerminal("Correct-Horse-1\n"),
+    )
+    assert code == 2
+    assert reason in terminal.errors
+    assert "secret" not in terminal.errors

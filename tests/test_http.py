@@ -210,3 +210,62 @@ def test_retries_once_and_only_transient_failures(
     assert caught.value.is_transient is is_transient
     assert jwks_server.request_count == requests
     assert jwks_server.requested_paths == [jwks_server.path] * requests
+
+
+@pytest.fixture
+def header_trickling_url() -> Iterator[str]:
+    """A raw loopback server that sends its status line and headers one byte every 0.2 s.
+
+    Every single read succeeds well inside any per-read timeout, so only a
+    deadline on the whole fetch can stop it.
+    """
+    import socket
+    import threading
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    stop = threading.Event()
+
+    def serve(connection: socket.socket) -> None:
+        with connection:
+            connection.recv(4096)
+            for byte in b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n" * 20:
+                if stop.wait(0.2):
+                    return
+                try:
+                    connection.sendall(bytes([byte]))
+                except OSError:
+                    return
+
+    def accept() -> None:
+        listener.settimeout(0.1)
+        while not stop.is_set():
+            try:
+                connection, _ = listener.accept()
+            except OSError:
+                continue
+            threading.Thread(target=serve, args=(connection,), daemon=True).start()
+
+    threading.Thread(target=accept, daemon=True).start()
+    host, port = listener.getsockname()
+    yield f"http://{host}:{port}/pool/.well-known/jwks.json"
+    stop.set()
+    listener.close()
+
+
+@pytest.mark.parametrize("flavour", ["async", "sync"])
+def test_fetch_ends_at_the_deadline_even_when_headers_trickle_in(
+    header_trickling_url: str, flavour: str
+) -> None:
+    def fetch() -> bytes:
+        if flavour == "async":
+            return asyncio.run(fetch_jwks(header_trickling_url, time_limit=1.0, max_bytes=65536))
+        with httpx.Client(follow_redirects=False) as client:
+            return fetch_jwks_sync(header_trickling_url, time_limit=1.0, max_bytes=65536, client=client)
+
+    started = time.monotonic()
+    with pytest.raises(JwksFetchError) as refused:
+        fetch()
+    assert refused.value.reason == "timeout"
+    assert time.monotonic() - started < 3.0  # a generous bound; without the deadline it runs for ~20 s

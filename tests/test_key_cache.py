@@ -453,6 +453,37 @@ async def test_aclose_cancels_a_fetch_under_way(settings: AuthSettings, jwks_ser
 
     await cache.aclose()
 
+    await waiter  # the caller was not cancelled itself, so it is not handed a cancellation
+    assert not waiter.cancelled()
+    assert cache.kids == frozenset()
+
+
+@pytest.mark.anyio
+async def test_request_waiting_on_a_fetch_stopped_by_shutdown_gets_an_auth_error(
+    settings: AuthSettings, issuer: LocalIssuer, jwks_server: JwksServer
+) -> None:
+    jwks_server.response = JwksResponse(delay_seconds=1.0)
+    verifier = TokenVerifier(settings)
+    request = asyncio.ensure_future(verifier.verify(issuer.mint()))
+    await asyncio.sleep(0.1)
+
+    await verifier.aclose()
+
+    with pytest.raises(JwksUnavailable):
+        await request
+
+
+@pytest.mark.anyio
+async def test_a_cancelled_request_is_still_cancelled(
+    settings: AuthSettings, jwks_server: JwksServer
+) -> None:
+    jwks_server.response = JwksResponse(delay_seconds=1.0)
+    cache = JwksCache(settings)
+    waiter = asyncio.ensure_future(cache.refresh())
+    await asyncio.sleep(0.1)
+
+    waiter.cancel()
+
     with pytest.raises(asyncio.CancelledError):
         await waiter
-    assert cache.kids == frozenset()
+    await cache.aclose()

@@ -58,6 +58,20 @@ def test_default_jwks_url_is_the_pools_cognito_endpoint() -> None:
     assert settings.resolved_jwks_url == expected
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://keys.example.com/pool/.well-known/jwks.json",
+        "http://127.0.0.1:9000/pool/.well-known/jwks.json",
+        "http://[::1]:9000/jwks.json",
+        "http://localhost:9000/jwks.json",
+        "http://local-issuer.invalid/pool/.well-known/jwks.json",
+    ],
+)
+def test_jwks_url_may_be_https_anywhere_or_http_on_loopback(url: str) -> None:
+    assert AuthSettings(**VALID, jwks_url=url).resolved_jwks_url == url
+
+
 def test_jwks_url_override_is_kept() -> None:
     settings = AuthSettings(**VALID, jwks_url="http://127.0.0.1:9000/pool/.well-known/jwks.json")
 
@@ -191,6 +205,10 @@ def test_missing_required_settings_are_named() -> None:
         ("jwks_url", "ftp://example.com/jwks.json"),
         ("jwks_url", "not a url"),
         ("jwks_url", "https://"),
+        # Whoever serves the keys can mint accepted tokens: plain http only to loopback.
+        ("jwks_url", "http://keys.example.com/pool/.well-known/jwks.json"),
+        ("jwks_url", "http://10.0.0.5/pool/.well-known/jwks.json"),
+        ("jwks_url", "https://user:secret@keys.example.com/jwks.json"),
         ("leeway_seconds", -1),
         ("leeway_seconds", 301),
         ("jwks_ttl_seconds", 0),

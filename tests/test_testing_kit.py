@@ -8,7 +8,7 @@ import pytest
 from fastapi import Depends, FastAPI
 from fastapi.testclient import TestClient
 
-from siot_authz import CognitoAuth, Principal, TokenVerifier
+from siot_authz import AuthSettings, CognitoAuth, Principal, TokenVerifier
 from siot_authz.testing import LocalIssuer, make_principal, override_principal, override_settings
 
 pytest_plugins = ["pytester"]
@@ -196,3 +196,26 @@ def test_local_issuer_transport_serves_the_jwks_without_a_socket(face: str) -> N
         principal = asyncio.run(verifier.verify(token))
     assert principal.username == "carol"
     assert issuer.jwks_url.startswith("http://local-issuer.invalid/")
+
+
+def test_override_settings_keeps_the_apps_lifespan_away_from_the_real_pool(issuer: LocalIssuer) -> None:
+    real_pool = AuthSettings(
+        region="us-west-2",
+        user_pool_id="us-west-2_RealPool1",
+        client_ids=["realclient"],
+        jwks_url="http://127.0.0.1:9/never-reached/jwks.json",  # nothing listens on port 9
+        http_timeout_seconds=1.0,
+    )
+    auth = CognitoAuth(real_pool)
+    app = FastAPI(lifespan=auth.lifespan)
+
+    @app.get("/me")
+    async def me(principal: Principal = Depends(auth)) -> dict[str, str]:
+        return {"username": principal.username}
+
+    server = issuer.serve()
+    with override_settings(app, auth, issuer.settings()), TestClient(app) as client:
+        assert server.request_count == 1  # the lifespan prefetched from the local issuer
+        response = client.get("/me", headers={"Authorization": issuer.mint(username="erin")})
+    assert response.json() == {"username": "erin"}
+    assert auth.verifier.settings is real_pool  # restored afterwards

@@ -237,3 +237,35 @@ async def test_every_refusal_is_an_auth_error_without_token_text(issuer: LocalIs
     for part in token.split("."):
         assert part not in str(caught.value)
         assert part not in caught.value.detail
+
+
+# -- text a claim cannot carry ----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("claim", "is_refused"),
+    [
+        ('"x\\ud800y"', True),  # a lone high surrogate
+        ('["\\uDFFF"]', True),  # a lone low surrogate, upper-case escape, inside a list
+        ('"\\ud83d\\ude00"', False),  # a properly paired escape: one emoji
+    ],
+)
+async def test_refuses_a_signed_claim_holding_a_lone_surrogate(
+    verify: Verify, issuer: LocalIssuer, claim: str, is_refused: bool
+) -> None:
+    body = json.dumps(issuer.claims()).encode()
+    payload = body[:-1] + b', "custom:note": ' + claim.encode() + b"}"
+    token = issuer.sign(payload)
+    if is_refused:
+        with pytest.raises(TokenMalformed):
+            await verify(token)
+    else:
+        principal = await verify(token)
+        assert principal.claims["custom:note"] == "\U0001f600"
+
+
+def test_a_route_returning_the_principal_never_fails_on_claim_text(client: Any, issuer: LocalIssuer) -> None:
+    payload = json.dumps(issuer.claims()).encode()[:-1] + b', "email": "x\\ud800@example.com"}'
+    response = client.get("/me", headers={"Authorization": issuer.sign(payload)})
+    assert response.status_code == 401
+    assert response.json()["detail"]["code"] == "token_malformed"

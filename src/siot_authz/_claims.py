@@ -100,8 +100,10 @@ class ClaimRules:
             username_claim = "cognito:username"
         else:
             # Access tokens have no 'aud'; their app client is in 'client_id'.
+            # Machine-to-machine (client_credentials) tokens name no user at
+            # all: the app client itself is the caller.
             client_id = claims.get("client_id")
-            username_claim = "username"
+            username_claim = "username" if "username" in claims else "client_id"
         if not isinstance(client_id, str) or client_id not in self._client_ids:
             raise ClientNotAllowed()
 

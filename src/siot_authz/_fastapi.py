@@ -25,7 +25,7 @@ __all__ = ["AuthHTTPException", "CognitoAuth"]
 
 _DESCRIPTION = (
     "A Cognito user pool JWT (an ID token unless the API says otherwise). "
-    "Paste the token alone; the 'Bearer ' prefix is optional."
+    "Paste the token alone: Swagger UI adds the 'Bearer ' prefix itself."
 )
 
 

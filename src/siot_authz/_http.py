@@ -12,16 +12,19 @@ The limits are what make a slow, hostile or broken key endpoint harmless:
   dropped connection); the whole fetch, retry included, runs against one
   deadline.
 
-The async fetch is cut off exactly at the deadline. The sync fetch gives each
-network operation only the time left and checks the deadline between body
-chunks, so a server that trickles bytes holds the caller at most about twice
-the timeout.
+The async fetch is cut off exactly at the deadline. httpx's timeouts apply to
+each read, not to a whole request, so a server trickling its headers one byte
+at a time would hold a blocking fetch for ever; the sync fetch therefore runs
+in a daemon thread and the caller waits for it only until the deadline (the
+abandoned thread ends at its own next timeout).
 """
 
 from __future__ import annotations
 
 import ssl
+import threading
 import time
+from typing import Any
 
 import anyio
 import httpx
@@ -139,8 +142,35 @@ def fetch_jwks_sync(
     max_bytes: int,
     client: httpx.Client,
 ) -> bytes:
-    """Blocking twin of :func:`fetch_jwks`, for ``verify_sync``; ``client`` must not follow redirects."""
-    deadline = time.monotonic() + time_limit
+    """Blocking twin of :func:`fetch_jwks`, for ``verify_sync``; ``client`` must not follow redirects.
+
+    Returns or raises :class:`JwksFetchError` within ``time_limit``, whatever
+    the server does.
+    """
+    outcome: dict[str, Any] = {}
+    finished = threading.Event()
+
+    def fetch() -> None:
+        try:
+            outcome["body"] = _fetch_with_retry_sync(client, url, max_bytes, time.monotonic() + time_limit)
+        except BaseException as exc:  # handed to the caller below
+            outcome["error"] = exc
+        finally:
+            finished.set()
+
+    threading.Thread(target=fetch, name="siot-authz-jwks-fetch", daemon=True).start()
+    if not finished.wait(time_limit):
+        raise JwksFetchError("timeout", is_transient=False)
+    if "error" in outcome:
+        error = outcome["error"]
+        if isinstance(error, httpx.HTTPError):
+            raise _transport_error(error)
+        raise error
+    body: bytes = outcome["body"]
+    return body
+
+
+def _fetch_with_retry_sync(client: httpx.Client, url: str, max_bytes: int, deadline: float) -> bytes:
     for attempt in (1, 2):
         try:
             return _fetch_once_sync(client, url, max_bytes, deadline)

@@ -170,7 +170,15 @@ class JwksCache:
             task = loop.create_task(self._fetch_and_store())
             self._inflight = task
         # Shielded: a caller that disconnects must not cancel the fetch others await.
-        await asyncio.shield(task)
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if task.cancelled() and current is not None and current.cancelling() == 0:
+                # aclose() stopped the shared fetch, not this caller: it gets
+                # the usual answer (stale keys or a 503), not a cancellation.
+                return
+            raise
 
     async def get_key(self, kid: str) -> RS256PublicKey:
         """The key for ``kid``, fetching first if the policy allows and calls for it."""

@@ -6,15 +6,17 @@ start-up with the field's name instead of turning every request into a 401.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-__all__ = ["AuthSettings", "TokenUse", "read_simpleiot_config"]
+__all__ = ["AuthSettings", "TokenUse", "read_simpleiot_config", "trusted_url_problem"]
 
 TokenUse = Literal["id", "access", "any"]
 
@@ -36,6 +38,32 @@ def read_simpleiot_config(path: str | Path) -> dict[str, Any]:
     if not isinstance(raw, dict):
         raise ValueError(f"SimpleIOT config {config_path} must be a JSON object")
     return raw
+
+
+def _is_local_host(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        # ".invalid" never resolves (RFC 6761): LocalIssuer uses it for in-process transports.
+        return host == "localhost" or host.endswith((".localhost", ".invalid"))
+
+
+def trusted_url_problem(url: str) -> str | None:
+    """Why ``url`` may not serve signing keys (or receive logins), or None when it may.
+
+    Whoever controls the key endpoint can sign tokens that pass every check,
+    and a login endpoint receives passwords, so both travel over https. Plain http is allowed only to loopback hosts,
+    for tests and local issuers. Credentials in the URL are refused: the URL
+    is logged when a fetch fails.
+    """
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname or re.search(r"\s", url):
+        return "must be an http(s) URL"
+    if parts.username is not None or parts.password is not None:
+        return "must not carry credentials"
+    if parts.scheme == "http" and not _is_local_host(parts.hostname):
+        return "must use https (plain http is allowed only for loopback hosts)"
+    return None
 
 
 class AuthSettings(BaseSettings):
@@ -129,8 +157,11 @@ class AuthSettings(BaseSettings):
     @field_validator("jwks_url")
     @classmethod
     def _check_jwks_url(cls, value: str | None) -> str | None:
-        if value is not None and not re.match(r"^https?://[^\s/]+(/\S*)?$", value):
-            raise ValueError("must be an http(s) URL")
+        if value is None:
+            return None
+        problem = trusted_url_problem(value)
+        if problem is not None:
+            raise ValueError(problem)
         return value
 
     @model_validator(mode="after")

@@ -133,6 +133,14 @@ _STRICT_JSON = json.JSONDecoder(
 )
 
 
+def _is_utf8_encodable(value: Any) -> bool:
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def decode_segment_json(segment: str) -> dict[str, Any]:
     """Decode one segment to a JSON object, refusing anything ambiguous."""
     raw = decode_base64url(segment)
@@ -148,6 +156,10 @@ def decode_segment_json(segment: str) -> dict[str, Any]:
     except (UnicodeDecodeError, ValueError, RecursionError):
         # ValueError covers JSONDecodeError and over-long integer literals.
         is_json = False
+    if is_json and ("\\ud" in text or "\\uD" in text):
+        # A "\ud800" escape left unpaired decodes to a lone surrogate: text no
+        # UTF-8 can carry, which would crash whoever serialises the claim later.
+        is_json = _is_utf8_encodable(value)
     if not is_json:
         raise TokenMalformed("A token segment is not UTF-8 JSON.")
     if not isinstance(value, dict):

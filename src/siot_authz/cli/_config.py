@@ -15,7 +15,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from .._settings import AuthSettings, read_simpleiot_config
+from .._settings import AuthSettings, read_simpleiot_config, trusted_url_problem
 from ._exit import CommandFailed
 
 __all__ = ["CliConfig", "add_config_arguments", "load_config"]
@@ -45,6 +45,10 @@ class CliConfig:
     def cognito_endpoint(self) -> str:
         """The Cognito Identity Provider API endpoint for logins."""
         if self.endpoint_url:
+            # Passwords are posted here: the same https-or-loopback rule as for keys.
+            problem = trusted_url_problem(self.endpoint_url)
+            if problem is not None:
+                raise CommandFailed(f"--endpoint-url {problem}")
             return self.endpoint_url
         return f"https://cognito-idp.{self.require('region')}.amazonaws.com/"
 

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 from collections.abc import Callable, Sequence
 
 from .. import __version__
 from ._commands import run_decode, run_jwks, run_login, run_verify
 from ._config import add_config_arguments
 from ._contract import add_contract_arguments, run_contract
-from ._exit import EXIT_INTERRUPTED, CommandFailed
+from ._exit import EXIT_ERROR, EXIT_INTERRUPTED, CommandFailed
 from ._login import add_credential_arguments
 from ._terminal import Terminal
 
@@ -147,7 +148,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None, *, terminal: Terminal | None = None) -> int:
     """Run the CLI with ``argv`` (default: the process arguments) and return the exit status."""
     terminal = terminal or Terminal()
-    args = build_parser().parse_args(argv)
+    raw = list(sys.argv[1:] if argv is None else argv)
+    if any(arg.startswith("--pass") and "=" in arg for arg in raw):
+        # argparse would quote the value back in its usage error, and that
+        # value is most likely a password typed where it must not go.
+        terminal.err("siot-authz: passwords are never taken as arguments; pipe one in with --password-stdin")
+        raise SystemExit(EXIT_ERROR)  # as argparse does for every other usage error
+    args = build_parser().parse_args(raw)
     if args.verbose:
         logging.basicConfig(level=logging.INFO, stream=terminal.stderr, format="%(name)s: %(message)s")
     run: Command = args.run

@@ -78,11 +78,17 @@ def override_settings(app: FastAPI, auth: CognitoAuth, settings: AuthSettings) -
 
     Use it with ``LocalIssuer.settings()`` to send real minted tokens through
     the whole verification pipeline of an app built for a real user pool.
-    ``require_groups`` and ``require_scopes`` still apply.
+    ``require_groups`` and ``require_scopes`` still apply, and the app's
+    lifespan prefetches keys from ``settings``, not from the real pool.
     """
     local_auth = CognitoAuth(settings, auto_error=auth.auto_error)
+    # The app's own lifespan (``auth.lifespan``) prefetches keys through
+    # ``auth.verifier``: swapping it too keeps a test from reaching the real pool.
+    real_verifier = auth.verifier
+    auth.verifier = local_auth.verifier
     try:
         with _overridden(app, auth, local_auth):
             yield local_auth
     finally:
+        auth.verifier = real_verifier
         local_auth.verifier.close()
