@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import ipaddress
+import socket
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from fastapi import Depends, FastAPI
@@ -10,6 +13,48 @@ from fastapi.testclient import TestClient
 
 from siot_authz import AuthSettings, CognitoAuth, Principal, TokenVerifier
 from siot_authz.testing import JwksServer, LocalIssuer
+
+
+def _is_loopback(host: Any) -> bool:
+    if isinstance(host, bytes):
+        host = host.decode("ascii", "replace")
+    if not isinstance(host, str):
+        return False
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host.split("%")[0]).is_loopback
+    except ValueError:
+        return False
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _only_loopback_traffic() -> Iterator[None]:
+    """Fail any test that resolves or connects to anything but loopback.
+
+    Tests, like the benchmark, may talk only to 127.0.0.1; a DNS lookup of a
+    real Cognito host is already traffic. Covers this process (and its
+    threads); subprocesses are given loopback URLs by the tests that start them.
+    """
+    real_getaddrinfo, real_connect = socket.getaddrinfo, socket.socket.connect
+
+    def guarded_getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
+        if host is not None and not _is_loopback(host):
+            raise OSError(f"test tried to resolve non-loopback host {host!r}")
+        return real_getaddrinfo(host, *args, **kwargs)
+
+    def guarded_connect(self: socket.socket, address: Any) -> Any:
+        if self.family in (socket.AF_INET, socket.AF_INET6) and not _is_loopback(address[0]):
+            raise OSError(f"test tried to connect to non-loopback address {address[0]!r}")
+        return real_connect(self, address)
+
+    socket.getaddrinfo = guarded_getaddrinfo  # type: ignore[assignment]
+    socket.socket.connect = guarded_connect  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        socket.getaddrinfo = real_getaddrinfo
+        socket.socket.connect = real_connect  # type: ignore[method-assign]
 
 
 @pytest.fixture
