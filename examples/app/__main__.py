@@ -67,7 +67,7 @@ Try:
   curl -s -X DELETE -H "Authorization: $USER_TOKEN" '{base_url}/v1/project?name=greenhouse'   # 403
   curl -s -X DELETE -H "Authorization: $ADMIN_TOKEN" '{base_url}/v1/project?name=greenhouse'  # ok
   curl -s {base_url}/v1/me                                                                  # 401
-  open {base_url}/docs and use 'Authorize' with either token
+  browse to {base_url}/docs and use 'Authorize' with either token (paste it without 'Bearer ')
 """,
         flush=True,
     )

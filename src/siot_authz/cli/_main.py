@@ -21,7 +21,7 @@ Command = Callable[[argparse.Namespace, Terminal], int]
 
 _EPILOG = """\
 exit status: 0 success; 1 refused (invalid token, login refused, a contract
-check failed); 2 configuration, usage or network error.
+check failed); 2 configuration, usage or network error; 130 interrupted.
 
 Settings come from flags, then --config (a SimpleIOT config.json), then
 SIOT_AUTHZ_* environment variables."""
