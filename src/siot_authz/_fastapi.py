@@ -69,28 +69,29 @@ class CognitoAuth(SecurityBase):
         self.model = HTTPBearerModel(bearerFormat="JWT", description=_DESCRIPTION)
 
     def extract_token(self, connection: HTTPConnection) -> str | None:
-        """The raw ``Authorization`` value, or None when absent or blank. Override to read elsewhere."""
+        """The raw ``Authorization`` value, or None when absent. Override to read elsewhere."""
         # Read from the ASGI scope rather than ``connection.headers``: same
         # answer (servers send lower-case names; the first one wins), without
         # building a Headers object on every request.
         for name, raw in connection.scope["headers"]:
             if name == b"authorization":
                 value: str = raw.decode("latin-1")
-                return value if value.strip() else None
+                return value
         return None
 
     async def __call__(self, connection: HTTPConnection) -> Principal | None:
         token = self.extract_token(connection)
-        if token is None:
+        try:
+            if token is None:
+                raise MissingToken()
+            return await self.verifier.verify(token)
+        except MissingToken as error:
+            # No header, a blank one, or "Bearer" alone: the verifier decides
+            # what counts as no credentials, and auto_error what that means.
             if not self.auto_error:
                 return None
-            raise AuthHTTPException(MissingToken())
-        try:
-            return await self.verifier.verify(token)
+            raise AuthHTTPException(error) from None
         except AuthError as error:
-            # "Bearer" with nothing after it sends no credentials either.
-            if isinstance(error, MissingToken) and not self.auto_error:
-                return None
             raise AuthHTTPException(error) from None
 
     def require_groups(self, *groups: str) -> Callable[..., Awaitable[Principal]]:

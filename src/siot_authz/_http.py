@@ -72,6 +72,11 @@ def _transport_error(exc: httpx.HTTPError) -> JwksFetchError:
     return JwksFetchError(f"transport_{type(exc).__name__}", is_transient=True)
 
 
+def _may_retry(attempt: int, error: JwksFetchError, deadline: float) -> bool:
+    """One immediate retry, of a transient failure only, and only while time is left."""
+    return attempt == 1 and error.is_transient and time.monotonic() < deadline
+
+
 async def _fetch_once(client: httpx.AsyncClient, url: str, max_bytes: int) -> bytes:
     async with client.stream("GET", url, headers=_HEADERS, follow_redirects=False) as response:
         error = _response_error(response, max_bytes)
@@ -113,7 +118,7 @@ async def fetch_jwks(
                 error = _transport_error(exc)
             except JwksFetchError as exc:
                 error = exc
-            if attempt == 2 or not error.is_transient or time.monotonic() >= deadline:
+            if not _may_retry(attempt, error, deadline):
                 raise error
     raise AssertionError("unreachable")  # pragma: no cover
 
@@ -162,10 +167,7 @@ def fetch_jwks_sync(
     if not finished.wait(time_limit):
         raise JwksFetchError("timeout", is_transient=False)
     if "error" in outcome:
-        error = outcome["error"]
-        if isinstance(error, httpx.HTTPError):
-            raise _transport_error(error)
-        raise error
+        raise outcome["error"]
     body: bytes = outcome["body"]
     return body
 
@@ -178,6 +180,6 @@ def _fetch_with_retry_sync(client: httpx.Client, url: str, max_bytes: int, deadl
             error = _transport_error(exc)
         except JwksFetchError as exc:
             error = exc
-        if attempt == 2 or not error.is_transient or time.monotonic() >= deadline:
+        if not _may_retry(attempt, error, deadline):
             raise error
     raise AssertionError("unreachable")  # pragma: no cover

@@ -23,7 +23,8 @@ import logging
 import ssl
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import httpx
 
@@ -106,6 +107,13 @@ class JwksCache:
             return not self._is_last_attempt_failed or self._is_cooled_down()
         return not self.holds_kid(kid) and self._is_cooled_down()
 
+    def _fresh_key(self, kid: str) -> RS256PublicKey | None:
+        """The key for ``kid`` if the held set has it and is within its TTL: the no-fetch path."""
+        key_set = self._key_set
+        if key_set is not None and self._clock() - self._fetched_at < self._ttl:
+            return key_set.get(kid)
+        return None
+
     def _key_after_fetch(self, kid: str) -> RS256PublicKey:
         key_set = self._key_set
         if key_set is None:
@@ -139,6 +147,16 @@ class JwksCache:
         state = "serving stale keys" if self._key_set is not None else "no keys held"
         logger.warning("jwks_fetch_failed reason=%s url=%s state=%s", reason, self._url, state)
 
+    @contextmanager
+    def _fetch_attempt(self) -> Iterator[None]:
+        """Bookkeeping shared by both faces: any failure ends in stale keys or a 503, never raises."""
+        try:
+            yield
+        except Exception as exc:
+            self._record_failure(exc)
+        finally:
+            self._last_attempt_at = self._clock()
+
     def _get_ssl_context(self) -> ssl.SSLContext:
         if self._ssl_context is None:
             # Built once: loading the CA bundle costs milliseconds per fetch otherwise.
@@ -148,7 +166,7 @@ class JwksCache:
     # -- async face -----------------------------------------------------------
 
     async def _fetch_and_store(self) -> None:
-        try:
+        with self._fetch_attempt():
             body = await fetch_jwks(
                 self._url,
                 time_limit=self._timeout,
@@ -157,10 +175,6 @@ class JwksCache:
                 transport=self._async_transport,
             )
             self._store(body)
-        except Exception as exc:  # a failed fetch must end in stale keys or a 503
-            self._record_failure(exc)
-        finally:
-            self._last_attempt_at = self._clock()
 
     async def refresh(self) -> None:
         """Fetch now, joining a fetch already under way on this event loop."""
@@ -182,11 +196,9 @@ class JwksCache:
 
     async def get_key(self, kid: str) -> RS256PublicKey:
         """The key for ``kid``, fetching first if the policy allows and calls for it."""
-        key_set = self._key_set
-        if key_set is not None and self._clock() - self._fetched_at < self._ttl:
-            key = key_set.keys.get(kid)
-            if key is not None:
-                return key
+        key = self._fresh_key(kid)
+        if key is not None:
+            return key
         if self._needs_fetch(kid):
             await self.refresh()
         return self._key_after_fetch(kid)
@@ -208,7 +220,7 @@ class JwksCache:
             self._refresh_locked()
 
     def _refresh_locked(self) -> None:
-        try:
+        with self._fetch_attempt():
             body = fetch_jwks_sync(
                 self._url,
                 time_limit=self._timeout,
@@ -216,18 +228,12 @@ class JwksCache:
                 client=self._get_sync_client(),
             )
             self._store(body)
-        except Exception as exc:  # a failed fetch must end in stale keys or a 503
-            self._record_failure(exc)
-        finally:
-            self._last_attempt_at = self._clock()
 
     def get_key_sync(self, kid: str) -> RS256PublicKey:
         """Blocking twin of :meth:`get_key`."""
-        key_set = self._key_set
-        if key_set is not None and self._clock() - self._fetched_at < self._ttl:
-            key = key_set.keys.get(kid)
-            if key is not None:
-                return key
+        key = self._fresh_key(kid)
+        if key is not None:
+            return key
         if self._needs_fetch(kid):
             with self._sync_lock:
                 # Another thread may have fetched while we waited for the lock.

@@ -62,8 +62,6 @@ def strip_bearer(authorization: str) -> str:
 
     SimpleIOT's Python clients send the ID token raw; its JavaScript clients
     prefix ``Bearer``. The scheme is matched case-insensitively (RFC 7235).
-    A JWS is ASCII; anything else is refused here, before the value is hashed
-    or encoded anywhere (a lone surrogate cannot even be encoded as UTF-8).
     """
     value = authorization.strip()
     if value[:7].lower() == _BEARER_PREFIX:
@@ -71,13 +69,7 @@ def strip_bearer(authorization: str) -> str:
     # "Bearer" alone (its trailing space stripped above) names a scheme but sends no credentials.
     if not value or (len(value) == 6 and value.lower() == "bearer"):
         raise MissingToken()
-    if not value.isascii():
-        raise _non_ascii()
     return value
-
-
-def _non_ascii() -> TokenMalformed:
-    return TokenMalformed("The token has non-ASCII characters.")
 
 
 # Refusals below are raised outside ``except`` blocks on purpose: an exception
@@ -214,7 +206,7 @@ def parse_token(token: str, max_token_bytes: int) -> ParsedToken:
     if len(token) > max_token_bytes:
         raise TokenTooLarge()
     if not token.isascii():
-        raise _non_ascii()
+        raise TokenMalformed("The token has non-ASCII characters.")
     segments = token.split(".")
     if len(segments) != 3 or not all(segments):
         raise TokenMalformed("The token does not have three non-empty segments.")

@@ -64,8 +64,12 @@ class VerifiedTokenCache:
 
     @staticmethod
     def digest(token: str) -> bytes:
-        """The cache key for ``token``: a digest of every byte of it."""
-        return hashlib.sha256(token.encode()).digest()
+        """The cache key for ``token``: a digest of every byte of it.
+
+        Any string can be hashed, even one holding a lone surrogate (which
+        parsing refuses later): hashing comes before parsing on the hot path.
+        """
+        return hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
 
     @property
     def max_size(self) -> int:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from typing import NamedTuple
 
 import httpx
 
@@ -43,6 +44,13 @@ _HEADER_SLACK = 64
 def _safe(value: str) -> str:
     """A log-safe rendering of an attacker-chosen short string (kid, iss, alg)."""
     return repr(value[:64]) if len(value) <= 64 else repr(value[:64]) + "..."
+
+
+class _Unverified(NamedTuple):
+    """A token that missed the verified cache: parsed, with the digest it will be cached under."""
+
+    parsed: ParsedToken
+    digest: bytes
 
 
 class TokenVerifier:
@@ -74,14 +82,11 @@ class TokenVerifier:
         Raises an :class:`AuthError` subclass and nothing else.
         """
         try:
-            token = self._prepare(token)
-            digest = self._verified.digest(token)
-            principal = self._verified.get(digest, self._is_key_trusted)
-            if principal is not None:
-                return principal
-            parsed = parse_token(token, self.settings.max_token_bytes)
-            key = await self.keys.get_key(parsed.kid)
-            return self._finish(parsed, key, digest)
+            found = self._look_up(token)
+            if isinstance(found, Principal):
+                return found
+            key = await self.keys.get_key(found.parsed.kid)
+            return self._finish(found, key)
         except AuthError as error:
             self._log_refusal(error)
             raise
@@ -98,14 +103,11 @@ class TokenVerifier:
         call it from inside a running event loop; use :meth:`verify` there.
         """
         try:
-            token = self._prepare(token)
-            digest = self._verified.digest(token)
-            principal = self._verified.get(digest, self._is_key_trusted)
-            if principal is not None:
-                return principal
-            parsed = parse_token(token, self.settings.max_token_bytes)
-            key = self.keys.get_key_sync(parsed.kid)
-            return self._finish(parsed, key, digest)
+            found = self._look_up(token)
+            if isinstance(found, Principal):
+                return found
+            key = self.keys.get_key_sync(found.parsed.kid)
+            return self._finish(found, key)
         except AuthError as error:
             self._log_refusal(error)
             raise
@@ -129,12 +131,18 @@ class TokenVerifier:
 
     # -- pipeline steps -------------------------------------------------------
 
-    def _prepare(self, token: str) -> str:
+    def _look_up(self, token: str) -> Principal | _Unverified:
+        """Steps 1 to 4, shared by both faces: the cached principal, or the parsed token still to verify."""
         if not isinstance(token, str):
             raise MissingToken() if token is None else InvalidToken()
         if len(token) > self._max_header_length:
             raise TokenTooLarge()
-        return strip_bearer(token)
+        token = strip_bearer(token)
+        digest = self._verified.digest(token)
+        principal = self._verified.get(digest, self._is_key_trusted)
+        if principal is not None:
+            return principal
+        return _Unverified(parse_token(token, self.settings.max_token_bytes), digest)
 
     def _is_key_trusted(self, kid: str, key: object) -> bool:
         # A stale key set sends the token down the slow path, which refreshes it.
@@ -143,14 +151,16 @@ class TokenVerifier:
         keys = self.keys
         return keys.is_fresh() and keys.held_key(kid) is key
 
-    def _finish(self, parsed: ParsedToken, key: RS256PublicKey, digest: bytes) -> Principal:
+    def _finish(self, unverified: _Unverified, key: RS256PublicKey) -> Principal:
+        """Steps 6 and 7, then remember the result."""
+        parsed = unverified.parsed
         if not key.verify(parsed.signing_input, parsed.signature):
             raise SignatureInvalid(kid=parsed.kid)
         principal = self._rules.check(parsed.claims, self._clock())
         if self.keys.generation != self._seen_key_generation:
             self._seen_key_generation = self.keys.generation
             self._verified.keep_only_held_keys(self.keys.held_key)
-        self._verified.put(digest, principal, parsed.kid, key)
+        self._verified.put(unverified.digest, principal, parsed.kid, key)
         return principal
 
     def _log_refusal(self, error: AuthError) -> None:

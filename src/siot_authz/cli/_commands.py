@@ -15,10 +15,11 @@ from typing import Any
 
 import httpx
 
-from .._errors import AuthError, JwksUnavailable, TokenUseMismatch
+from .._errors import AuthError, JwksUnavailable, MissingToken, TokenUseMismatch
 from .._http import JwksFetchError, fetch_jwks_sync
 from .._jwks import InvalidJwks, parse_jwks
 from .._settings import AuthSettings
+from .._token import strip_bearer
 from .._verifier import TokenVerifier
 from ._config import load_config
 from ._exit import EXIT_OK, EXIT_REFUSED, CommandFailed
@@ -205,9 +206,10 @@ def describe_times(claims: dict[str, Any], now: float) -> dict[str, str]:
 
 def run_decode(args: argparse.Namespace, terminal: Terminal) -> int:
     """Print a token's header and claims without checking anything."""
-    token = _token_argument(args, terminal)
-    if token[:7].lower() == "bearer ":
-        token = token[7:].strip()
+    try:
+        token = strip_bearer(_token_argument(args, terminal))
+    except MissingToken:  # "Bearer" and nothing else
+        raise CommandFailed("no token given") from None
     segments = token.split(".")
     if len(segments) != 3:
         raise CommandFailed(
