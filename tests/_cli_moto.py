@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
-from moto.server import ThreadedMotoServer
+
+from moto_pool import create_app_client, moto_server
 
 PASSWORD = "Correct-Horse-1"
 TEMPORARY_PASSWORD = "Temporary-Pass-1"
@@ -73,35 +73,13 @@ class MotoPool:
         return username
 
 
-def start_moto_pool() -> tuple[ThreadedMotoServer, MotoPool]:
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    endpoint_url = f"http://{host}:{port}"
-    region = "us-east-1"
-    cognito = boto3.client(
-        "cognito-idp",
-        region_name=region,
-        endpoint_url=endpoint_url,
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
-    pool_id = cognito.create_user_pool(PoolName="siot-cli-tests")["UserPool"]["Id"]
-    client_id = cognito.create_user_pool_client(
-        UserPoolId=pool_id,
-        ClientName="siot-cli",
-        ExplicitAuthFlows=["ALLOW_USER_PASSWORD_AUTH", "ALLOW_REFRESH_TOKEN_AUTH"],
-    )["UserPoolClient"]["ClientId"]
-    pool = MotoPool(endpoint_url, region, pool_id, client_id, cognito)
-    pool.add_user("alice")
-    return server, pool
-
-
 @pytest.fixture(scope="module")
 def moto_pool() -> Iterator[MotoPool]:
     """One moto server and pool per test module, with the confirmed user ``alice``."""
-    server, pool = start_moto_pool()
-    try:
+    region = "us-east-1"
+    with moto_server(region) as (endpoint_url, cognito):
+        pool_id = cognito.create_user_pool(PoolName="siot-cli-tests")["UserPool"]["Id"]
+        client_id = create_app_client(cognito, pool_id, "siot-cli")
+        pool = MotoPool(endpoint_url, region, pool_id, client_id, cognito)
+        pool.add_user("alice")
         yield pool
-    finally:
-        server.stop()

@@ -24,7 +24,7 @@ from moto.server import ThreadedMotoServer
 
 from siot_authz import AuthSettings
 
-__all__ = ["MotoPool", "Tokens", "moto_user_pool"]
+__all__ = ["MotoPool", "Tokens", "create_app_client", "moto_server", "moto_user_pool"]
 
 _DUMMY_AWS_ENV = {
     "AWS_ACCESS_KEY_ID": "testing",
@@ -94,7 +94,7 @@ class MotoPool:
 
     def add_client(self, name: str) -> str:
         """Create another app client in the pool and return its id."""
-        return _create_client(self.cognito(), self.user_pool_id, name)
+        return create_app_client(self.cognito(), self.user_pool_id, name)
 
     def add_user(self, username: str, password: str, *, groups: Iterable[str] = ()) -> None:
         """Create another confirmed user, in ``groups`` (which must not exist yet)."""
@@ -106,7 +106,8 @@ class MotoPool:
         return AuthSettings(**{**pool, "client_ids": (self.client_id,), **overrides})
 
 
-def _create_client(cognito: Any, user_pool_id: str, name: str) -> str:
+def create_app_client(cognito: Any, user_pool_id: str, name: str) -> str:
+    """An app client allowing USER_PASSWORD_AUTH, as SimpleIOT's login needs."""
     client = cognito.create_user_pool_client(
         UserPoolId=user_pool_id,
         ClientName=name,
@@ -152,15 +153,8 @@ def _dummy_aws_env() -> Iterator[None]:
 
 
 @contextmanager
-def moto_user_pool(
-    *,
-    region: str = "us-east-1",
-    username: str = "siot-user",
-    password: str = "Correct-Horse-9-Battery",
-    groups: Iterable[str] = (),
-    email: str | None = "siot-user@example.com",
-) -> Iterator[MotoPool]:
-    """Start moto on 127.0.0.1, set up a pool with a confirmed user, and yield it."""
+def moto_server(region: str = "us-east-1") -> Iterator[tuple[str, Any]]:
+    """moto in server mode on 127.0.0.1 with dummy AWS credentials; yields (endpoint URL, cognito-idp client)."""
     werkzeug_logger = logging.getLogger("werkzeug")
     saved_level = werkzeug_logger.level
     werkzeug_logger.setLevel(logging.WARNING)  # one access-log line per request otherwise
@@ -177,17 +171,31 @@ def moto_user_pool(
                 aws_access_key_id="testing",
                 aws_secret_access_key="testing",
             )
-            user_pool_id = cognito.create_user_pool(PoolName="siot-authz-test")["UserPool"]["Id"]
-            client_id = _create_client(cognito, user_pool_id, "siot-cli")
-            _create_user(cognito, user_pool_id, username, password, groups=groups, email=email)
-            yield MotoPool(
-                endpoint_url=endpoint_url,
-                region=region,
-                user_pool_id=user_pool_id,
-                client_id=client_id,
-                username=username,
-                password=password,
-            )
+            yield endpoint_url, cognito
         finally:
             server.stop()
             werkzeug_logger.setLevel(saved_level)
+
+
+@contextmanager
+def moto_user_pool(
+    *,
+    region: str = "us-east-1",
+    username: str = "siot-user",
+    password: str = "Correct-Horse-9-Battery",
+    groups: Iterable[str] = (),
+    email: str | None = "siot-user@example.com",
+) -> Iterator[MotoPool]:
+    """Start moto on 127.0.0.1, set up a pool with a confirmed user, and yield it."""
+    with moto_server(region) as (endpoint_url, cognito):
+        user_pool_id = cognito.create_user_pool(PoolName="siot-authz-test")["UserPool"]["Id"]
+        client_id = create_app_client(cognito, user_pool_id, "siot-cli")
+        _create_user(cognito, user_pool_id, username, password, groups=groups, email=email)
+        yield MotoPool(
+            endpoint_url=endpoint_url,
+            region=region,
+            user_pool_id=user_pool_id,
+            client_id=client_id,
+            username=username,
+            password=password,
+        )

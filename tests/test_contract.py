@@ -11,19 +11,17 @@ import base64
 import io
 import json
 import os
-import socket
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import httpx
 import pytest
 
 from _cli_moto import PASSWORD, MotoPool, moto_pool
+from example_server import free_port, run_example_app
 from siot_authz import AuthError, AuthSettings, TokenVerifier
 from siot_authz.cli import main
 from siot_authz.cli._cognito import Tokens
@@ -33,7 +31,6 @@ from siot_authz.cli._terminal import Terminal
 __all__ = ["moto_pool"]  # the fixture, imported so pytest finds it here
 
 CREDENTIALS = ["--password-stdin", "--path", "/v1/me"]
-REPO_ROOT = Path(__file__).resolve().parents[1]
 CHECKS = [
     "valid ID token, raw",
     "valid ID token, 'Bearer ' prefix",
@@ -44,12 +41,6 @@ CHECKS = [
     "unsigned (alg none)",
     "access token instead of ID token",
 ]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def table(output: str) -> dict[str, str]:
@@ -65,32 +56,8 @@ def table(output: str) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def example_api(moto_pool: MotoPool) -> Iterator[str]:
     """The example app as ``python -m examples.app``, trusting moto's pool."""
-    port = free_port()
-    env = {**os.environ, **moto_pool.env(), "PYTHONPATH": str(REPO_ROOT)}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "examples.app", "--port", str(port)],
-        cwd=REPO_ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    base_url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(base_url + "/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                assert process.stderr is not None
-                pytest.fail(f"example app did not start: {process.stderr.read().decode()[-2000:]}")
-            time.sleep(0.1)
-        yield base_url
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
+    with run_example_app({**os.environ, **moto_pool.env()}) as app:
+        yield app.base_url
 
 
 def test_example_app_passes_the_contract_run_as_in_ci(moto_pool: MotoPool, example_api: str) -> None:

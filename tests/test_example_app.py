@@ -5,10 +5,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,12 +12,11 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
+from example_server import run_example_app
 from examples.app import create_app
 from examples.app.__main__ import main
 from siot_authz import CognitoAuth
 from siot_authz.testing import LocalIssuer
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
@@ -122,40 +117,12 @@ def test_bad_config_file_exits_with_status_2(tmp_path: Path, capsys: pytest.Capt
     assert "bad configuration" in capsys.readouterr().err
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def test_python_m_examples_app_serves_the_printed_tokens() -> None:
-    port = _free_port()
     env = {key: value for key, value in os.environ.items() if not key.startswith("SIOT_AUTHZ_")}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "examples.app", "--port", str(port)],
-        cwd=REPO_ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
-        assert process.stdout is not None
-        printed = ""
-        deadline = time.monotonic() + 30
-        while "Uvicorn running" not in printed and time.monotonic() < deadline:
-            line = process.stdout.readline()
-            if not line:
-                break
-            printed += line
-        assert "Uvicorn running" in printed, printed
-        tokens = dict(re.findall(r"export (ADMIN_TOKEN|USER_TOKEN)='([^']+)'", printed))
-        base = f"http://127.0.0.1:{port}"
-        admin = httpx.get(f"{base}/v1/me", headers={"Authorization": tokens["ADMIN_TOKEN"]})
+    with run_example_app(env) as app:
+        tokens = dict(re.findall(r"export (ADMIN_TOKEN|USER_TOKEN)='([^']+)'", app.output))
+        admin = httpx.get(f"{app.base_url}/v1/me", headers={"Authorization": tokens["ADMIN_TOKEN"]})
         assert admin.json()["principal"]["groups"] == ["admin"]
-        user = httpx.get(f"{base}/v1/me", headers={"Authorization": f"Bearer {tokens['USER_TOKEN']}"})
+        user = httpx.get(f"{app.base_url}/v1/me", headers={"Authorization": f"Bearer {tokens['USER_TOKEN']}"})
         assert user.json()["principal"]["groups"] == []
-        assert httpx.get(f"{base}/v1/me").status_code == 401
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
+        assert httpx.get(f"{app.base_url}/v1/me").status_code == 401
