@@ -10,6 +10,7 @@ import argparse
 import base64
 import binascii
 import json
+import logging
 import time
 from typing import Any
 
@@ -28,6 +29,8 @@ from ._output import Spinner, format_table, relative_time, utc_iso
 from ._terminal import Terminal
 
 __all__ = ["run_decode", "run_jwks", "run_login", "run_verify"]
+
+logger = logging.getLogger("siot_authz.cli")
 
 _TIME_CLAIMS = ("exp", "iat", "nbf", "auth_time")
 
@@ -64,6 +67,7 @@ def fetch_key_set(url: str, terminal: Terminal, *, time_limit: float, max_bytes:
             body = fetch_jwks_sync(url, time_limit=time_limit, max_bytes=max_bytes, client=client)
     except JwksFetchError as exc:
         raise CommandFailed(f"cannot fetch signing keys from {url}: {exc.reason}") from None
+    logger.info("jwks_request url=%s bytes=%d", url, len(body))
     try:
         parse_jwks(body)
     except InvalidJwks as exc:

@@ -19,9 +19,12 @@ __all__ = ["build_parser", "main"]
 
 Command = Callable[[argparse.Namespace, Terminal], int]
 
-_EPILOG = """\
+_EXIT_STATUS = """\
 exit status: 0 success; 1 refused (invalid token, login refused, a contract
-check failed); 2 configuration, usage or network error; 130 interrupted.
+check failed); 2 configuration, usage or network error; 130 interrupted."""
+
+_EPILOG = f"""\
+{_EXIT_STATUS}
 
 Settings come from flags, then --config (a SimpleIOT config.json), then
 SIOT_AUTHZ_* environment variables."""
@@ -46,12 +49,14 @@ def _add_command(
     run: Command,
     summary: str,
     description: str,
+    *,
+    epilog: str = _EPILOG,
 ) -> argparse.ArgumentParser:
     parser = commands.add_parser(
         name,
         help=summary,
         description=description,
-        epilog=_EPILOG,
+        epilog=epilog,
         formatter_class=argparse.RawDescriptionHelpFormatter,
         # No prefix matching: "--password" must not quietly mean "--password-stdin".
         allow_abbrev=False,
@@ -113,6 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
         "show a token's header and claims WITHOUT verifying it",
         "Show a token's header and claims without verifying anything, with its times in UTC "
         "and relative to now. The output is labelled UNVERIFIED: never trust it for decisions.",
+        # decode reads the token alone: no pool, no settings, so no word about where they come from.
+        epilog=_EXIT_STATUS,
     )
     _token_argument(decode)
     _json_flag(decode, "header, claims and times")
@@ -157,6 +164,10 @@ def main(argv: Sequence[str] | None = None, *, terminal: Terminal | None = None)
     args = build_parser().parse_args(raw)
     if args.verbose:
         logging.basicConfig(level=logging.INFO, stream=terminal.stderr, format="%(name)s: %(message)s")
+        # httpx logs every request it sends, including the in-process replay
+        # that hands verify the keys already fetched; fetch_key_set logs the
+        # one real request instead.
+        logging.getLogger("httpx").setLevel(logging.WARNING)
     run: Command = args.run
     try:
         return run(args, terminal)
