@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,7 +15,7 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from example_server import run_example_app
+from example_server import REPO_ROOT, run_example_app
 from examples.app import create_app
 from examples.app.__main__ import main
 from siot_authz import CognitoAuth
@@ -126,3 +129,30 @@ def test_python_m_examples_app_serves_the_printed_tokens() -> None:
         user = httpx.get(f"{app.base_url}/v1/me", headers={"Authorization": f"Bearer {tokens['USER_TOKEN']}"})
         assert user.json()["principal"]["groups"] == []
         assert httpx.get(f"{app.base_url}/v1/me").status_code == 401
+        assert admin.text.endswith("}\n")  # the shell prompt starts on its own line
+        refused = httpx.get(f"{app.base_url}/v1/me")
+        assert refused.text.endswith("}\n")
+        assert int(refused.headers["Content-Length"]) == len(refused.content)
+        assert json.loads(refused.text)["code"] == "missing_token"
+
+
+def test_busy_port_fails_before_printing_any_token() -> None:
+    # Issue 10: the banner used to hand out tokens, then fail to bind; the
+    # tokens then went to whatever held the port.
+    env = {key: value for key, value in os.environ.items() if not key.startswith("SIOT_AUTHZ_")}
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen(1)
+        port = holder.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "examples.app", "--port", str(port)],
+            cwd=REPO_ROOT,
+            env={**env, "PYTHONPATH": str(REPO_ROOT)},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert result.returncode != 0
+    assert "--port" in result.stderr
+    assert f"127.0.0.1:{port}" in result.stderr
+    assert "TOKEN" not in result.stdout + result.stderr

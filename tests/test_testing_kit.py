@@ -189,13 +189,40 @@ def test_override_settings_trusts_another_issuer_for_the_block(
 def test_local_issuer_transport_serves_the_jwks_without_a_socket(face: str) -> None:
     issuer = LocalIssuer()
     token = issuer.mint(username="carol")
+    settings = issuer.settings(for_transport=True)
     if face == "sync":
-        principal = TokenVerifier(issuer.settings(), sync_transport=issuer.transport()).verify_sync(token)
+        principal = TokenVerifier(settings, sync_transport=issuer.transport()).verify_sync(token)
     else:
-        verifier = TokenVerifier(issuer.settings(), async_transport=issuer.transport())
+        verifier = TokenVerifier(settings, async_transport=issuer.transport())
         principal = asyncio.run(verifier.verify(token))
     assert principal.username == "carol"
-    assert issuer.jwks_url.startswith("http://local-issuer.invalid/")
+    assert not issuer.is_serving
+    assert settings.jwks_url is not None
+    assert settings.jwks_url.startswith("http://local-issuer.invalid/")
+
+
+def test_local_issuer_settings_before_serve_point_at_keys_that_answer() -> None:
+    # Issue 10: settings taken before serve() used to name a host nothing answers.
+    with LocalIssuer() as issuer:
+        settings = issuer.settings()
+        assert issuer.is_serving
+        assert settings.jwks_url == issuer.serve().url
+        assert TokenVerifier(settings).verify_sync(issuer.mint(username="dan")).username == "dan"
+    assert not issuer.is_serving
+
+
+def test_local_issuer_transport_also_answers_served_settings() -> None:
+    with LocalIssuer() as issuer:
+        verifier = TokenVerifier(issuer.settings(), sync_transport=issuer.transport())
+        assert verifier.verify_sync(issuer.mint(username="fay")).username == "fay"
+        assert issuer.serve().request_count == 0  # the transport answered, not the socket
+
+
+def test_local_issuer_settings_keep_an_explicit_jwks_url() -> None:
+    issuer = LocalIssuer()
+    settings = issuer.settings(jwks_url="http://127.0.0.1:9/jwks.json")
+    assert settings.jwks_url == "http://127.0.0.1:9/jwks.json"
+    assert not issuer.is_serving
 
 
 def test_override_settings_keeps_the_apps_lifespan_away_from_the_real_pool(issuer: LocalIssuer) -> None:

@@ -11,11 +11,13 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import socket
 import sys
 from pathlib import Path
 
 import uvicorn
 from pydantic import ValidationError
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from siot_authz import AuthSettings, CognitoAuth
 from siot_authz.testing import LocalIssuer
@@ -39,6 +41,87 @@ def _pool_settings(config: Path | None) -> AuthSettings | None:
     if os.environ.get("SIOT_AUTHZ_USER_POOL_ID"):
         return AuthSettings()  # type: ignore[call-arg]  # fields come from the environment
     return None
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    """The listening socket, bound before anything is printed.
+
+    Binding first means a busy port fails here, with a message naming
+    ``--port``, instead of after the banner has handed out tokens that the
+    port's real owner would then receive.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise SystemExit(
+            f"error: cannot listen on {host}:{port} ({exc.strerror or exc}); "
+            f"is another server using it? Pick a free port with --port, e.g. --port {port + 1}"
+        ) from None
+    sock.listen(2048)
+    return sock
+
+
+class _NewlineAfterJson:
+    """Ends every JSON response body with a newline, so curl's output does not run into the prompt.
+
+    Wraps the whole app, so error bodies from exception handlers get it too;
+    ``Content-Length`` is adjusted to match.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        is_json = False
+
+        async def send_with_newline(message: Message) -> None:
+            nonlocal is_json
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                is_json = any(
+                    name.lower() == b"content-type" and value.startswith(b"application/json")
+                    for name, value in headers
+                )
+                if is_json:
+                    message = {**message, "headers": _longer_by_one(headers)}
+            elif message["type"] == "http.response.body" and is_json and not message.get("more_body"):
+                message = {**message, "body": message.get("body", b"") + b"\n"}
+            await send(message)
+
+        await self.app(scope, receive, send_with_newline)
+
+
+def _longer_by_one(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    return [
+        (name, str(int(value) + 1).encode()) if name.lower() == b"content-length" else (name, value)
+        for name, value in headers
+    ]
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, saying where it listens once it does.
+
+    uvicorn stays silent about sockets it is handed (it expects its own
+    workers' manager to have said so), and people and scripts wait for this line.
+    """
+
+    def __init__(self, config: uvicorn.Config, base_url: str) -> None:
+        super().__init__(config)
+        self.base_url = base_url
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets=sockets)
+        if self.started:
+            logging.getLogger("uvicorn.error").info(
+                "Uvicorn running on %s (Press CTRL+C to quit)", self.base_url
+            )
 
 
 def _print_local_instructions(issuer: LocalIssuer, base_url: str) -> None:
@@ -85,17 +168,26 @@ def main(argv: list[str] | None = None) -> int:
     issuer: LocalIssuer | None = None
     if settings is None:
         issuer = LocalIssuer()
-        issuer.serve()
-        settings = issuer.settings()
+        settings = issuer.settings()  # serves the JWKS on a loopback port
+    try:
+        sock = _bind(args.host, args.port)
+    except SystemExit:
+        if issuer is not None:
+            issuer.close()
+        raise
+    port = int(sock.getsockname()[1])  # the real one, also for --port 0
     app = create_app(CognitoAuth(settings))
-    base_url = f"http://{args.host}:{args.port}"
+    host = f"[{args.host}]" if ":" in args.host else args.host
+    base_url = f"http://{host}:{port}"
     if issuer is not None:
         _print_local_instructions(issuer, base_url)
     else:
         print(f"siot_authz example API for user pool {settings.user_pool_id} on {base_url}", flush=True)
+    config = uvicorn.Config(_NewlineAfterJson(app), host=args.host, port=port, log_level="info")
     try:
-        uvicorn.run(app, host=args.host, port=args.port, log_level="info")
+        _Server(config, base_url).run(sockets=[sock])
     finally:
+        sock.close()
         if issuer is not None:
             issuer.close()
     return 0

@@ -61,10 +61,13 @@ class SigningKey:
 class LocalIssuer:
     """A local Cognito user pool for tests and demos.
 
-    ``mint()`` makes ID or access tokens shaped like Cognito's; ``settings()``
-    makes :class:`AuthSettings` that trust them; ``serve()`` publishes the
-    JWKS on a loopback HTTP server and ``transport()`` through an httpx
-    transport, with no socket at all.
+    ``mint()`` makes ID or access tokens shaped like Cognito's, in any order
+    with the rest. ``settings()`` makes :class:`AuthSettings` that trust
+    them, and first starts the loopback HTTP server that publishes the JWKS
+    (``serve()``), so the settings always point at keys that answer; close
+    the issuer (or use a ``with`` block) to stop it. For no socket at all,
+    take ``settings(for_transport=True)`` and hand ``transport()`` to the
+    verifier as ``async_transport`` and ``sync_transport``.
     """
 
     def __init__(
@@ -186,10 +189,21 @@ class LocalIssuer:
         return self._server
 
     @property
+    def is_serving(self) -> bool:
+        """Whether the loopback JWKS server is running."""
+        return self._server is not None
+
+    @property
     def jwks_url(self) -> str:
         """The JWKS URL: on the loopback server once served, else a name only ``transport()`` answers."""
         if self._server is not None:
             return self._server.url
+        return self._transport_only_url
+
+    @property
+    def _transport_only_url(self) -> str:
+        # ``.invalid`` never resolves (RFC 2606): without the transport, a
+        # fetch fails at once instead of reaching some real host.
         return f"http://local-issuer.invalid{self.jwks_path}"
 
     def _handle(self, request: httpx.Request) -> httpx.Response:
@@ -202,16 +216,38 @@ class LocalIssuer:
         )
 
     def transport(self) -> httpx.MockTransport:
-        """An httpx transport answering JWKS requests in process (usable sync and async)."""
+        """An httpx transport answering JWKS requests in process (usable sync and async).
+
+        It answers the JWKS path on any host, so it works with ``settings()``
+        and with ``settings(for_transport=True)``::
+
+            verifier = TokenVerifier(
+                issuer.settings(for_transport=True),
+                async_transport=issuer.transport(),
+                sync_transport=issuer.transport(),
+            )
+        """
         return httpx.MockTransport(self._handle)
 
-    def settings(self, **overrides: Any) -> AuthSettings:
-        """Settings that trust this issuer's tokens; keyword arguments override fields."""
+    def settings(self, *, for_transport: bool = False, **overrides: Any) -> AuthSettings:
+        """Settings that trust this issuer's tokens; keyword arguments override fields.
+
+        The JWKS is served on loopback first, if it is not yet, so the
+        settings work with any verifier. With ``for_transport=True`` nothing
+        is started and the key URL is a name only :meth:`transport` answers:
+        pass ``issuer.transport()`` to the verifier, or every key fetch fails.
+        """
+        if for_transport:
+            jwks_url = self._transport_only_url
+        elif "jwks_url" in overrides:
+            jwks_url = overrides["jwks_url"]  # the caller serves the keys themselves
+        else:
+            jwks_url = self.serve().url
         fields: dict[str, Any] = {
             "region": self.region,
             "user_pool_id": self.user_pool_id,
             "client_ids": (self.client_id,),
-            "jwks_url": self.jwks_url,
+            "jwks_url": jwks_url,
         }
         fields.update(overrides)
         return AuthSettings(**fields)
