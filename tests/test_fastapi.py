@@ -54,6 +54,7 @@ def make_principal(username: str, *, groups: tuple[str, ...] = ()) -> Principal:
         token_use="id",
         client_id="siotlocalclient0000000000",
         issuer="https://cognito-idp.us-east-1.amazonaws.com/us-east-1_LocalPool1",
+        user_pool_id="us-east-1_LocalPool1",
         issued_at=now,
         expires_at=now + timedelta(hours=1),
         claims={"sub": f"sub-{username}"},

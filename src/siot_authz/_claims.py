@@ -75,6 +75,7 @@ class ClaimRules:
     """The claim checks for one configured pool, precomputed once per verifier."""
 
     def __init__(self, settings: AuthSettings) -> None:
+        self._user_pool_id = settings.user_pool_id
         self._issuers = settings.issuers
         self._client_ids = frozenset(settings.client_ids)
         self._token_use = settings.token_use
@@ -130,6 +131,7 @@ class ClaimRules:
                 "client_id": client_id,
                 "email": _optional_string(claims, "email"),
                 "issuer": issuer,
+                "user_pool_id": self._user_pool_id,
                 "issued_at": datetime.fromtimestamp(issued_at, tz=UTC),
                 "expires_at": datetime.fromtimestamp(expires_at, tz=UTC),
                 "claims": claims,

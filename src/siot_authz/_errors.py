@@ -12,6 +12,7 @@ from typing import ClassVar
 
 __all__ = [
     "AuthError",
+    "CheckFailed",
     "ClaimTypeInvalid",
     "ClientNotAllowed",
     "HeaderInvalid",
@@ -22,12 +23,16 @@ __all__ = [
     "KeyIdMissing",
     "KeyIdUnknown",
     "MissingGroup",
+    "MissingRole",
     "MissingScope",
     "MissingToken",
+    "RevocationUnavailable",
+    "RolesUnavailable",
     "SignatureInvalid",
     "TokenExpired",
     "TokenMalformed",
     "TokenNotYetValid",
+    "TokenRevoked",
     "TokenTooLarge",
     "TokenUseMismatch",
     "UnsupportedAlgorithm",
@@ -167,6 +172,20 @@ class ClaimTypeInvalid(InvalidToken):
     reason = "A token claim is missing or has the wrong type."
 
 
+class TokenRevoked(InvalidToken):
+    """Raised when a revocation covers the token: its user was signed out, or its session revoked."""
+
+    code = "token_revoked"
+    reason = "The token has been revoked."
+
+
+class CheckFailed(InvalidToken):
+    """Raised when the application's own ``check`` refuses an otherwise valid token."""
+
+    code = "check_failed"
+    reason = "The token was refused by the application's check."
+
+
 class InsufficientPermissions(AuthError):
     """Base for a valid token whose principal may not do this (HTTP 403)."""
 
@@ -190,10 +209,35 @@ class MissingScope(InsufficientPermissions):
     reason = "The token lacks a scope this route requires."
 
 
+class MissingRole(InsufficientPermissions):
+    """Raised when the principal has none of the application roles a route requires."""
+
+    code = "missing_role"
+    reason = "The caller does not have a role this route requires."
+
+
 class JwksUnavailable(AuthError):
     """Raised when no signing key can be had: the JWKS is unreachable and none is cached."""
 
     code = "jwks_unavailable"
     status_code = 503
     reason = "Signing keys are unavailable; try again shortly."
+    bearer_error = None
+
+
+class RevocationUnavailable(AuthError):
+    """Raised when the revocation list has gone unconfirmed too long to be trusted (fail closed)."""
+
+    code = "revocation_unavailable"
+    status_code = 503
+    reason = "The revocation list cannot be confirmed; try again shortly."
+    bearer_error = None
+
+
+class RolesUnavailable(AuthError):
+    """Raised when the application's roles source failed or timed out for this user."""
+
+    code = "roles_unavailable"
+    status_code = 503
+    reason = "The caller's roles cannot be looked up; try again shortly."
     bearer_error = None

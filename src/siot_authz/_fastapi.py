@@ -7,7 +7,8 @@ a threadpool slot.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 
 import httpx
@@ -16,12 +17,21 @@ from fastapi.openapi.models import HTTPBearer as HTTPBearerModel
 from fastapi.security.base import SecurityBase
 from starlette.requests import HTTPConnection
 
-from ._errors import AuthError, MissingGroup, MissingScope, MissingToken
+from ._errors import AuthError, InsufficientPermissions, MissingGroup, MissingScope, MissingToken
+from ._health import AuthHealth
+from ._key_cache import JwksDocument
+from ._observe import Observer
 from ._principal import Principal
 from ._settings import AuthSettings
-from ._verifier import TokenVerifier
+from ._verifier import Check, TokenVerifier
+from .revocation import RevocationBackend
 
-__all__ = ["AuthHTTPException", "CognitoAuth"]
+__all__ = ["AuthHTTPException", "CognitoAuth", "PoolSettings"]
+
+logger = logging.getLogger("siot_authz")
+
+#: One pool's settings, several pools' settings, or a function returning either, called at start-up.
+PoolSettings = AuthSettings | Sequence[AuthSettings] | Callable[[], AuthSettings | Sequence[AuthSettings]]
 
 _DESCRIPTION = (
     "A Cognito user pool JWT (an ID token unless the API says otherwise). "
@@ -52,21 +62,62 @@ class CognitoAuth(SecurityBase):
 
     def __init__(
         self,
-        settings: AuthSettings | None = None,
+        settings: PoolSettings | None = None,
         *,
         verifier: TokenVerifier | None = None,
         auto_error: bool = True,
         scheme_name: str = "CognitoJWT",
         async_transport: httpx.AsyncBaseTransport | None = None,
+        jwks: Mapping[str, JwksDocument] | None = None,
+        check: Check | None = None,
+        revocations: RevocationBackend | None = None,
+        observer: Observer | None = None,
+        refusal_log_level: int = logging.INFO,
     ) -> None:
-        if verifier is None:
-            if settings is None:
-                raise TypeError("CognitoAuth needs settings or a verifier")
-            verifier = TokenVerifier(settings, async_transport=async_transport)
-        self.verifier = verifier
+        """Protect routes with the pools ``settings`` names.
+
+        ``settings`` may be a function returning the settings: it is then
+        called at start-up (or by the first request), not at import, so an
+        app module can be imported, and its tests collected, on a machine
+        without the real pool's config. The other keywords are passed to
+        :class:`TokenVerifier`.
+        """
+        if verifier is None and settings is None:
+            raise TypeError("CognitoAuth needs settings or a verifier")
+        self._settings_source = settings
+        self._verifier_options = {
+            "async_transport": async_transport,
+            "jwks": jwks,
+            "check": check,
+            "revocations": revocations,
+            "observer": observer,
+            "refusal_log_level": refusal_log_level,
+        }
+        #: None until first needed when settings come from a function.
+        self._verifier: TokenVerifier | None = verifier
+        if verifier is None and not callable(settings):
+            self._verifier = self._build_verifier()
         self.auto_error = auto_error
         self.scheme_name = scheme_name
         self.model = HTTPBearerModel(bearerFormat="JWT", description=_DESCRIPTION)
+
+    def _build_verifier(self) -> TokenVerifier:
+        source = self._settings_source
+        assert source is not None
+        settings = source() if callable(source) else source
+        return TokenVerifier(settings, **self._verifier_options)  # type: ignore[arg-type]
+
+    @property
+    def verifier(self) -> TokenVerifier:
+        """The verifier behind this dependency, built from the settings on first use."""
+        verifier = self._verifier
+        if verifier is None:
+            verifier = self._verifier = self._build_verifier()
+        return verifier
+
+    @verifier.setter
+    def verifier(self, verifier: TokenVerifier) -> None:
+        self._verifier = verifier
 
     def extract_token(self, connection: HTTPConnection) -> str | None:
         """The raw ``Authorization`` value, or None when absent. Override to read elsewhere."""
@@ -81,10 +132,11 @@ class CognitoAuth(SecurityBase):
 
     async def __call__(self, connection: HTTPConnection) -> Principal | None:
         token = self.extract_token(connection)
+        if token is None and not self.auto_error:
+            return None
         try:
-            if token is None:
-                raise MissingToken()
-            return await self.verifier.verify(token)
+            # The verifier logs every refusal once, "no token" included.
+            return await self.verifier.verify(token)  # type: ignore[arg-type]  # None: MissingToken
         except MissingToken as error:
             # No header, a blank one, or "Bearer" alone: the verifier decides
             # what counts as no credentials, and auto_error what that means.
@@ -105,7 +157,7 @@ class CognitoAuth(SecurityBase):
         ) -> Principal:
             principal = _required(principal)
             if not principal.is_in_any_group(wanted):
-                raise AuthHTTPException(MissingGroup())
+                raise _forbidden(MissingGroup(), principal)
             return principal
 
         return principal_in_group
@@ -121,14 +173,21 @@ class CognitoAuth(SecurityBase):
         ) -> Principal:
             principal = _required(principal)
             if not principal.has_all_scopes(wanted):
-                raise AuthHTTPException(MissingScope())
+                raise _forbidden(MissingScope(), principal)
             return principal
 
         return principal_with_scopes
 
     async def startup(self) -> None:
-        """Prefetch the JWKS; a failure is logged and the first request fetches again."""
-        await self.verifier.prefetch()
+        """Resolve the settings, prefetch every pool's JWKS and load the revocation list.
+
+        A failed key fetch is logged and the first request fetches again.
+        """
+        await self.verifier.start()
+
+    def health(self) -> AuthHealth:
+        """Readiness of the verifier behind this dependency (see :meth:`TokenVerifier.health`)."""
+        return self.verifier.health()
 
     async def shutdown(self) -> None:
         """Close the verifier's HTTP clients."""
@@ -142,6 +201,14 @@ class CognitoAuth(SecurityBase):
             yield
         finally:
             await self.shutdown()
+
+
+def _forbidden(error: InsufficientPermissions, principal: Principal) -> AuthHTTPException:
+    # Logged like a refusal: the code, the pool and the user's sub, never the token.
+    logger.info(
+        "access_denied code=%s pool=%s sub=%s", error.code, principal.user_pool_id, principal.sub[:64]
+    )
+    return AuthHTTPException(error)
 
 
 def _required(principal: Principal | None) -> Principal:

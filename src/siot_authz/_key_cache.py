@@ -1,30 +1,43 @@
-"""When to fetch the JWKS, and which key answers a kid.
+"""When the JWKS is fetched, and which key answers a kid.
 
 The policy, shared by the sync and async faces:
 
-* One fetch serves every request until ``jwks_ttl_seconds`` pass; concurrent
-  cold requests wait on one in-flight fetch (per event loop for ``verify``,
-  per process for ``verify_sync``).
-* A kid we do not hold may trigger a refetch (keys rotate), but at most one
-  per ``jwks_refetch_cooldown_seconds``: a client spraying random kids must
-  not turn into a stream of fetches (the "penalty box").
+* Nobody waits for a refresh while keys are held. When ``jwks_ttl_seconds``
+  have passed, the next request starts one refresh in the background (a task
+  on its event loop, or a thread for ``verify_sync``) and is verified with the
+  held keys meanwhile: stale-while-revalidate.
+* A request waits on a fetch only when it must: nothing is held yet, or its
+  kid is unknown (keys rotate). Concurrent waiters share one fetch (per event
+  loop for ``verify``, per process for ``verify_sync``), and every fetch ends
+  within ``http_timeout_seconds``.
+* An unknown kid triggers at most one fetch per
+  ``jwks_refetch_cooldown_seconds``: a client spraying random kids must not
+  turn into a stream of fetches (the "penalty box").
 * A failed refresh keeps the keys already held (stale-if-error) and is not
   retried before the cooldown passes. With nothing held, requests fail fast
   with :class:`JwksUnavailable` (503) instead of each waiting on the network.
   Any failure of a fetch, expected or not, ends this way and never as a 500.
 * A refresh that drops a key drops it at once: tokens signed with it stop
-  verifying.
+  verifying, cached ones included.
+* A background refresh that has not ended well after its deadline is
+  presumed lost (its event loop closed under it, say), and the next request
+  starts another: a lost refresh cannot leave keys unrefreshed for ever.
+* Keys handed in as a JWKS document (``jwks_file`` or in code) are held from
+  the start, as if just fetched, so the first request needs no network.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import ssl
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from typing import Any
 
 import httpx
 
@@ -32,11 +45,43 @@ from ._errors import JwksUnavailable, KeyIdUnknown
 from ._http import JwksFetchError, fetch_jwks, fetch_jwks_sync
 from ._jose import RS256PublicKey
 from ._jwks import InvalidJwks, KeySet, parse_jwks, safe_kid
+from ._observe import Observer
 from ._settings import AuthSettings
 
-__all__ = ["JwksCache"]
+__all__ = ["JwksCache", "JwksDocument", "KeyStatus"]
 
 logger = logging.getLogger("siot_authz.jwks")
+
+#: A JWKS handed in rather than fetched: the parsed JSON object, or its text.
+JwksDocument = Mapping[str, Any] | str | bytes
+
+# How long past its own deadline a background refresh may run before it is
+# presumed lost and another may start.
+_LOST_REFRESH_GRACE_SECONDS = 1.0
+
+
+@dataclass(frozen=True)
+class KeyStatus:
+    """What a pool's key cache holds now, for health checks and metrics."""
+
+    has_keys: bool
+    key_count: int
+    #: Seconds since the held keys were fetched (or handed in); None when none are held.
+    age_seconds: float | None
+    is_stale: bool
+    is_refreshing: bool
+    #: Why the last fetch failed (a short code), or None if it succeeded or none was tried.
+    last_error: str | None
+    #: Seconds since that failure; None without one.
+    last_error_age_seconds: float | None
+
+
+def _document_bytes(document: JwksDocument) -> bytes:
+    if isinstance(document, bytes):
+        return document
+    if isinstance(document, str):
+        return document.encode("utf-8")
+    return json.dumps(dict(document)).encode("utf-8")
 
 
 class JwksCache:
@@ -49,7 +94,10 @@ class JwksCache:
         async_transport: httpx.AsyncBaseTransport | None = None,
         sync_transport: httpx.BaseTransport | None = None,
         clock: Callable[[], float] = time.monotonic,
+        jwks: JwksDocument | None = None,
+        observer: Observer | None = None,
     ) -> None:
+        self._pool_id = settings.user_pool_id
         self._url = settings.resolved_jwks_url
         self._ttl = settings.jwks_ttl_seconds
         self._cooldown = settings.jwks_refetch_cooldown_seconds
@@ -58,23 +106,57 @@ class JwksCache:
         self._async_transport = async_transport
         self._sync_transport = sync_transport
         self._clock = clock
+        self._observer = observer
 
         self._key_set: KeySet | None = None
         self._fetched_at = 0.0
         self._last_attempt_at: float | None = None
+        self._last_error: str | None = None
         self._is_last_attempt_failed = False
         self._inflight: asyncio.Task[None] | None = None
+        self._background_started_at: float | None = None
+        # Strong references to background tasks: the loop keeps only weak ones.
+        self._background_tasks: set[asyncio.Task[None]] = set()
         self._sync_lock = threading.Lock()
         self._sync_client: httpx.Client | None = None
         self._ssl_context: ssl.SSLContext | None = None
+        self._is_closed = False
         #: Incremented on every successful fetch; lets callers notice a new key set.
         self.generation = 0
+
+        if jwks is None and settings.jwks_file is not None:
+            try:
+                jwks = settings.jwks_file.read_bytes()
+            except OSError as exc:
+                raise ValueError(f"cannot read jwks_file {settings.jwks_file}: {exc.strerror}") from None
+        if jwks is not None:
+            try:
+                self._store(_document_bytes(jwks))
+            except InvalidJwks as exc:
+                raise ValueError(f"the JWKS handed in for {self._pool_id} is unusable: {exc}") from None
 
     # -- state queries (cheap; used on the verified-token fast path) ----------
 
     def is_fresh(self) -> bool:
         """True while the held key set is within its TTL."""
         return self._key_set is not None and self._clock() - self._fetched_at < self._ttl
+
+    def status(self) -> KeyStatus:
+        """A snapshot of what is held and how the last fetch went."""
+        now = self._clock()
+        key_set = self._key_set
+        last_attempt = self._last_attempt_at
+        failed = self._is_last_attempt_failed and last_attempt is not None
+        return KeyStatus(
+            has_keys=key_set is not None,
+            key_count=len(key_set.keys) if key_set is not None else 0,
+            age_seconds=now - self._fetched_at if key_set is not None else None,
+            is_stale=key_set is not None and now - self._fetched_at >= self._ttl,
+            is_refreshing=self._is_background_refresh_running(now)
+            or (self._inflight is not None and not self._inflight.done()),
+            last_error=self._last_error if failed else None,
+            last_error_age_seconds=now - last_attempt if failed and last_attempt is not None else None,
+        )
 
     def holds_kid(self, kid: str) -> bool:
         """True when the held key set still has a usable key with this kid."""
@@ -98,21 +180,73 @@ class JwksCache:
         last = self._last_attempt_at
         return last is None or self._clock() - last >= self._cooldown
 
-    def _needs_fetch(self, kid: str) -> bool:
-        if self._key_set is None:
-            return self._is_cooled_down()
-        if not self.is_fresh():
-            # A TTL refresh after a good fetch is due now, even when the TTL is
-            # shorter than the cooldown; after a failure it waits the cooldown.
-            return not self._is_last_attempt_failed or self._is_cooled_down()
-        return not self.holds_kid(kid) and self._is_cooled_down()
-
-    def _fresh_key(self, kid: str) -> RS256PublicKey | None:
-        """The key for ``kid`` if the held set has it and is within its TTL: the no-fetch path."""
+    def _must_wait_for_fetch(self, kid: str) -> bool:
+        """True when this request cannot be answered without a fetch, and the penalty box allows one."""
         key_set = self._key_set
-        if key_set is not None and self._clock() - self._fetched_at < self._ttl:
-            return key_set.get(kid)
-        return None
+        if key_set is not None and kid in key_set.keys:
+            return False
+        return self._is_cooled_down()
+
+    def _is_refresh_due(self, now: float) -> bool:
+        """True when the held keys are past their TTL and a background refresh should start now."""
+        if self._is_closed or now - self._fetched_at < self._ttl:
+            return False
+        if self._is_background_refresh_running(now):
+            return False
+        # After a failure, wait out the cooldown; a TTL refresh after a good
+        # fetch is due at once, even when the TTL is shorter than the cooldown.
+        return not self._is_last_attempt_failed or self._is_cooled_down()
+
+    def _is_background_refresh_running(self, now: float) -> bool:
+        started = self._background_started_at
+        return started is not None and now - started < self._timeout + _LOST_REFRESH_GRACE_SECONDS
+
+    def held_key_or_refresh(self, kid: str) -> RS256PublicKey | None:
+        """The held key for ``kid`` (fresh or stale), starting a background refresh if one is due.
+
+        Never waits on the network; None when no key with this kid is held.
+        """
+        key_set = self._key_set
+        if key_set is None:
+            return None
+        key = key_set.get(kid)
+        if key is not None:
+            now = self._clock()
+            if now - self._fetched_at >= self._ttl and self._is_refresh_due(now):
+                self._start_background_refresh(now)
+        return key
+
+    def _start_background_refresh(self, now: float) -> None:
+        self._background_started_at = now
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            # verify_sync, with no event loop in this thread: a daemon thread
+            # fetches, and the caller goes on with the held keys.
+            threading.Thread(
+                target=self._refresh_in_thread, name="siot-authz-jwks-refresh", daemon=True
+            ).start()
+            return
+        task = loop.create_task(self._refresh_in_task())
+        self._background_tasks.add(task)
+        task.add_done_callback(self._background_tasks.discard)
+
+    async def _refresh_in_task(self) -> None:
+        try:
+            await self.refresh()
+        finally:
+            self._background_started_at = None
+
+    def _refresh_in_thread(self) -> None:
+        try:
+            # Not blocking: a thread already fetching is doing this work.
+            if self._sync_lock.acquire(blocking=False):
+                try:
+                    self._refresh_locked()
+                finally:
+                    self._sync_lock.release()
+        finally:
+            self._background_started_at = None
 
     def _key_after_fetch(self, kid: str) -> RS256PublicKey:
         key_set = self._key_set
@@ -133,6 +267,7 @@ class JwksCache:
         self._key_set = key_set
         self._fetched_at = self._clock()
         self._is_last_attempt_failed = False
+        self._last_error = None
         self.generation += 1
         logger.info("jwks_fetched kids=%s", ",".join(safe_kid(kid) for kid in sorted(key_set.keys)))
 
@@ -144,18 +279,24 @@ class JwksCache:
             # message is not ours, so only its type is logged.
             reason = f"unexpected_{type(exc).__name__}"
         self._is_last_attempt_failed = True
+        self._last_error = reason
         state = "serving stale keys" if self._key_set is not None else "no keys held"
         logger.warning("jwks_fetch_failed reason=%s url=%s state=%s", reason, self._url, state)
 
     @contextmanager
     def _fetch_attempt(self) -> Iterator[None]:
         """Bookkeeping shared by both faces: any failure ends in stale keys or a 503, never raises."""
+        started = time.perf_counter()
+        outcome = "ok"
         try:
             yield
         except Exception as exc:
+            outcome = "invalid" if isinstance(exc, InvalidJwks) else "error"
             self._record_failure(exc)
         finally:
             self._last_attempt_at = self._clock()
+            if self._observer is not None:
+                self._observer.jwks_fetch(self._pool_id, outcome, time.perf_counter() - started)
 
     def _get_ssl_context(self) -> ssl.SSLContext:
         if self._ssl_context is None:
@@ -195,11 +336,11 @@ class JwksCache:
             raise
 
     async def get_key(self, kid: str) -> RS256PublicKey:
-        """The key for ``kid``, fetching first if the policy allows and calls for it."""
-        key = self._fresh_key(kid)
+        """The key for ``kid``; waits on a fetch only when nothing is held or the kid is unknown."""
+        key = self.held_key_or_refresh(kid)
         if key is not None:
             return key
-        if self._needs_fetch(kid):
+        if self._must_wait_for_fetch(kid):
             await self.refresh()
         return self._key_after_fetch(kid)
 
@@ -231,31 +372,33 @@ class JwksCache:
 
     def get_key_sync(self, kid: str) -> RS256PublicKey:
         """Blocking twin of :meth:`get_key`."""
-        key = self._fresh_key(kid)
+        key = self.held_key_or_refresh(kid)
         if key is not None:
             return key
-        if self._needs_fetch(kid):
+        if self._must_wait_for_fetch(kid):
             with self._sync_lock:
                 # Another thread may have fetched while we waited for the lock.
-                if self._needs_fetch(kid):
+                if self._must_wait_for_fetch(kid):
                     self._refresh_locked()
         return self._key_after_fetch(kid)
 
     # -- lifecycle ------------------------------------------------------------
 
     async def aclose(self) -> None:
-        """Wait out a fetch under way and release HTTP resources."""
-        task = self._inflight
-        if task is not None and not task.done():
-            try:
+        """Stop fetches under way and release HTTP resources."""
+        self._is_closed = True
+        loop = asyncio.get_running_loop()
+        tasks = [task for task in (self._inflight, *self._background_tasks) if task is not None]
+        for task in tasks:
+            if not task.done() and task.get_loop() is loop:
                 task.cancel()
-                await task
-            except asyncio.CancelledError:
-                pass
+                with suppress(asyncio.CancelledError):
+                    await task
         self.close()
 
     def close(self) -> None:
-        """Release the sync HTTP client, if one was made."""
+        """Release the sync HTTP client, if one was made; no background refresh starts afterwards."""
+        self._is_closed = True
         client, self._sync_client = self._sync_client, None
         if client is not None:
             client.close()

@@ -8,15 +8,24 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import os
 import re
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-__all__ = ["AuthSettings", "TokenUse", "read_simpleiot_config", "trusted_url_problem"]
+__all__ = [
+    "SIMPLEIOT_HOME",
+    "AuthSettings",
+    "TokenUse",
+    "as_pool_list",
+    "read_simpleiot_config",
+    "trusted_url_problem",
+]
 
 TokenUse = Literal["id", "access", "any"]
 
@@ -24,6 +33,13 @@ _REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d{1,2}$")
 # Cognito pool ids are "<region>_<alphanumerics>".
 _POOL_ID = re.compile(r"^(?P<region>[a-z]{2}(-[a-z]+)+-\d{1,2})_[0-9A-Za-z]+$")
 _CLIENT_ID = re.compile(r"^[\w+]+$")
+
+# SimpleIOT config.json keys, and the settings fields they fill.
+_SIMPLEIOT_KEYS = {"region": "region", "cognitoUserPoolId": "user_pool_id", "cognitoClientId": "client_ids"}
+_FIELD_TO_SIMPLEIOT_KEY = {field: key for key, field in _SIMPLEIOT_KEYS.items()}
+
+#: Where SimpleIOT keeps one folder per team, each with a ``config.json``.
+SIMPLEIOT_HOME = "~/.simpleiot"
 
 
 def read_simpleiot_config(path: str | Path) -> dict[str, Any]:
@@ -122,6 +138,30 @@ class AuthSettings(BaseSettings):
         ge=0,
         description="How many verified tokens to remember (0 turns the cache off).",
     )
+    additional_regions: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=(),
+        description=(
+            "Regions the pool is replicated to (Cognito Multi-Region Replication); tokens issued there "
+            "carry that region in 'iss' and are accepted, verified with the pool's own keys "
+            "(comma-separated in the environment)."
+        ),
+    )
+    jwks_file: Path | None = Field(
+        default=None,
+        description=(
+            "A JWKS document to serve from the first request on, with no fetch "
+            "(for cold starts and hosts without a network); the key URL still refreshes it."
+        ),
+    )
+    max_token_lifetime_seconds: float = Field(
+        default=86_400.0,
+        gt=0,
+        le=10 * 86_400,
+        description=(
+            "The longest an ID or access token of this pool lives (Cognito allows at most 1 day); "
+            "revocation entries are kept this long."
+        ),
+    )
 
     @field_validator("region")
     @classmethod
@@ -137,11 +177,19 @@ class AuthSettings(BaseSettings):
             raise ValueError("must be a Cognito user pool id such as 'us-west-2_AbC123xyz'")
         return value
 
-    @field_validator("client_ids", mode="before")
+    @field_validator("client_ids", "additional_regions", mode="before")
     @classmethod
-    def _split_client_ids(cls, value: Any) -> Any:
+    def _split_comma_list(cls, value: Any) -> Any:
         if isinstance(value, str):
             return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("additional_regions")
+    @classmethod
+    def _check_additional_regions(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for region in value:
+            if not _REGION.fullmatch(region):
+                raise ValueError(f"{region!r} is not an AWS region such as 'eu-west-1'")
         return value
 
     @field_validator("client_ids")
@@ -169,6 +217,8 @@ class AuthSettings(BaseSettings):
         match = _POOL_ID.fullmatch(self.user_pool_id)
         if match is not None and match["region"] != self.region:
             raise ValueError(f"user_pool_id is in region {match['region']!r} but region is {self.region!r}")
+        if self.region in self.additional_regions:
+            raise ValueError("additional_regions must not repeat the pool's own region")
         if self.jwks_url is None:
             default = (
                 f"https://cognito-idp.{self.region}.amazonaws.com/{self.user_pool_id}/.well-known/jwks.json"
@@ -179,11 +229,18 @@ class AuthSettings(BaseSettings):
 
     @property
     def issuers(self) -> frozenset[str]:
-        """The two exact ``iss`` values Cognito uses for this pool (classic and newer format)."""
+        """Every exact ``iss`` this pool's tokens may carry.
+
+        The classic and the newer (``issuer-cognito-idp``) form in the pool's
+        region, plus the classic form in each replica region: a replicated
+        pool keeps its id, and only the region in ``iss`` changes.
+        """
+        pool = self.user_pool_id
         return frozenset(
             {
-                f"https://cognito-idp.{self.region}.amazonaws.com/{self.user_pool_id}",
-                f"https://issuer-cognito-idp.{self.region}.amazonaws.com/{self.user_pool_id}",
+                f"https://cognito-idp.{self.region}.amazonaws.com/{pool}",
+                f"https://issuer-cognito-idp.{self.region}.amazonaws.com/{pool}",
+                *(f"https://cognito-idp.{region}.amazonaws.com/{pool}" for region in self.additional_regions),
             }
         )
 
@@ -199,19 +256,108 @@ class AuthSettings(BaseSettings):
 
         The file is flat JSON; ``region``, ``cognitoUserPoolId`` and
         ``cognitoClientId`` are used and other keys are ignored. Keyword
-        arguments override or add any field.
+        arguments override or add any field. A bad file raises ValueError
+        naming the file and its own key (``cognitoClientId``, not ``client_ids``).
         """
         config_path = Path(path).expanduser()
         raw = read_simpleiot_config(config_path)
         fields: dict[str, Any] = {}
-        for config_key, field_name in (
-            ("region", "region"),
-            ("cognitoUserPoolId", "user_pool_id"),
-            ("cognitoClientId", "client_ids"),
-        ):
+        for config_key, field_name in _SIMPLEIOT_KEYS.items():
             if config_key in raw:
                 fields[field_name] = raw[config_key]
             elif field_name not in overrides:
                 raise ValueError(f"SimpleIOT config {config_path} has no {config_key!r}")
         fields.update(overrides)
-        return cls(**fields)
+        try:
+            return cls(**fields)
+        except ValidationError as exc:
+            raise ValueError(_describe_config_errors(config_path, exc, overrides)) from None
+
+    @classmethod
+    def from_simpleiot_configs(
+        cls, paths: Iterable[str | Path], **overrides: Any
+    ) -> tuple[AuthSettings, ...]:
+        """Settings for several pools, one SimpleIOT ``config.json`` each; ``overrides`` apply to all."""
+        pools = tuple(cls.from_simpleiot_config(path, **overrides) for path in paths)
+        if not pools:
+            raise ValueError("no SimpleIOT config.json was given")
+        return pools
+
+    @classmethod
+    def from_simpleiot_home(
+        cls, home: str | Path = SIMPLEIOT_HOME, **overrides: Any
+    ) -> tuple[AuthSettings, ...]:
+        """Settings for every team under ``home`` (``<home>/<team>/config.json``), in team-name order."""
+        root = Path(home).expanduser()
+        if not root.is_dir():
+            raise ValueError(f"SimpleIOT folder {root} does not exist")
+        configs = sorted(root.glob("*/config.json"))
+        if not configs:
+            raise ValueError(f"SimpleIOT folder {root} has no <team>/config.json")
+        return cls.from_simpleiot_configs(configs, **overrides)
+
+    @classmethod
+    def pools_from_env(cls, environ: dict[str, str] | None = None) -> tuple[AuthSettings, ...]:
+        """Settings for one or several pools, from the environment.
+
+        ``SIOT_AUTHZ_POOLS`` holds a JSON array of objects, one per pool, with
+        the same field names as keyword arguments; ``SIOT_AUTHZ_SIMPLEIOT_CONFIGS``
+        lists SimpleIOT ``config.json`` paths (separated by ``os.pathsep``).
+        Either may be combined with the other; the plain ``SIOT_AUTHZ_*``
+        variables fill every field a pool leaves out, so shared limits are set
+        once. With neither, the plain variables describe a single pool.
+        """
+        env = os.environ if environ is None else environ
+        pools: list[AuthSettings] = []
+        listed = env.get("SIOT_AUTHZ_POOLS", "").strip()
+        if listed:
+            try:
+                entries = json.loads(listed)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"SIOT_AUTHZ_POOLS is not valid JSON: {exc.msg}") from None
+            if not isinstance(entries, list) or not all(isinstance(entry, dict) for entry in entries):
+                raise ValueError("SIOT_AUTHZ_POOLS must be a JSON array of objects")
+            for index, entry in enumerate(entries):
+                try:
+                    pools.append(cls(**entry))
+                except ValidationError as exc:
+                    raise ValueError(f"SIOT_AUTHZ_POOLS[{index}]: {_first_errors(exc)}") from None
+        paths = [part for part in env.get("SIOT_AUTHZ_SIMPLEIOT_CONFIGS", "").split(os.pathsep) if part]
+        if paths:
+            pools.extend(cls.from_simpleiot_configs(paths))
+        if not pools:
+            pools.append(cls())  # the fields come from the environment
+        return tuple(pools)
+
+
+def _first_errors(exc: ValidationError, names: dict[str, str] | None = None) -> str:
+    parts = []
+    for error in exc.errors():
+        field = str(error["loc"][0]) if error["loc"] else "settings"
+        label = (names or {}).get(field, field)
+        message = str(error["msg"]).removeprefix("Value error, ")
+        parts.append(f"{label!r}: {message}")
+    return "; ".join(parts)
+
+
+def _describe_config_errors(path: Path, exc: ValidationError, overrides: dict[str, Any]) -> str:
+    # Name the config file's own keys for what came from the file, and the
+    # field names for what the caller passed as keyword arguments.
+    names = {field: key for field, key in _FIELD_TO_SIMPLEIOT_KEY.items() if field not in overrides}
+    return f"SimpleIOT config {path}: {_first_errors(exc, names)}"
+
+
+def as_pool_list(settings: AuthSettings | Sequence[AuthSettings]) -> tuple[AuthSettings, ...]:
+    """One settings object or several, as a non-empty tuple with no pool twice."""
+    pools = (settings,) if isinstance(settings, AuthSettings) else tuple(settings)
+    if not pools:
+        raise ValueError("at least one pool's settings are needed")
+    for pool in pools:
+        if not isinstance(pool, AuthSettings):
+            raise TypeError(f"expected AuthSettings, got {type(pool).__name__}")
+    seen: set[str] = set()
+    for pool in pools:
+        if pool.user_pool_id in seen:
+            raise ValueError(f"user pool {pool.user_pool_id} is configured twice")
+        seen.add(pool.user_pool_id)
+    return pools

@@ -36,6 +36,7 @@ def make_principal(
         client_id=client_id,
         email=email,
         issuer="https://cognito-idp.us-east-1.amazonaws.com/us-east-1_LocalPool1",
+        user_pool_id="us-east-1_LocalPool1",
         issued_at=now,
         expires_at=now + timedelta(hours=1),
         claims={"sub": f"local-{username}"},

@@ -1,0 +1,216 @@
+"""What the verifier needs from a revocation backend, and the in-process mirror every backend keeps.
+
+A revocation is one of two rules:
+
+* a user's tokens issued before a time (``iat`` earlier than ``before``):
+  what Cognito's GlobalSignOut means, and what removing someone from a team
+  needs;
+* one session, by ``origin_jti``: what RevokeToken of a refresh token means,
+  since Cognito puts the refresh token's ``origin_jti`` in every ID and
+  access token issued from it.
+
+The verifier asks :meth:`RevocationMirror.is_revoked` on every request,
+verified-cache hits included, so the answer must come from memory: two dict
+lookups, never the network. A backend that shares revocations between
+processes (Redis) keeps this mirror up to date in the background.
+
+An entry expires by itself once no token it could match can still be valid:
+``max_token_lifetime_seconds`` after the time it names.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+__all__ = [
+    "BackendState",
+    "Revocation",
+    "RevocationBackend",
+    "RevocationMirror",
+    "RevocationStatus",
+    "RevocationStoreUnavailable",
+]
+
+#: ``ok``: the mirror is confirmed current; ``degraded``: the shared store is
+#: unreachable and the last mirror is enforced; ``failed``: unconfirmed for
+#: longer than allowed, so requests are refused (503) until it recovers;
+#: ``starting``: the full set has not been loaded yet.
+BackendState = Literal["ok", "starting", "degraded", "failed"]
+
+
+class RevocationStoreUnavailable(RuntimeError):
+    """A revocation could not be recorded because the shared store is unreachable; nothing was recorded."""
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+@dataclass(frozen=True)
+class Revocation:
+    """One revocation entry, as stored and as listed."""
+
+    kind: Literal["user", "session"]
+    user_pool_id: str
+    #: The user's ``sub`` (kind ``user``) or the session's ``origin_jti`` (kind ``session``).
+    subject: str
+    #: Unix time: tokens of the user issued before it are refused (for a session, when it was revoked).
+    before: float
+    #: Unix time after which no token the entry could match is still valid; the entry is then dropped.
+    expires_at: float
+
+    def to_json(self) -> dict[str, object]:
+        """The entry as a JSON object (its shape on the wire and in ``siot-authz revocations``)."""
+        return {
+            "kind": self.kind,
+            "user_pool_id": self.user_pool_id,
+            "subject": self.subject,
+            "before": self.before,
+            "expires_at": self.expires_at,
+        }
+
+    @classmethod
+    def from_json(cls, data: object) -> Revocation:
+        """Parse what :meth:`to_json` wrote; ValueError for anything else."""
+        if not isinstance(data, dict):
+            raise ValueError("a revocation entry must be a JSON object")
+        kind, pool, subject = data.get("kind"), data.get("user_pool_id"), data.get("subject")
+        before, expires_at = data.get("before"), data.get("expires_at")
+        if kind not in ("user", "session") or not isinstance(pool, str) or not isinstance(subject, str):
+            raise ValueError("a revocation entry needs kind, user_pool_id and subject")
+        if not _is_number(before) or not _is_number(expires_at):
+            raise ValueError("a revocation entry needs numeric before and expires_at")
+        return cls(kind, pool, subject, float(before), float(expires_at))  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class RevocationStatus:
+    """The revocation backend's state, for health checks and metrics."""
+
+    backend: str
+    state: BackendState
+    entries: int
+    #: Seconds since the mirror was last confirmed current; None for a backend that is its own source.
+    unconfirmed_seconds: float | None
+    last_error: str | None = None
+
+
+class RevocationMirror:
+    """The in-process set of live revocations; lookups are lock-free dict reads.
+
+    Writers (the backend's own thread or task) replace entries under a lock;
+    readers on the request path only read, which is safe under the GIL.
+    """
+
+    def __init__(self, *, clock: Callable[[], float] = time.time) -> None:
+        self._clock = clock
+        self._users: dict[tuple[str, str], Revocation] = {}
+        self._sessions: dict[tuple[str, str], Revocation] = {}
+        self._lock = threading.Lock()
+        #: False while empty, so the request path skips the lookups entirely.
+        self.has_entries = False
+
+    def is_revoked(self, user_pool_id: str, sub: str, issued_at: float, origin_jti: str | None) -> bool:
+        """True when an entry covers a token with these claims.
+
+        ``iat`` has whole seconds, so a token issued in the same second as a
+        user's revocation, even just after it, is refused too: erring that
+        way never lets a signed-out token through.
+        """
+        user = self._users.get((user_pool_id, sub))
+        if user is not None and issued_at < user.before:
+            return True
+        if origin_jti is not None:
+            return (user_pool_id, origin_jti) in self._sessions
+        return False
+
+    def add(self, entry: Revocation) -> None:
+        """Record ``entry``; a later ``before`` for the same user wins, an earlier one is ignored."""
+        table = self._users if entry.kind == "user" else self._sessions
+        key = (entry.user_pool_id, entry.subject)
+        with self._lock:
+            held = table.get(key)
+            if held is None or entry.before >= held.before:
+                table[key] = entry
+            self.has_entries = True
+
+    def replace_all(self, entries: list[Revocation]) -> None:
+        """Swap in a full set, as loaded from a shared store."""
+        users: dict[tuple[str, str], Revocation] = {}
+        sessions: dict[tuple[str, str], Revocation] = {}
+        for entry in entries:
+            table = users if entry.kind == "user" else sessions
+            key = (entry.user_pool_id, entry.subject)
+            held = table.get(key)
+            if held is None or entry.before >= held.before:
+                table[key] = entry
+        with self._lock:
+            self._users, self._sessions = users, sessions
+            self.has_entries = bool(users or sessions)
+
+    def drop_expired(self) -> int:
+        """Forget entries that can no longer match a valid token; returns how many went."""
+        now = self._clock()
+        dropped = 0
+        with self._lock:
+            for table in (self._users, self._sessions):
+                gone = [key for key, entry in table.items() if entry.expires_at <= now]
+                for key in gone:
+                    del table[key]
+                dropped += len(gone)
+            self.has_entries = bool(self._users or self._sessions)
+        return dropped
+
+    def entries(self) -> list[Revocation]:
+        """Every live entry, users first, each group in time order."""
+        now = self._clock()
+        with self._lock:
+            held = [*self._users.values(), *self._sessions.values()]
+        live = [entry for entry in held if entry.expires_at > now]
+        return sorted(live, key=lambda entry: (entry.kind != "user", entry.before, entry.subject))
+
+    def __len__(self) -> int:
+        return len(self._users) + len(self._sessions)
+
+
+class RevocationBackend(Protocol):
+    """Where revocations are recorded and how they reach this process's :class:`RevocationMirror`.
+
+    The verifier reads only ``mirror`` (and ``is_failed_closed``) on the
+    request path; the rest is for the revocation API, health and lifespan.
+    """
+
+    #: Enforced on every request.
+    mirror: RevocationMirror
+
+    @property
+    def name(self) -> str:
+        """A short label for health and metrics: ``memory`` or ``redis``."""
+
+    def is_failed_closed(self) -> bool:
+        """True when the mirror has gone unconfirmed too long and requests must be refused (503)."""
+
+    def status(self) -> RevocationStatus:
+        """The backend's state now."""
+
+    async def start(self) -> None:
+        """Load the full set and begin following changes; called at application start-up."""
+
+    async def stop(self) -> None:
+        """Stop following changes and release connections."""
+
+    async def add(self, entry: Revocation) -> None:
+        """Record ``entry`` for every process; raises :class:`RevocationStoreUnavailable` if it cannot."""
+
+    def add_sync(self, entry: Revocation) -> None:
+        """Blocking twin of :meth:`add`."""
+
+    async def entries(self) -> list[Revocation]:
+        """Every live entry, as the shared store has them."""
+
+    def entries_sync(self) -> list[Revocation]:
+        """Blocking twin of :meth:`entries`."""
