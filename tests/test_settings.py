@@ -354,12 +354,16 @@ def test_missing_config_file_fails_naming_the_path(tmp_path: Path) -> None:
         ("cognitoClientId", "bad client", "client_ids"),
     ],
 )
-def test_bad_value_in_config_fails_naming_the_field(
+def test_bad_value_in_config_fails_naming_the_file_and_its_own_key(
     tmp_path: Path, config_key: str, bad_value: str, field: str
 ) -> None:
     path = write_config(tmp_path, simpleiot_config(**{config_key: bad_value}))
 
-    with pytest.raises(ValidationError) as caught:
+    with pytest.raises(ValueError, match="SimpleIOT config") as caught:
         AuthSettings.from_simpleiot_config(path)
 
-    assert (field,) in [error["loc"] for error in caught.value.errors()]
+    message = str(caught.value)
+    assert str(path) in message
+    assert f"{config_key!r}" in message
+    if field != config_key:
+        assert field not in message  # the user wrote cognitoClientId, not client_ids
