@@ -204,10 +204,8 @@ class CognitoAuth(SecurityBase):
 
 
 def _forbidden(error: InsufficientPermissions, principal: Principal) -> AuthHTTPException:
-    # Logged like a refusal: the code, the pool and the user's sub, never the token.
-    logger.info(
-        "access_denied code=%s pool=%s sub=%s", error.code, principal.user_pool_id, principal.sub[:64]
-    )
+    # Logged like a refusal: the code and the pool; no claim value, no token text.
+    logger.info("access_denied code=%s pool=%s", error.code, principal.user_pool_id)
     return AuthHTTPException(error)
 
 
