@@ -30,6 +30,8 @@ from siot_authz.cli._terminal import Terminal
 
 __all__ = ["moto_pool"]  # the fixture, imported so pytest finds it here
 
+pytest_plugins = ["pytester"]
+
 CREDENTIALS = ["--password-stdin", "--path", "/v1/me"]
 CHECKS = [
     "valid ID token, raw",
@@ -257,3 +259,139 @@ def test_forgeries_differ_from_the_valid_token_only_where_intended(moto_pool: Mo
     assert probes["access token instead of ID token"].authorization == tokens.access_token
     assert probes["no token"].authorization is None
     assert [probe.should_accept for probe in probes.values()] == [True, True] + [False] * 6
+
+
+# -- the same probes inside a user's pytest suite ----------------------------------------------
+
+CONTRACT_SUITE = """
+import pytest
+from fastapi import Depends, FastAPI
+from fastapi.testclient import TestClient
+from siot_authz import CognitoAuth, Principal
+from siot_authz.testing import CONTRACT_PROBES
+
+
+@pytest.fixture(scope="module")
+def client(siot_real_settings):
+    auth = CognitoAuth(siot_real_settings)
+    app = FastAPI(lifespan=auth.lifespan)
+
+    @app.get("/v1/me")
+    async def me(principal: Principal = Depends(auth)) -> dict:
+        return {"user": principal.username}
+
+    with TestClient(app) as client:
+        yield client
+
+
+@pytest.mark.parametrize("probe", CONTRACT_PROBES)
+def test_app_keeps_the_contract(siot_contract, client, probe):
+    siot_contract(client, probe)
+
+
+def test_tokens_are_real(siot_real_tokens, siot_real_pool):
+    assert siot_real_tokens.id_token.count(".") == 2
+    assert siot_real_pool.username == "alice"
+"""
+
+DEPLOYED_SUITE = """
+import os
+import pytest
+from siot_authz.testing import CONTRACT_PROBES
+
+
+@pytest.mark.parametrize("probe", CONTRACT_PROBES)
+def test_deployed_api_keeps_the_contract(siot_contract, probe):
+    siot_contract(os.environ["API_URL"], probe, path="/v1/me")
+"""
+
+
+@pytest.fixture
+def pool_options(
+    moto_pool: MotoPool, tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> list[str]:
+    """Command-line options naming moto's pool; the password goes in the environment only."""
+    for name in ("SIOT_AUTHZ_TEST_CONFIG", "SIOT_AUTHZ_TEST_USERNAME", "SIOT_AUTHZ_ENDPOINT_URL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("SIOT_AUTHZ_TEST_PASSWORD", PASSWORD)
+    config = moto_pool.write_config(tmp_path_factory.mktemp("pool"))
+    return [
+        "--siot-config",
+        str(config),
+        "--siot-username",
+        "alice",
+        "--siot-endpoint-url",
+        moto_pool.endpoint_url,
+    ]
+
+
+def test_contract_probes_run_as_test_items_against_a_testclient(
+    pytester: pytest.Pytester, pool_options: list[str]
+) -> None:
+    pytester.makepyfile(test_contract_suite=CONTRACT_SUITE)
+    result = pytester.runpytest_inprocess("-p", "no:cacheprovider", "-v", *pool_options)
+    result.assert_outcomes(passed=9)
+    result.stdout.fnmatch_lines(["*test_app_keeps_the_contract?tampered-payload? PASSED*"])
+
+
+def run_deployed_suite(
+    pytester: pytest.Pytester, options: list[str], api_url: str, monkeypatch: pytest.MonkeyPatch
+) -> pytest.RunResult:
+    monkeypatch.setenv("API_URL", api_url)
+    pytester.makepyfile(test_deployed=DEPLOYED_SUITE)
+    return pytester.runpytest_inprocess("-p", "no:cacheprovider", *options)
+
+
+def test_contract_probes_pass_against_a_running_api(
+    pytester: pytest.Pytester, pool_options: list[str], example_api: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run_deployed_suite(pytester, pool_options, example_api, monkeypatch).assert_outcomes(passed=8)
+
+
+@pytest.mark.parametrize("broken_api", [accepts_everything], indirect=True)
+def test_a_failing_probe_is_named_in_the_failure(
+    pytester: pytest.Pytester, pool_options: list[str], broken_api: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    result = run_deployed_suite(pytester, pool_options, broken_api, monkeypatch)
+    result.assert_outcomes(passed=2, failed=6)
+    result.stdout.fnmatch_lines(
+        ["*contract probe 'unsigned-alg-none' (unsigned (alg none)): expected 401, got 200 from GET *"]
+    )
+
+
+def test_contract_tests_are_skipped_saying_what_to_set_without_a_pool(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("CONFIG", "USERNAME", "PASSWORD"):
+        monkeypatch.delenv(f"SIOT_AUTHZ_TEST_{name}", raising=False)
+    pytester.makepyfile(test_deployed=DEPLOYED_SUITE)
+    result = pytester.runpytest_inprocess("-p", "no:cacheprovider", "-rs")
+    result.assert_outcomes(skipped=8)
+    result.stdout.fnmatch_lines(["*--siot-config*--siot-username*SIOT_AUTHZ_TEST_PASSWORD*"])
+
+
+@pytest.mark.parametrize(
+    ("password", "error"),
+    [
+        pytest.param(None, "*configured in part: SIOT_AUTHZ_TEST_PASSWORD not set*", id="no-password"),
+        pytest.param(
+            "not-the-password", "*cannot log in for contract tests*wrong username or password*", id="refused"
+        ),
+    ],
+)
+def test_a_pool_that_cannot_be_used_fails_instead_of_skipping(
+    pytester: pytest.Pytester,
+    pool_options: list[str],
+    monkeypatch: pytest.MonkeyPatch,
+    password: str | None,
+    error: str,
+) -> None:
+    if password is None:
+        monkeypatch.delenv("SIOT_AUTHZ_TEST_PASSWORD")
+    else:
+        monkeypatch.setenv("SIOT_AUTHZ_TEST_PASSWORD", password)
+    pytester.makepyfile(test_deployed=DEPLOYED_SUITE)
+    result = pytester.runpytest_inprocess("-p", "no:cacheprovider", *pool_options)
+    result.assert_outcomes(errors=8)
+    result.stdout.fnmatch_lines([error])
+    assert "not-the-password" not in result.stdout.str()

@@ -87,9 +87,10 @@ def test_override_principal_needs_no_token(client, siot_override_principal):
 
 
 def test_overrides_are_gone_in_the_next_test(client, siot_mint):
-    # The app's own pool is unreachable: without the kit nothing passes.
+    # The app trusts only its own pool: without the kit a minted token is from a stranger.
     assert app.dependency_overrides == {}
-    assert client.get("/me", headers={"Authorization": siot_mint()}).status_code == 503
+    response = client.get("/me", headers={"Authorization": siot_mint()})
+    assert response.json()["detail"]["code"] == "issuer_invalid"
 
 
 def test_settings_and_issuer_agree(siot_local_issuer, siot_auth_settings):
@@ -179,7 +180,9 @@ def test_override_settings_trusts_another_issuer_for_the_block(
     with LocalIssuer(user_pool_id="us-east-1_OtherPool2") as other, TestClient(protected_app) as client:
         other.serve()
         token = other.mint(username="zoe", groups=["admin"])
-        assert client.get("/who", headers={"Authorization": token}).json()["detail"]["code"] == "kid_unknown"
+        assert (
+            client.get("/who", headers={"Authorization": token}).json()["detail"]["code"] == "issuer_invalid"
+        )
         with override_settings(protected_app, auth, other.settings()):
             assert client.get("/who", headers={"Authorization": token}).json() == {"username": "zoe"}
         assert client.get("/who", headers={"Authorization": token}).status_code == 401
@@ -246,3 +249,49 @@ def test_override_settings_keeps_the_apps_lifespan_away_from_the_real_pool(issue
         response = client.get("/me", headers={"Authorization": issuer.mint(username="erin")})
     assert response.json() == {"username": "erin"}
     assert auth.verifier.settings is real_pool  # restored afterwards
+
+
+# -- an app whose settings come from a function (the README's way) ----------------------------
+
+
+def _lazy_app(calls: list[str]) -> tuple[FastAPI, CognitoAuth]:
+    def real_pool_settings() -> AuthSettings:
+        calls.append("resolved")
+        raise FileNotFoundError("no ~/.simpleiot config on this machine")
+
+    auth = CognitoAuth(real_pool_settings)
+    app = FastAPI(lifespan=auth.lifespan)
+
+    @app.get("/me")
+    async def me(principal: Principal = Depends(auth.require_groups("admin"))) -> dict[str, str]:
+        return {"username": principal.username}
+
+    return app, auth
+
+
+def test_override_settings_never_resolves_the_apps_own_settings(issuer: LocalIssuer) -> None:
+    calls: list[str] = []
+    app, auth = _lazy_app(calls)
+    token = issuer.mint(username="gus", groups=["admin"])
+    with override_settings(app, auth, issuer.settings()), TestClient(app) as client:
+        assert client.get("/me", headers={"Authorization": token}).json() == {"username": "gus"}
+    assert calls == []
+    assert auth._verifier is None  # still unresolved: the next test may swap it again
+
+
+def test_override_principal_never_resolves_the_apps_own_settings() -> None:
+    calls: list[str] = []
+    app, auth = _lazy_app(calls)
+    with override_principal(app, auth, make_principal("hal", groups=("admin",))), TestClient(app) as client:
+        assert client.get("/me").json() == {"username": "hal"}
+    with override_principal(app, auth, make_principal("ivy")), TestClient(app) as client:
+        assert client.get("/me").status_code == 403
+    assert calls == []
+    assert auth._verifier is None
+
+
+def test_override_principal_keeps_the_lifespan_off_the_network(auth: CognitoAuth) -> None:
+    app = FastAPI(lifespan=auth.lifespan)
+    with override_principal(app, auth, make_principal()), TestClient(app):
+        assert auth.verifier.settings.user_pool_id == "us-east-1_Overridden0"
+    assert auth.verifier.settings.user_pool_id != "us-east-1_Overridden0"

@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import base64
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import httpx
 
@@ -23,7 +23,19 @@ from ._login import log_in
 from ._output import Spinner, format_table
 from ._terminal import Terminal
 
-__all__ = ["Probe", "build_probes", "run_contract"]
+__all__ = ["PROBE_KEYS", "Outcome", "Probe", "build_probes", "run_contract", "send_probe"]
+
+# Stable short names of the probes, in order; test ids and the pytest helper use them.
+PROBE_KEYS = (
+    "valid-raw",
+    "valid-bearer",
+    "no-token",
+    "garbage",
+    "tampered-payload",
+    "truncated-signature",
+    "unsigned-alg-none",
+    "wrong-token-use",
+)
 
 
 @dataclass(frozen=True)
@@ -33,6 +45,7 @@ class Probe:
     name: str
     authorization: str | None
     should_accept: bool
+    key: str = ""
 
 
 def _b64url(data: bytes) -> str:
@@ -79,7 +92,7 @@ def build_probes(tokens: Tokens, *, token_use: str = "id") -> list[Probe]:
         tampered, unsigned = _tampered(good), _unsigned(good)
     except (ValueError, TypeError) as exc:
         raise CommandFailed(f"Cognito returned a token that is not a JWT ({exc})") from None
-    return [
+    probes = [
         Probe(f"valid {kind} token, raw", good, True),
         Probe(f"valid {kind} token, 'Bearer ' prefix", f"Bearer {good}", True),
         Probe("no token", None, False),
@@ -89,6 +102,7 @@ def build_probes(tokens: Tokens, *, token_use: str = "id") -> list[Probe]:
         Probe("unsigned (alg none)", unsigned, False),
         Probe(f"{other} token instead of {kind} token", wrong_kind, False),
     ]
+    return [replace(probe, key=key) for probe, key in zip(probes, PROBE_KEYS, strict=True)]
 
 
 @dataclass(frozen=True)
@@ -114,7 +128,8 @@ class Outcome:
         return str(self.status_code) if self.status_code is not None else f"no response ({self.error})"
 
 
-def _send(client: httpx.Client, method: str, url: str, probe: Probe) -> Outcome:
+def send_probe(client: httpx.Client, method: str, url: str, probe: Probe) -> Outcome:
+    """Send one probe and record the answer; a dropped connection is an outcome, not an exception."""
     headers = {} if probe.authorization is None else {"Authorization": probe.authorization}
     try:
         response = client.request(method, url, headers=headers)
@@ -148,7 +163,7 @@ def run_contract(args: argparse.Namespace, terminal: Terminal) -> int:
     url = args.api.rstrip("/") + "/" + args.path.lstrip("/")
     probes = build_probes(tokens, token_use=args.token_use)
     with Spinner(terminal, f"Checking {url}"), httpx.Client(timeout=args.timeout) as client:
-        outcomes = [_send(client, args.method.upper(), url, probe) for probe in probes]
+        outcomes = [send_probe(client, args.method.upper(), url, probe) for probe in probes]
     if all(outcome.status_code is None for outcome in outcomes):
         raise CommandFailed(f"cannot reach the API at {url}: {outcomes[0].error}")
     rows = [

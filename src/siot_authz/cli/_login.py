@@ -14,7 +14,7 @@ from ._exit import EXIT_ERROR, EXIT_REFUSED, CommandFailed
 from ._output import Spinner
 from ._terminal import Terminal
 
-__all__ = ["add_credential_arguments", "log_in"]
+__all__ = ["add_credential_arguments", "log_in", "log_in_as"]
 
 # Cognito error name -> what to tell the person. Configuration problems exit 2, refusals 1.
 _REFUSALS: dict[str, tuple[str, int]] = {
@@ -153,4 +153,27 @@ def log_in(args: argparse.Namespace, config: CliConfig, terminal: Terminal) -> T
         raise _explain(error) from None
     except CognitoUnreachable as error:
         raise CommandFailed(f"cannot reach Cognito at {client.endpoint}: {error}") from None
+    return outcome
+
+
+def log_in_as(config: CliConfig, username: str, password: str, *, timeout: float = 10.0) -> Tokens:
+    """Log in with no one to ask: a refusal, or a demand for a new password, is a :class:`CommandFailed`.
+
+    For automated callers (the pytest plugin's contract fixtures), which hold
+    the password already and cannot answer a new-password challenge.
+    """
+    client = CognitoClient(config.cognito_endpoint, config.client_id, timeout=timeout)
+    try:
+        outcome = client.initiate_auth(username, password)
+    except CognitoApiError as error:
+        raise _explain(error) from None
+    except CognitoUnreachable as error:
+        raise CommandFailed(f"cannot reach Cognito at {client.endpoint}: {error}") from None
+    if isinstance(outcome, NewPasswordRequired):
+        raise CommandFailed(
+            f"login failed: Cognito requires {outcome.username} to choose a new password first; "
+            "log in once with 'siot-authz login' in a terminal, or have an administrator run "
+            "'aws cognito-idp admin-set-user-password --permanent'",
+            exit_code=EXIT_REFUSED,
+        )
     return outcome

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -12,6 +13,8 @@ from fastapi import FastAPI
 from .._fastapi import CognitoAuth
 from .._principal import Principal
 from .._settings import AuthSettings
+from .._verifier import TokenVerifier
+from ._issuer import LocalIssuer
 
 __all__ = ["make_principal", "override_principal", "override_settings"]
 
@@ -59,18 +62,53 @@ def _overridden(app: FastAPI, auth: CognitoAuth, replacement: Callable[..., Any]
 
 
 @contextmanager
+def _verifier_swapped(auth: CognitoAuth, verifier: TokenVerifier) -> Iterator[None]:
+    # The app's lifespan starts and stops ``auth.verifier``. Saving and
+    # restoring the private slot, not the property, keeps settings given as
+    # a function unresolved: a test never reads the real pool's config.
+    saved = auth._verifier
+    auth._verifier = verifier
+    try:
+        yield
+    finally:
+        auth._verifier = saved
+
+
+@functools.cache
+def _stand_in_issuer() -> LocalIssuer:
+    # One per process: it only has to answer the lifespan's key prefetch.
+    return LocalIssuer(user_pool_id="us-east-1_Overridden0", client_id="siotoverriddenprincipal")
+
+
+def _stand_in_verifier() -> TokenVerifier:
+    """A verifier for a pool no token comes from, with its keys in process: never the network."""
+    issuer = _stand_in_issuer()
+    return TokenVerifier(
+        issuer.settings(for_transport=True),
+        async_transport=issuer.transport(),
+        sync_transport=issuer.transport(),
+    )
+
+
+@contextmanager
 def override_principal(app: FastAPI, auth: CognitoAuth, principal: Principal) -> Iterator[Principal]:
     """Within the block, ``Depends(auth)`` in ``app`` yields ``principal`` without a token.
 
     ``require_groups`` and ``require_scopes`` still apply their checks to it,
-    so authorization logic stays under test.
+    so authorization logic stays under test. The app's lifespan meanwhile
+    starts a stand-in verifier, so the real pool is neither configured nor
+    contacted: the app's settings function is not called.
     """
 
     async def fixed_principal() -> Principal:
         return principal
 
-    with _overridden(app, auth, fixed_principal):
-        yield principal
+    stand_in = _stand_in_verifier()
+    try:
+        with _verifier_swapped(auth, stand_in), _overridden(app, auth, fixed_principal):
+            yield principal
+    finally:
+        stand_in.close()
 
 
 @contextmanager
@@ -80,16 +118,12 @@ def override_settings(app: FastAPI, auth: CognitoAuth, settings: AuthSettings) -
     Use it with ``LocalIssuer.settings()`` to send real minted tokens through
     the whole verification pipeline of an app built for a real user pool.
     ``require_groups`` and ``require_scopes`` still apply, and the app's
-    lifespan prefetches keys from ``settings``, not from the real pool.
+    lifespan prefetches keys from ``settings``. The app's own settings are
+    never resolved: when they come from a function, it is not called.
     """
     local_auth = CognitoAuth(settings, auto_error=auth.auto_error)
-    # The app's own lifespan (``auth.lifespan``) prefetches keys through
-    # ``auth.verifier``: swapping it too keeps a test from reaching the real pool.
-    real_verifier = auth.verifier
-    auth.verifier = local_auth.verifier
     try:
-        with _overridden(app, auth, local_auth):
+        with _verifier_swapped(auth, local_auth.verifier), _overridden(app, auth, local_auth):
             yield local_auth
     finally:
-        auth.verifier = real_verifier
         local_auth.verifier.close()

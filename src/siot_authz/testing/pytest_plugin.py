@@ -15,9 +15,21 @@ siot_trust_local_issuer   function ``siot_trust_local_issuer(app, auth)``: the a
                                    minted tokens (through the real pipeline)
 siot_override_principal   function ``siot_override_principal(app, auth, username=..., groups=...)``:
                                    every request is that user, no token needed
+siot_real_pool            session  the real pool and test user (skips when none is set)
+siot_real_settings        session  :class:`AuthSettings` trusting the real pool
+siot_real_tokens          session  real ``id_token`` and ``access_token``, one login
+siot_contract             function ``siot_contract(client_or_url, probe, path=...)``: one
+                                   ``siot-authz contract`` probe, as a test
 ========================  =======  ===================================================
 
 Overrides made through the function-scoped fixtures are undone after each test.
+
+The ``siot_real_*`` fixtures and ``siot_contract`` need a real user pool (or
+an emulator): ``--siot-config`` (a SimpleIOT config.json), ``--siot-username``,
+and the password in ``SIOT_AUTHZ_TEST_PASSWORD``, never an option;
+``--siot-endpoint-url`` points logins and key fetches at an emulator such as
+moto. Tests using them are skipped, saying what to set, when none is
+configured, and fail when it is configured only in part.
 """
 
 from __future__ import annotations
@@ -32,19 +44,56 @@ from fastapi import FastAPI
 from .._fastapi import CognitoAuth
 from .._principal import Principal
 from .._settings import AuthSettings
+from ..cli._cognito import Tokens
+from ._contract import ContractCheck, check_contract_probe
 from ._issuer import LocalIssuer
 from ._overrides import make_principal, override_principal, override_settings
+from ._real_pool import (
+    CONFIG_VARIABLE,
+    ENDPOINT_VARIABLE,
+    NOT_CONFIGURED,
+    USERNAME_VARIABLE,
+    RealPool,
+    RealPoolError,
+    find_real_pool,
+)
 
 __all__ = [
+    "pytest_addoption",
     "siot_auth_headers",
     "siot_auth_settings",
+    "siot_contract",
     "siot_local_issuer",
     "siot_mint",
     "siot_override_principal",
+    "siot_real_pool",
+    "siot_real_settings",
+    "siot_real_tokens",
     "siot_trust_local_issuer",
 ]
 
 Mint = Callable[..., str]
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    """The options naming a real user pool for contract tests; the password is never one of them."""
+    group = parser.getgroup("siot-authz", "siot-authz contract tests against a real user pool")
+    group.addoption(
+        "--siot-config",
+        metavar="PATH",
+        help=f"SimpleIOT config.json of the pool to log in to [{CONFIG_VARIABLE}]",
+    )
+    group.addoption(
+        "--siot-username",
+        metavar="USER",
+        help=f"the test user; its password is read from SIOT_AUTHZ_TEST_PASSWORD only [{USERNAME_VARIABLE}]",
+    )
+    group.addoption(
+        "--siot-endpoint-url",
+        metavar="URL",
+        help="Cognito endpoint of an emulator such as moto; keys are then fetched from "
+        f"URL/<pool id>/.well-known/jwks.json [{ENDPOINT_VARIABLE}]",
+    )
 
 
 @pytest.fixture(scope="session")
@@ -128,3 +177,62 @@ def siot_override_principal() -> Iterator[Callable[..., Principal]]:
             return stack.enter_context(override_principal(app, auth, chosen))
 
         yield override
+
+
+# -- contract tests against a real pool ---------------------------------------------------
+
+
+def _real_pool_and_password(config: pytest.Config) -> tuple[RealPool, str]:
+    try:
+        found = find_real_pool(
+            config.getoption("siot_config"),
+            config.getoption("siot_username"),
+            config.getoption("siot_endpoint_url"),
+        )
+    except RealPoolError as error:
+        pytest.fail(f"siot-authz: {error}", pytrace=False)
+    if found is None:
+        pytest.skip(NOT_CONFIGURED)
+    return found
+
+
+@pytest.fixture(scope="session")
+def siot_real_pool(request: pytest.FixtureRequest) -> RealPool:
+    """The real user pool and test user named by ``--siot-config`` and ``--siot-username``.
+
+    Skips the test, saying what to set, when no pool is configured.
+    """
+    pool, _password = _real_pool_and_password(request.config)
+    return pool
+
+
+@pytest.fixture(scope="session")
+def siot_real_settings(siot_real_pool: RealPool) -> AuthSettings:
+    """Settings trusting the real pool (key fetches go to the emulator with ``--siot-endpoint-url``)."""
+    return siot_real_pool.settings()
+
+
+@pytest.fixture(scope="session")
+def siot_real_tokens(request: pytest.FixtureRequest, siot_real_pool: RealPool) -> Tokens:
+    """Real tokens of the test user (``.id_token``, ``.access_token``), from one login per session."""
+    _pool, password = _real_pool_and_password(request.config)
+    try:
+        return siot_real_pool.log_in(password)
+    except RealPoolError as error:
+        pytest.fail(f"siot-authz: cannot log in for contract tests: {error}", pytrace=False)
+
+
+@pytest.fixture
+def siot_contract(siot_real_tokens: Tokens) -> ContractCheck:
+    """``siot_contract(client_or_base_url, probe, path="/v1/me", method="GET", token_use="id")``.
+
+    Sends one of ``siot-authz contract``'s probes with the real tokens and
+    fails, naming the probe, unless a valid token gets a 2xx and a forgery
+    exactly 401. Parametrize over ``siot_authz.testing.CONTRACT_PROBES`` to
+    get one test item per probe.
+    """
+
+    def check(target: Any, probe: str, **options: Any) -> Any:
+        return check_contract_probe(siot_real_tokens, target, probe, **options)
+
+    return check
