@@ -12,6 +12,7 @@ import asyncio
 import logging
 import secrets
 import threading
+import time
 from collections.abc import Callable, Iterator
 
 import httpx
@@ -45,7 +46,9 @@ class Caller:
     """Verifies tokens through one face and reports ``"ok"`` or ``"<status> <code>"``.
 
     The FastAPI app has no lifespan, so keys are fetched by the first request,
-    as in an app that does not prefetch.
+    as in an app that does not prefetch. Each face keeps one event loop
+    alive between calls, as a server does, so a background refresh started
+    by one request can finish; :meth:`settle` waits for it.
     """
 
     def __init__(self, face: str, settings: AuthSettings, clock: Callable[[], float] | None = None) -> None:
@@ -61,6 +64,8 @@ class Caller:
             return {"username": principal.username}
 
         self._client = TestClient(app)
+        self._client.__enter__()  # one event loop for the client's life, as in a server
+        self._runner = asyncio.Runner()
 
     @property
     def keys(self) -> JwksCache:
@@ -76,15 +81,26 @@ class Caller:
             return f"{response.status_code} {response.json()['detail']['code']}"
         try:
             if self.face == "async":
-                asyncio.run(self.verifier.verify(token))
+                self._runner.run(self.verifier.verify(token))
             else:
                 self.verifier.verify_sync(token)
         except AuthError as error:
             return f"{error.status_code} {error.code}"
         return "ok"
 
+    def settle(self) -> None:
+        """Wait until no key fetch is under way (a background refresh may have been started)."""
+        deadline = time.monotonic() + 10
+        while self.keys.status().is_refreshing:
+            assert time.monotonic() < deadline, "a background refresh did not end"
+            if self.face == "async":
+                self._runner.run(asyncio.sleep(0.01))
+            else:
+                time.sleep(0.01)
+
     def close(self) -> None:
-        self._client.close()
+        self._client.__exit__(None, None, None)
+        self._runner.close()
         self.verifier.close()
 
 
@@ -210,7 +226,7 @@ async def test_concurrent_cold_fastapi_requests_share_one_fetch(
 # -- TTL ----------------------------------------------------------------------------
 
 
-def test_refetches_after_ttl(
+def test_refreshes_in_the_background_after_ttl(
     caller: Caller, clock: FakeClock, issuer: LocalIssuer, jwks_server: JwksServer
 ) -> None:
     assert caller.outcome(issuer.mint()) == "ok"
@@ -220,8 +236,10 @@ def test_refetches_after_ttl(
     assert jwks_server.request_count == 1
 
     clock.advance(2)
-    assert caller.outcome(issuer.mint()) == "ok"
+    assert caller.outcome(issuer.mint()) == "ok"  # answered with the held keys
+    caller.settle()
     assert jwks_server.request_count == 2
+    assert caller.keys.is_fresh()
 
 
 def test_ttl_refresh_is_not_held_back_by_a_longer_cooldown(
@@ -233,10 +251,11 @@ def test_ttl_refresh_is_not_held_back_by_a_longer_cooldown(
     clock.advance(6)
 
     assert caller.outcome(issuer.mint()) == "ok"
+    caller.settle()
     assert jwks_server.request_count == 2
 
 
-def test_verified_token_is_rechecked_against_refreshed_keys_after_ttl(
+def test_cached_token_is_served_during_refresh_after_ttl_and_starts_it(
     caller: Caller, clock: FakeClock, issuer: LocalIssuer, jwks_server: JwksServer
 ) -> None:
     token = issuer.mint()
@@ -245,6 +264,22 @@ def test_verified_token_is_rechecked_against_refreshed_keys_after_ttl(
     clock.advance(TTL + 1)
 
     assert caller.outcome(token) == "ok"
+    caller.settle()
+    assert jwks_server.request_count == 2
+    assert caller.outcome(token) == "ok"  # still held under its kid after the refresh
+
+
+def test_only_one_background_refresh_runs_at_a_time(
+    caller: Caller, clock: FakeClock, issuer: LocalIssuer, jwks_server: JwksServer
+) -> None:
+    token = issuer.mint()
+    assert caller.outcome(token) == "ok"
+    jwks_server.response = JwksResponse(delay_seconds=0.3)
+    clock.advance(TTL + 1)
+
+    assert {caller.outcome(token) for _ in range(20)} == {"ok"}
+    caller.settle()
+
     assert jwks_server.request_count == 2
 
 
@@ -312,7 +347,8 @@ def test_serves_stale_keys_when_refresh_fails(
     token = issuer.mint()
 
     with caplog.at_level(logging.INFO, logger="siot_authz"):
-        assert caller.outcome(token) == "ok"
+        assert caller.outcome(token) == "ok"  # at once, with the held keys
+        caller.settle()
     assert jwks_server.request_count == 1 + requests_per_fetch
     assert f"jwks_fetch_failed reason={reason}" in caplog.text
     assert "serving stale keys" in caplog.text
@@ -320,11 +356,13 @@ def test_serves_stale_keys_when_refresh_fails(
 
     # No new attempt before the cooldown, however many requests come.
     assert {caller.outcome(issuer.mint()) for _ in range(5)} == {"ok"}
+    caller.settle()
     assert jwks_server.request_count == 1 + requests_per_fetch
 
     clock.advance(COOLDOWN)
     jwks_server.response = JwksResponse()
     assert caller.outcome(issuer.mint()) == "ok"
+    caller.settle()
     assert jwks_server.request_count == 2 + requests_per_fetch
     assert caller.keys.is_fresh()
 
@@ -402,6 +440,8 @@ def test_token_signed_by_replaced_key_under_same_kid_is_refused(
     replacement = issuer.rotate_key(keep_old=False)
     replacement.kid = kid
     clock.advance(TTL + 1)
+    assert caller.outcome(old_token) == "ok"  # cached, and its key is still held: starts the refresh
+    caller.settle()
 
     assert caller.outcome(issuer.mint()) == "ok"
     assert caller.outcome(old_token) == "401 signature_invalid"

@@ -8,6 +8,7 @@ the async FastAPI path sends nothing to a threadpool. No timing assertions.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Callable
@@ -110,7 +111,8 @@ def _flip_last_char(segment: str) -> str:
 
 def _resign_payload_only(token: str, issuer: LocalIssuer) -> str:
     header, _, signature = token.split(".")
-    forged_claims = b64url(b'{"sub":"mallory"}')
+    # It names the right issuer, so it is routed to the pool and reaches the signature check.
+    forged_claims = b64url(json.dumps({"sub": "mallory", "iss": issuer.issuer}).encode())
     return f"{header}.{forged_claims}.{signature}"
 
 
@@ -225,7 +227,7 @@ def test_entries_go_when_their_key_leaves_the_jwks(verifier: TokenVerifier, issu
         verifier.verify_sync(old_token)
 
     verifier.verify_sync(issuer.mint(username="new"))
-    assert len(verifier._verified) == 1  # only the new token's entry is left
+    assert len(verifier.pools[0].verified) == 1  # only the new token's entry is left
 
 
 def test_entries_go_when_new_key_material_arrives_under_the_same_kid(
@@ -240,7 +242,7 @@ def test_entries_go_when_new_key_material_arrives_under_the_same_kid(
     with pytest.raises(SignatureInvalid):
         verifier.verify_sync(old_token)
     assert verifier.verify_sync(issuer.mint(username="new")).username == "new"
-    assert len(verifier._verified) == 1
+    assert len(verifier.pools[0].verified) == 1
 
 
 @pytest.mark.parametrize(
@@ -303,7 +305,7 @@ def test_size_zero_turns_the_cache_off(
     verifier.verify_sync(token)
     verifier.verify_sync(token)
     assert len(count_rsa_checks) == 2
-    assert len(verifier._verified) == 0
+    assert len(verifier.pools[0].verified) == 0
     verifier.close()
 
 
@@ -336,7 +338,7 @@ def test_verify_sync_is_safe_from_many_threads(settings: AuthSettings, issuer: L
     with ThreadPoolExecutor(max_workers=16) as pool:
         results = list(pool.map(hammer, range(16)))
     assert [problem for problems in results for problem in problems] == []
-    assert len(verifier._verified) <= 7
+    assert len(verifier.pools[0].verified) <= 7
     verifier.close()
 
 
