@@ -183,7 +183,7 @@ class TokenVerifier:
             if self._check is not None:
                 result = self._run_check(principal)
                 if inspect.isawaitable(result):
-                    result = await result
+                    result = await _awaited_check(result)
                 self._check_passed(result)
             return self._finish(found, principal, key)
         except AuthError as error:
@@ -214,7 +214,7 @@ class TokenVerifier:
             if self._check is not None:
                 result = self._run_check(principal)
                 if inspect.isawaitable(result):
-                    result = asyncio.run(_awaited(result))
+                    result = asyncio.run(_awaited_check(result))
                 self._check_passed(result)
             return self._finish(found, principal, key)
         except AuthError as error:
@@ -261,10 +261,7 @@ class TokenVerifier:
             raise
         except Exception as exc:
             bug = type(exc).__name__
-        # A failing check is the application's bug or outage; the token is
-        # refused, not answered with a 500, and the cause is logged by type.
-        logger.error("custom_check_raised type=%s", bug)
-        raise CheckFailed()
+        raise _check_crashed(bug)
 
     @staticmethod
     def _check_passed(result: object) -> None:
@@ -419,5 +416,19 @@ class TokenVerifier:
             pool.keys.close()
 
 
-async def _awaited(result: Awaitable[bool]) -> bool:
-    return await result
+def _check_crashed(exception_type: str) -> CheckFailed:
+    # A failing check is the application's bug or outage; the token is
+    # refused, not answered with a 500, and the cause is logged by type.
+    logger.error("custom_check_raised type=%s", exception_type)
+    return CheckFailed()
+
+
+async def _awaited_check(result: Awaitable[bool]) -> bool:
+    """An async check's answer; what it raises is handled as a sync check's would be."""
+    try:
+        return await result
+    except AuthError:
+        raise
+    except Exception as exc:
+        bug = type(exc).__name__
+    raise _check_crashed(bug)
