@@ -1,0 +1,281 @@
+"""The application's own check (``check=``): when it runs, what its answers mean, and that it is cached.
+
+Each case runs through a FastAPI route, ``await verify`` and ``verify_sync``,
+with sync and async checks alike, against the local pool's loopback JWKS.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from fastapi import Depends, FastAPI
+from fastapi.testclient import TestClient
+
+from siot_authz import (
+    AuthError,
+    AuthSettings,
+    CheckFailed,
+    CognitoAuth,
+    InvalidToken,
+    MissingRole,
+    Principal,
+    TokenVerifier,
+)
+from siot_authz.testing import LocalIssuer, SigningKey
+
+FACES = ("fastapi", "async", "sync")
+KINDS = ("sync", "async")
+
+
+class AccountSuspended(InvalidToken):
+    """An application's own refusal, with its own code."""
+
+    code = "account_suspended"
+    reason = "This account is suspended."
+
+
+class Check:
+    """A check that records every principal it sees and answers with ``answer(principal)``.
+
+    ``kind`` makes it a plain function or a coroutine function: the verifier
+    must treat both alike.
+    """
+
+    def __init__(self, kind: str, answer: Callable[[Principal], Any]) -> None:
+        self.seen: list[Principal] = []
+        self._answer = answer
+        self.function: Callable[[Principal], Any]
+        if kind == "sync":
+            self.function = self._sync
+        else:
+            self.function = self._async
+
+    def _sync(self, principal: Principal) -> Any:
+        self.seen.append(principal)
+        return self._answer(principal)
+
+    async def _async(self, principal: Principal) -> Any:
+        await asyncio.sleep(0)  # a real await, as a database lookup would have
+        self.seen.append(principal)
+        return self._answer(principal)
+
+
+class Service:
+    """A verifier with a check, behind a FastAPI route; reports ``"ok"`` or ``"<status> <code>"``."""
+
+    def __init__(self, face: str, settings: AuthSettings, check: Check) -> None:
+        self.face = face
+        self.auth = CognitoAuth(settings, check=check.function)
+        self.verifier = self.auth.verifier
+        app = FastAPI()
+
+        @app.get("/me")
+        async def me(principal: Principal = Depends(self.auth)) -> dict[str, str]:
+            return {"username": principal.username}
+
+        self.client = TestClient(app, raise_server_exceptions=False)
+        self._loop = asyncio.new_event_loop()
+
+    def outcome(self, token: str) -> str:
+        if self.face == "fastapi":
+            response = self.client.get("/me", headers={"Authorization": token})
+            if response.status_code == 200:
+                return "ok"
+            return f"{response.status_code} {response.json()['detail']['code']}"
+        try:
+            if self.face == "async":
+                self._loop.run_until_complete(self.verifier.verify(token))
+            else:
+                self.verifier.verify_sync(token)
+        except AuthError as error:
+            return f"{error.status_code} {error.code}"
+        return "ok"
+
+    def close(self) -> None:
+        self._loop.run_until_complete(self.verifier.aclose())
+        self._loop.close()
+
+
+@pytest.fixture
+def make_service(issuer: LocalIssuer) -> Iterator[Callable[[str, Check], Service]]:
+    made: list[Service] = []
+
+    def make(face: str, check: Check) -> Service:
+        service = Service(face, issuer.settings(http_timeout_seconds=2.0), check)
+        made.append(service)
+        return service
+
+    yield make
+    for service in made:
+        service.close()
+
+
+def _raise(error: BaseException) -> Callable[[Principal], Any]:
+    def answer(principal: Principal) -> Any:
+        raise error
+
+    return answer
+
+
+ANSWERS: list[tuple[str, Callable[[Principal], Any], str]] = [
+    ("true", lambda p: True, "ok"),
+    ("truthy", lambda p: "yes", "ok"),
+    ("false", lambda p: False, "401 check_failed"),
+    ("none-forgot-to-return", lambda p: None, "401 check_failed"),
+    ("zero", lambda p: 0, "401 check_failed"),
+    ("raises-check-failed", _raise(CheckFailed()), "401 check_failed"),
+    ("raises-own-auth-error", _raise(AccountSuspended()), "401 account_suspended"),
+    ("raises-forbidden", _raise(MissingRole()), "403 missing_role"),
+    ("raises-value-error", _raise(ValueError("no such user")), "401 check_failed"),
+    ("raises-key-error", _raise(KeyError("sub")), "401 check_failed"),
+    ("raises-connection-error", _raise(ConnectionError("database down")), "401 check_failed"),
+    ("raises-zero-division", lambda p: 1 / 0, "401 check_failed"),
+]
+
+
+@pytest.mark.parametrize("face", FACES)
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize(
+    ("answer", "expected"), [(a, e) for _n, a, e in ANSWERS], ids=[name for name, _a, _e in ANSWERS]
+)
+def test_check_answer_decides_the_outcome(
+    make_service: Callable[[str, Check], Service],
+    issuer: LocalIssuer,
+    face: str,
+    kind: str,
+    answer: Callable[[Principal], Any],
+    expected: str,
+) -> None:
+    check = Check(kind, answer)
+    service = make_service(face, check)
+
+    assert service.outcome(issuer.mint(username="carol")) == expected
+    assert [principal.username for principal in check.seen] == ["carol"]
+
+
+@pytest.mark.parametrize("face", FACES)
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_crashing_check_is_logged_by_type_only(
+    make_service: Callable[[str, Check], Service],
+    issuer: LocalIssuer,
+    face: str,
+    kind: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    service = make_service(face, Check(kind, _raise(LookupError("secret-detail-from-the-app"))))
+
+    with caplog.at_level(logging.DEBUG, logger="siot_authz"):
+        assert service.outcome(issuer.mint()) == "401 check_failed"
+
+    errors = [record.getMessage() for record in caplog.records if record.levelno >= logging.ERROR]
+    assert errors == ["custom_check_raised type=LookupError"]
+    assert "secret-detail-from-the-app" not in caplog.text
+    assert "token_verification_bug" not in caplog.text
+
+
+def _signed_by_stranger(issuer: LocalIssuer) -> str:
+    return issuer.sign(issuer.claims(), key=SigningKey(kid=issuer.signing_key.kid))
+
+
+BUILT_IN_REFUSALS: list[tuple[str, Callable[[LocalIssuer], str], str]] = [
+    ("expired", lambda i: i.mint(expires_in=-600), "401 token_expired"),
+    ("not-yet-valid", lambda i: i.mint(nbf=i.claims()["iat"] + 600), "401 token_not_yet_valid"),
+    ("bad-signature", _signed_by_stranger, "401 signature_invalid"),
+    ("other-client", lambda i: i.mint(aud="otherclient0000000000000"), "401 client_not_allowed"),
+    ("access-token", lambda i: i.mint(token_use="access"), "401 token_use_mismatch"),
+    ("other-issuer", lambda i: i.mint(iss=i.issuer + "x"), "401 issuer_invalid"),
+    ("missing-sub", lambda i: i.mint(omit=["sub"]), "401 claim_invalid"),
+    ("garbage", lambda i: "not-a-token", "401 token_malformed"),
+]
+
+
+@pytest.mark.parametrize("face", FACES)
+@pytest.mark.parametrize(
+    ("forge", "expected"),
+    [(f, e) for _n, f, e in BUILT_IN_REFUSALS],
+    ids=[n for n, _f, _e in BUILT_IN_REFUSALS],
+)
+def test_check_runs_only_after_the_signature_and_every_claim_rule(
+    make_service: Callable[[str, Check], Service],
+    issuer: LocalIssuer,
+    face: str,
+    forge: Callable[[LocalIssuer], str],
+    expected: str,
+) -> None:
+    check = Check("sync", lambda p: True)
+    service = make_service(face, check)
+
+    assert service.outcome(forge(issuer)) == expected
+    assert check.seen == []
+
+
+@pytest.mark.parametrize("face", FACES)
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_passed_check_is_cached_with_the_token(
+    make_service: Callable[[str, Check], Service], issuer: LocalIssuer, face: str, kind: str
+) -> None:
+    check = Check(kind, lambda p: True)
+    service = make_service(face, check)
+    token, other = issuer.mint(), issuer.mint(username="dave")
+
+    outcomes = [service.outcome(t) for t in (token, token, f"Bearer {token}", other, other)]
+
+    assert outcomes == ["ok"] * 5
+    assert [principal.username for principal in check.seen] == ["alice", "dave"]
+
+
+@pytest.mark.parametrize("face", FACES)
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_refusal_by_the_check_is_not_cached(
+    make_service: Callable[[str, Check], Service], issuer: LocalIssuer, face: str, kind: str
+) -> None:
+    """A check that refused (or was down) is asked again next time: it may say yes then."""
+    answers = iter([False, True])
+    check = Check(kind, lambda p: next(answers))
+    service = make_service(face, check)
+    token = issuer.mint()
+
+    assert [service.outcome(token) for _ in range(3)] == ["401 check_failed", "ok", "ok"]
+    assert len(check.seen) == 2
+
+
+def test_check_sees_the_verified_principal(
+    make_service: Callable[[str, Check], Service], issuer: LocalIssuer
+) -> None:
+    check = Check("async", lambda p: True)
+    service = make_service("fastapi", check)
+
+    assert service.outcome(issuer.mint(username="erin", groups=["ops"], tenant="t-1")) == "ok"
+
+    (principal,) = check.seen
+    assert (principal.username, principal.groups, principal.user_pool_id) == (
+        "erin",
+        ("ops",),
+        issuer.user_pool_id,
+    )
+    assert principal.claims["tenant"] == "t-1"
+
+
+def test_async_check_under_verify_sync_from_several_threads(issuer: LocalIssuer) -> None:
+    """verify_sync runs an async check to completion on a private loop, thread by thread."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    check = Check("async", lambda p: p.username != "mallory")
+    verifier = TokenVerifier(issuer.settings(), check=check.function)
+    tokens = [issuer.mint(username=f"user{n}") for n in range(8)] + [issuer.mint(username="mallory")]
+
+    def outcome(token: str) -> str:
+        try:
+            return verifier.verify_sync(token).username
+        except AuthError as error:
+            return error.code
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = list(pool.map(outcome, tokens))
+
+    assert results == [f"user{n}" for n in range(8)] + ["check_failed"]
+    verifier.close()
