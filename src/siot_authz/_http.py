@@ -21,13 +21,18 @@ abandoned thread ends at its own next timeout).
 
 from __future__ import annotations
 
-import ssl
 import threading
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import anyio
-import httpx
+if TYPE_CHECKING:
+    import ssl
+
+    import httpx
+
+# httpx (and anyio under it) are imported by the functions that fetch, not
+# here: about 0.1 s of start-up that a process holding its keys from a JWKS
+# file, or one that has not fetched yet, should not pay.
 
 __all__ = ["JwksFetchError", "fetch_jwks", "fetch_jwks_sync"]
 
@@ -66,6 +71,8 @@ def _response_error(response: httpx.Response, max_bytes: int) -> JwksFetchError 
 
 
 def _transport_error(exc: httpx.HTTPError) -> JwksFetchError:
+    import httpx
+
     if isinstance(exc, httpx.TimeoutException):
         # Every operation is given all the time left, so none is left to retry in.
         return JwksFetchError("timeout", is_transient=False)
@@ -103,6 +110,9 @@ async def fetch_jwks(
     A fresh client per fetch: fetches are rare (once per TTL), and a client
     bound to no event loop cannot break when the caller's loop changes.
     """
+    import anyio
+    import httpx
+
     deadline = time.monotonic() + time_limit
     async with httpx.AsyncClient(
         timeout=time_limit, follow_redirects=False, verify=verify, transport=transport
@@ -124,6 +134,8 @@ async def fetch_jwks(
 
 
 def _fetch_once_sync(client: httpx.Client, url: str, max_bytes: int, deadline: float) -> bytes:
+    import httpx
+
     # Each connect or read may use only the time left before the deadline.
     remaining = httpx.Timeout(max(deadline - time.monotonic(), 0.001))
     with client.stream("GET", url, headers=_HEADERS, timeout=remaining, follow_redirects=False) as response:
@@ -173,6 +185,8 @@ def fetch_jwks_sync(
 
 
 def _fetch_with_retry_sync(client: httpx.Client, url: str, max_bytes: int, deadline: float) -> bytes:
+    import httpx
+
     for attempt in (1, 2):
         try:
             return _fetch_once_sync(client, url, max_bytes, deadline)
