@@ -37,9 +37,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from ._errors import JwksUnavailable, KeyIdUnknown
 from ._http import JwksFetchError, fetch_jwks, fetch_jwks_sync
@@ -47,6 +45,9 @@ from ._jose import RS256PublicKey
 from ._jwks import InvalidJwks, KeySet, parse_jwks, safe_kid
 from ._observe import Observer
 from ._settings import AuthSettings
+
+if TYPE_CHECKING:
+    import httpx  # imported once a fetch is due: it costs about 0.1 s of start-up
 
 __all__ = ["JwksCache", "JwksDocument", "KeyStatus"]
 
@@ -300,6 +301,8 @@ class JwksCache:
 
     def _get_ssl_context(self) -> ssl.SSLContext:
         if self._ssl_context is None:
+            import httpx
+
             # Built once: loading the CA bundle costs milliseconds per fetch otherwise.
             self._ssl_context = httpx.create_ssl_context()
         return self._ssl_context
@@ -348,6 +351,8 @@ class JwksCache:
 
     def _get_sync_client(self) -> httpx.Client:
         if self._sync_client is None:
+            import httpx
+
             self._sync_client = httpx.Client(
                 follow_redirects=False,
                 verify=self._get_ssl_context(),

@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from ._claims import ClaimRules
 from ._errors import IssuerInvalid
@@ -25,6 +23,9 @@ from ._observe import Observer
 from ._principal import Principal
 from ._settings import AuthSettings
 from ._verified_cache import VerifiedTokenCache
+
+if TYPE_CHECKING:
+    import httpx  # imported by the key cache once a fetch is due
 
 __all__ = ["Pool", "PoolRouter"]
 

@@ -26,9 +26,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
-from typing import Literal, NamedTuple
-
-import httpx
+from typing import TYPE_CHECKING, Literal, NamedTuple
 
 from ._errors import (
     AuthError,
@@ -50,6 +48,9 @@ from ._principal import Principal
 from ._settings import AuthSettings, as_pool_list
 from ._token import ParsedToken, parse_token, strip_bearer
 from .revocation import MemoryRevocations, Revocation, RevocationBackend
+
+if TYPE_CHECKING:
+    import httpx  # imported by the key cache once a fetch is due
 
 __all__ = ["Check", "TokenVerifier"]
 
