@@ -398,8 +398,13 @@ class TokenVerifier:
     # -- lifecycle ------------------------------------------------------------------
 
     async def prefetch(self) -> None:
-        """Fetch every pool's JWKS now, side by side, so the first request does not wait for it."""
-        await asyncio.gather(*(pool.keys.refresh() for pool in self.pools))
+        """Fetch every pool's JWKS now, side by side, so the first request does not wait for it.
+
+        Pools already holding fresh keys (a JWKS handed in) are skipped: a
+        cold start with a document opens no socket, and on a host whose
+        network drops packets it does not wait out the HTTP timeout.
+        """
+        await asyncio.gather(*(pool.keys.refresh() for pool in self.pools if not pool.keys.is_fresh()))
 
     async def start(self) -> None:
         """Prefetch keys and load the revocation list; what an application's start-up should await."""
