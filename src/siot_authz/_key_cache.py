@@ -125,7 +125,9 @@ class JwksCache:
         #: Incremented on every successful fetch; lets callers notice a new key set.
         self.generation = 0
 
+        source = f"the JWKS handed in for {self._pool_id}"
         if jwks is None and settings.jwks_file is not None:
+            source = f"jwks_file {settings.jwks_file} (pool {self._pool_id})"
             try:
                 jwks = settings.jwks_file.read_bytes()
             except OSError as exc:
@@ -134,7 +136,7 @@ class JwksCache:
             try:
                 self._store(_document_bytes(jwks))
             except InvalidJwks as exc:
-                raise ValueError(f"the JWKS handed in for {self._pool_id} is unusable: {exc}") from None
+                raise ValueError(f"{source} is unusable: {exc}") from None
 
     # -- state queries (cheap; used on the verified-token fast path) ----------
 
