@@ -1,0 +1,92 @@
+"""The release artefacts: the sdist and wheel build, pass ``twine check``, and the wheel works once installed.
+
+The wheel goes into a fresh venv with ``--no-deps --no-index`` (nothing is
+downloaded); its dependencies come from this environment through a ``.pth``
+file placed after the venv's own site-packages, so the installed wheel, not
+this checkout, is what gets imported.
+"""
+
+from __future__ import annotations
+
+import os
+import site
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+PLUGIN_TEST = """
+from fastapi import Depends, FastAPI
+from fastapi.testclient import TestClient
+
+import siot_authz
+from siot_authz import CognitoAuth, Principal
+
+
+def test_the_wheel_and_its_plugin(siot_auth_settings, siot_auth_headers):
+    assert "site-packages" in siot_authz.__file__
+    auth = CognitoAuth(siot_auth_settings)
+    app = FastAPI(lifespan=auth.lifespan)
+
+    @app.get("/me")
+    async def me(principal: Principal = Depends(auth)) -> dict:
+        return {"user": principal.username}
+
+    with TestClient(app) as client:
+        assert client.get("/me", headers=siot_auth_headers(username="ada")).json() == {"user": "ada"}
+"""
+
+
+def _run(command: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120, **kwargs)  # type: ignore[call-overload]
+    assert result.returncode == 0, f"{command}:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    return result  # type: ignore[no-any-return]
+
+
+@pytest.fixture(scope="module")
+def dist(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    # No isolation: the build backend comes from the test extra, not from a download.
+    out = tmp_path_factory.mktemp("dist")
+    _run([sys.executable, "-m", "build", "--no-isolation", "--outdir", str(out), str(REPO_ROOT)])
+    return out
+
+
+def test_sdist_and_wheel_pass_twine_check(dist: Path) -> None:
+    artefacts = sorted(dist.iterdir())
+    assert sorted(path.suffix for path in artefacts) == [".gz", ".whl"]
+    _run([sys.executable, "-m", "twine", "check", "--strict", *map(str, artefacts)])
+
+
+def test_the_wheel_installs_and_runs_the_cli_and_the_pytest_plugin(dist: Path, tmp_path: Path) -> None:
+    env_dir = tmp_path / "venv"
+    venv.create(env_dir, with_pip=True)
+    python = env_dir / "bin" / "python"
+    wheel = next(dist.glob("*.whl"))
+    _run([str(python), "-m", "pip", "install", "--quiet", "--no-deps", "--no-index", str(wheel)])
+    own_site = Path(
+        _run([str(python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"]).stdout.strip()
+    )
+    # Dependencies from this environment, after the venv's own packages (a .pth appends).
+    (own_site / "zz_test_dependencies.pth").write_text(
+        "\n".join(site.getsitepackages()) + "\n", encoding="utf-8"
+    )
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("PYTHONPATH", "PYTEST_", "SIOT_AUTHZ_"))
+    }
+
+    help_text = _run([str(env_dir / "bin" / "siot-authz"), "--help"], env=env).stdout
+    assert "contract" in help_text
+
+    (tmp_path / "test_plugin.py").write_text(PLUGIN_TEST, encoding="utf-8")
+    result = _run(
+        [str(python), "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:randomly", "test_plugin.py"],
+        cwd=tmp_path,
+        env=env,
+    )
+    assert "1 passed" in result.stdout
