@@ -48,10 +48,22 @@ from ._verifier import Check, TokenVerifier
 
 if TYPE_CHECKING:
     from ._fastapi import AuthHTTPException, CognitoAuth, PoolSettings
+    from ._roles import RolesCache, RolesPrincipal, RolesSource
+    from ._websocket import BEARER_SUBPROTOCOL, AuthWebSocketException, accept_websocket
 
 __version__ = "0.1.0"
 
-_LAZY = {"AuthHTTPException": "._fastapi", "CognitoAuth": "._fastapi", "PoolSettings": "._fastapi"}
+_LAZY = {
+    "AuthHTTPException": "._fastapi",
+    "CognitoAuth": "._fastapi",
+    "PoolSettings": "._fastapi",
+    "RolesCache": "._roles",
+    "RolesPrincipal": "._roles",
+    "RolesSource": "._roles",
+    "AuthWebSocketException": "._websocket",
+    "BEARER_SUBPROTOCOL": "._websocket",
+    "accept_websocket": "._websocket",
+}
 
 
 def __getattr__(name: str) -> Any:
@@ -66,10 +78,12 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "BEARER_SUBPROTOCOL",
     "AuthError",
     "AuthHTTPException",
     "AuthHealth",
     "AuthSettings",
+    "AuthWebSocketException",
     "Check",
     "CheckFailed",
     "ClaimTypeInvalid",
@@ -93,6 +107,9 @@ __all__ = [
     "PoolSettings",
     "Principal",
     "RevocationUnavailable",
+    "RolesCache",
+    "RolesPrincipal",
+    "RolesSource",
     "RolesUnavailable",
     "SignatureInvalid",
     "TokenExpired",
@@ -105,4 +122,5 @@ __all__ = [
     "TokenVerifier",
     "UnsupportedAlgorithm",
     "__version__",
+    "accept_websocket",
 ]

@@ -2,7 +2,8 @@
 
 No verification logic lives here. The dependency is an ``async`` callable,
 so it runs on the event loop in async and sync routes alike and never takes
-a threadpool slot.
+a threadpool slot. It serves ``@app.websocket`` routes too: a refusal there
+declines the handshake (see :mod:`._websocket`), it never opens.
 """
 
 from __future__ import annotations
@@ -17,13 +18,22 @@ from fastapi.openapi.models import HTTPBearer as HTTPBearerModel
 from fastapi.security.base import SecurityBase
 from starlette.requests import HTTPConnection
 
-from ._errors import AuthError, InsufficientPermissions, MissingGroup, MissingScope, MissingToken
+from ._errors import (
+    AuthError,
+    InsufficientPermissions,
+    MissingGroup,
+    MissingRole,
+    MissingScope,
+    MissingToken,
+)
 from ._health import AuthHealth
 from ._key_cache import JwksDocument
 from ._observe import Observer
 from ._principal import Principal
+from ._roles import RolesCache, RolesPrincipal, RolesSource
 from ._settings import AuthSettings
 from ._verifier import Check, TokenVerifier
+from ._websocket import AuthWebSocketException, can_send_denial, websocket_token
 from .revocation import RevocationBackend
 
 __all__ = ["AuthHTTPException", "CognitoAuth", "PoolSettings"]
@@ -54,10 +64,12 @@ class AuthHTTPException(HTTPException):
 class CognitoAuth(SecurityBase):
     """A FastAPI dependency that gives route handlers the verified :class:`Principal`.
 
-    ``Depends(auth)`` authenticates; ``Depends(auth.require_groups("admin"))``
-    and ``Depends(auth.require_scopes("x"))`` also authorize. With
-    ``auto_error=False`` a request without credentials gets ``None`` instead
-    of a 401 (a bad token is still refused).
+    ``Depends(auth)`` authenticates; ``Depends(auth.require_groups("admin"))``,
+    ``Depends(auth.require_scopes("x"))`` and, with a roles source,
+    ``Depends(auth.require_roles("admin"))`` also authorize. All of them
+    work on ``@app.websocket`` routes as well. With ``auto_error=False`` a
+    request without credentials gets ``None`` instead of a 401 (a bad token
+    is still refused).
     """
 
     def __init__(
@@ -73,14 +85,29 @@ class CognitoAuth(SecurityBase):
         revocations: RevocationBackend | None = None,
         observer: Observer | None = None,
         refusal_log_level: int = logging.INFO,
+        roles: RolesSource | None = None,
+        roles_ttl_seconds: float = 60.0,
+        roles_cache_size: int = 10_000,
+        roles_timeout_seconds: float = 2.0,
+        roles_backoff_seconds: float = 5.0,
+        websocket_query_param: str | None = None,
     ) -> None:
         """Protect routes with the pools ``settings`` names.
 
         ``settings`` may be a function returning the settings: it is then
         called at start-up (or by the first request), not at import, so an
         app module can be imported, and its tests collected, on a machine
-        without the real pool's config. The other keywords are passed to
-        :class:`TokenVerifier`.
+        without the real pool's config. ``async_transport`` to
+        ``refusal_log_level`` are passed to :class:`TokenVerifier`.
+
+        ``roles`` is the application's roles source, ``source(principal)``
+        returning role names, sync or async, for :meth:`require_roles`; the
+        ``roles_*`` keywords bound its cache (see :class:`RolesCache`).
+
+        ``websocket_query_param`` (off by default) also takes a WebSocket's
+        token from that query parameter, for clients that can send neither
+        a header nor a subprotocol. Off because URLs, query included, end up
+        in access logs, proxies and browser history.
         """
         if verifier is None and settings is None:
             raise TypeError("CognitoAuth needs settings or a verifier")
@@ -97,6 +124,17 @@ class CognitoAuth(SecurityBase):
         self._verifier: TokenVerifier | None = verifier
         if verifier is None and not callable(settings):
             self._verifier = self._build_verifier()
+        #: The roles source's cache; None without a source. May be set before routes are defined.
+        self.roles: RolesCache | None = None
+        if roles is not None:
+            self.roles = RolesCache(
+                roles,
+                ttl_seconds=roles_ttl_seconds,
+                max_entries=roles_cache_size,
+                timeout_seconds=roles_timeout_seconds,
+                backoff_seconds=roles_backoff_seconds,
+            )
+        self.websocket_query_param = websocket_query_param
         self.auto_error = auto_error
         self.scheme_name = scheme_name
         self.model = HTTPBearerModel(bearerFormat="JWT", description=_DESCRIPTION)
@@ -120,14 +158,21 @@ class CognitoAuth(SecurityBase):
         self._verifier = verifier
 
     def extract_token(self, connection: HTTPConnection) -> str | None:
-        """The raw ``Authorization`` value, or None when absent. Override to read elsewhere."""
+        """The raw ``Authorization`` value, or None when absent. Override to read elsewhere.
+
+        On a WebSocket handshake without that header: the token offered
+        after the ``bearer`` subprotocol, else the opted-in query parameter.
+        """
         # Read from the ASGI scope rather than ``connection.headers``: same
         # answer (servers send lower-case names; the first one wins), without
         # building a Headers object on every request.
-        for name, raw in connection.scope["headers"]:
+        scope = connection.scope
+        for name, raw in scope["headers"]:
             if name == b"authorization":
                 value: str = raw.decode("latin-1")
                 return value
+        if scope["type"] == "websocket":
+            return websocket_token(scope, self.websocket_query_param)
         return None
 
     async def __call__(self, connection: HTTPConnection) -> Principal | None:
@@ -142,9 +187,9 @@ class CognitoAuth(SecurityBase):
             # what counts as no credentials, and auto_error what that means.
             if not self.auto_error:
                 return None
-            raise AuthHTTPException(error) from None
+            raise _refusal(connection, error) from None
         except AuthError as error:
-            raise AuthHTTPException(error) from None
+            raise _refusal(connection, error) from None
 
     def require_groups(self, *groups: str) -> Callable[..., Awaitable[Principal]]:
         """A dependency that also requires membership in at least one of ``groups``."""
@@ -153,11 +198,11 @@ class CognitoAuth(SecurityBase):
         wanted = frozenset(groups)
 
         async def principal_in_group(
-            principal: Principal | None = Depends(self),
+            connection: HTTPConnection, principal: Principal | None = Depends(self)
         ) -> Principal:
-            principal = _required(principal)
+            principal = _required(connection, principal)
             if not principal.is_in_any_group(wanted):
-                raise _forbidden(MissingGroup(), principal)
+                raise _forbidden(connection, MissingGroup(), principal)
             return principal
 
         return principal_in_group
@@ -169,14 +214,53 @@ class CognitoAuth(SecurityBase):
         wanted = frozenset(scopes)
 
         async def principal_with_scopes(
-            principal: Principal | None = Depends(self),
+            connection: HTTPConnection, principal: Principal | None = Depends(self)
         ) -> Principal:
-            principal = _required(principal)
+            principal = _required(connection, principal)
             if not principal.has_all_scopes(wanted):
-                raise _forbidden(MissingScope(), principal)
+                raise _forbidden(connection, MissingScope(), principal)
             return principal
 
         return principal_with_scopes
+
+    def require_roles(self, *roles: str) -> Callable[..., Awaitable[RolesPrincipal]]:
+        """A dependency that requires at least one of the application ``roles``; gives a :class:`RolesPrincipal`.
+
+        The roles come from the ``roles`` source given to this object,
+        through its cache. A source that fails gives a 503 ``roles_unavailable``.
+        """
+        if not roles:
+            raise ValueError("require_roles needs at least one role")
+        wanted = frozenset(roles)
+        principal_with_roles = self.with_roles()
+
+        async def principal_in_role(
+            connection: HTTPConnection, principal: RolesPrincipal = Depends(principal_with_roles)
+        ) -> RolesPrincipal:
+            if wanted.isdisjoint(principal.roles):
+                raise _forbidden(connection, MissingRole(), principal)
+            return principal
+
+        return principal_in_role
+
+    def with_roles(self) -> Callable[..., Awaitable[RolesPrincipal]]:
+        """A dependency that gives the principal with its roles, requiring none: for routes that vary by role."""
+        cache = self.roles
+        if cache is None:
+            # At route definition, not at the first request: a missing source is a wiring bug.
+            raise TypeError("roles need a source: CognitoAuth(..., roles=source)")
+
+        async def principal_with_roles(
+            connection: HTTPConnection, principal: Principal | None = Depends(self)
+        ) -> RolesPrincipal:
+            principal = _required(connection, principal)
+            try:
+                roles = await cache.roles_of(principal)
+            except AuthError as error:
+                raise _refusal(connection, error) from None
+            return RolesPrincipal.of(principal, roles)
+
+        return principal_with_roles
 
     async def startup(self) -> None:
         """Resolve the settings, prefetch every pool's JWKS and load the revocation list.
@@ -203,15 +287,29 @@ class CognitoAuth(SecurityBase):
             await self.shutdown()
 
 
-def _forbidden(error: InsufficientPermissions, principal: Principal) -> AuthHTTPException:
-    # Logged like a refusal: the code and the pool; no claim value, no token text.
-    logger.info("access_denied code=%s pool=%s", error.code, principal.user_pool_id)
+def _refusal(connection: HTTPConnection, error: AuthError) -> AuthHTTPException | AuthWebSocketException:
+    """The exception that answers ``error`` on this connection.
+
+    An HTTP request, or a WebSocket handshake on a server that can send a
+    denial response, gets the HTTP refusal (status, body, ``WWW-Authenticate``).
+    Any other handshake is closed before it is accepted.
+    """
+    if connection.scope["type"] == "websocket" and not can_send_denial(connection.scope):
+        return AuthWebSocketException(error)
     return AuthHTTPException(error)
 
 
-def _required(principal: Principal | None) -> Principal:
+def _forbidden(
+    connection: HTTPConnection, error: InsufficientPermissions, principal: Principal
+) -> AuthHTTPException | AuthWebSocketException:
+    # Logged like a refusal: the code and the pool; no claim value, no token text.
+    logger.info("access_denied code=%s pool=%s", error.code, principal.user_pool_id)
+    return _refusal(connection, error)
+
+
+def _required(connection: HTTPConnection, principal: Principal | None) -> Principal:
     # With auto_error=False the base dependency yields None; authorization
     # still needs someone to authorize.
     if principal is None:
-        raise AuthHTTPException(MissingToken())
+        raise _refusal(connection, MissingToken())
     return principal
