@@ -1,0 +1,135 @@
+"""A small app using ``RedisRevocations``, run as real uvicorn worker processes by the tests and the bench.
+
+``python tests/revocation_app.py --port N`` reads its pool and Redis from the
+environment (see :func:`worker_env`). Routes: ``/me`` (any valid token),
+``POST /revoke/user/{sub}`` and ``POST /revoke/session/{origin_jti}`` (what a
+back end calls after Cognito's AdminUserGlobalSignOut or RevokeToken), and
+``/readyz`` from ``auth.health()``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+_SETTINGS = "SIOT_AUTHZ_TEST_SETTINGS"
+_REDIS_URL = "SIOT_AUTHZ_TEST_REDIS_URL"
+_MAX_UNCONFIRMED = "SIOT_AUTHZ_TEST_MAX_UNCONFIRMED"
+
+
+def worker_env(
+    settings: dict[str, Any], redis_url: str, *, max_unconfirmed_seconds: float = 300
+) -> dict[str, str]:
+    """The environment a worker needs: one pool's settings (JSON), the Redis URL, the fail-closed limit."""
+    return {
+        **os.environ,
+        _SETTINGS: json.dumps(settings),
+        _REDIS_URL: redis_url,
+        _MAX_UNCONFIRMED: str(max_unconfirmed_seconds),
+    }
+
+
+def build_app() -> Any:
+    from fastapi import Depends, FastAPI
+    from fastapi.responses import JSONResponse
+
+    from siot_authz import AuthSettings, CognitoAuth, Principal
+    from siot_authz.revocation import RedisRevocations, RevocationStoreUnavailable
+
+    revocations = RedisRevocations(
+        os.environ[_REDIS_URL], max_unconfirmed_seconds=float(os.environ[_MAX_UNCONFIRMED])
+    )
+    auth = CognitoAuth(AuthSettings(**json.loads(os.environ[_SETTINGS])), revocations=revocations)
+    app = FastAPI(lifespan=auth.lifespan)
+    pool_id = auth.verifier.settings.user_pool_id
+
+    @app.get("/me")
+    async def me(principal: Principal = Depends(auth)) -> dict[str, str]:
+        return {"sub": principal.sub}
+
+    @app.post("/revoke/{kind}/{subject}")
+    async def revoke(kind: str, subject: str) -> Any:
+        try:
+            if kind == "user":
+                entry = await auth.verifier.revoke_user(pool_id, subject)
+            else:
+                entry = await auth.verifier.revoke_session(pool_id, subject)
+        except RevocationStoreUnavailable as error:
+            return JSONResponse({"error": str(error)}, status_code=503)
+        return entry.to_json()
+
+    @app.get("/readyz")
+    async def readyz() -> Any:
+        health = auth.health()
+        return JSONResponse(health.to_dict(), status_code=200 if health.is_ready else 503)
+
+    return app
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Worker:
+    """One uvicorn worker process serving this app on a free loopback port; restartable on the same port."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.env = env
+        self.port = _free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def start(self, *, timeout: float = 30) -> None:
+        """Start and wait until ``/readyz`` answers 200 (keys held, revocations loaded)."""
+        self._process = subprocess.Popen(
+            [sys.executable, str(Path(__file__).resolve()), "--port", str(self.port)],
+            env=self.env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                raise RuntimeError(f"worker exited with status {self._process.returncode}")
+            try:
+                if httpx.get(f"{self.base_url}/readyz", timeout=1).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"worker on port {self.port} was not ready within {timeout} s")
+
+    def stop(self) -> None:
+        process, self._process = self._process, None
+        if process is not None:
+            process.terminate()
+            process.wait(timeout=10)
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+
+def main() -> None:
+    import uvicorn
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--port", type=int, required=True)
+    port = parser.parse_args().port
+    uvicorn.run(build_app(), host="127.0.0.1", port=port, log_level="warning")
+
+
+if __name__ == "__main__":
+    main()
