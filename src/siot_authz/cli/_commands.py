@@ -1,5 +1,7 @@
 """The ``login``, ``verify``, ``decode`` and ``jwks`` commands.
 
+``verify`` and ``jwks`` take one pool or several (see ``_config.py``).
+
 Each takes the parsed arguments and a :class:`Terminal` and returns an exit
 status, or raises :class:`CommandFailed`.
 """
@@ -11,7 +13,10 @@ import base64
 import binascii
 import json
 import logging
+import os
 import time
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -22,7 +27,7 @@ from .._jwks import InvalidJwks, parse_jwks
 from .._settings import AuthSettings
 from .._token import strip_bearer
 from .._verifier import TokenVerifier
-from ._config import load_config
+from ._config import key_urls, load_config, load_pool_settings
 from ._exit import EXIT_OK, EXIT_REFUSED, CommandFailed
 from ._login import log_in
 from ._output import Spinner, format_table, relative_time, utc_iso
@@ -107,41 +112,93 @@ def _modulus_bits(modulus: Any) -> int | None:
     return int.from_bytes(raw, "big").bit_length()
 
 
+def _saved_path(template: str, pool_id: str, several: bool) -> Path:
+    if several and "{pool}" not in template:
+        raise CommandFailed(
+            "with several pools, --save needs {pool} in the file name "
+            "(e.g. --save 'jwks-{pool}.json'): each pool has its own key set"
+        )
+    return Path(template.replace("{pool}", pool_id)).expanduser()
+
+
+def save_key_set(path: Path, body: bytes) -> None:
+    """Write a fetched JWKS where ``jwks_file`` can read it; the old file stays whole until the new one is."""
+    document = json.loads(body)  # fetch_key_set has checked it is a usable key set
+    partial = path.with_name(path.name + ".partial")
+    try:
+        partial.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+        os.replace(partial, path)
+    except OSError as exc:
+        partial.unlink(missing_ok=True)
+        raise CommandFailed(f"cannot write {path}: {exc.strerror}") from None
+
+
 def run_jwks(args: argparse.Namespace, terminal: Terminal) -> int:
-    """List each key of the pool's JWKS with its kid, algorithm and size."""
-    url = load_config(args).jwks_endpoint
-    defaults = AuthSettings.model_fields
-    body = fetch_key_set(
-        url,
-        terminal,
-        time_limit=args.timeout,
-        max_bytes=defaults["max_jwks_bytes"].default,
-    )
-    keys = _describe_keys(body)
+    """List each key of every configured pool's JWKS with its kid, algorithm and size; ``--save`` writes it."""
+    pools = key_urls(args)
+    several = len(pools) > 1
+    targets = [_saved_path(args.save, pool_id, several) if args.save else None for pool_id, _url in pools]
+    max_bytes = AuthSettings.model_fields["max_jwks_bytes"].default
+    listed: list[dict[str, Any]] = []
+    for (pool_id, url), target in zip(pools, targets, strict=True):
+        body = fetch_key_set(url, terminal, time_limit=args.timeout, max_bytes=max_bytes)
+        if target is not None:
+            save_key_set(target, body)
+            terminal.err(f"saved the key set of {pool_id} to {target} (usable as jwks_file)")
+        listed.append({"user_pool_id": pool_id, "url": url, "keys": _describe_keys(body)})
     if args.json:
-        terminal.out(json.dumps({"url": url, "keys": keys}, indent=2))
+        document: Any = listed if several else {"url": listed[0]["url"], "keys": listed[0]["keys"]}
+        terminal.out(json.dumps({"pools": document} if several else document, indent=2))
         return EXIT_OK
     rows = [
         [
+            *([str(pool["user_pool_id"])] if several else []),
             str(key["kid"] or "-"),
             str(key["alg"] or "-"),
             str(key["kty"] or "-"),
             str(key["bits"] or "-"),
             "yes" if key["usable"] else "no",
         ]
-        for key in keys
+        for pool in listed
+        for key in pool["keys"]
     ]
-    terminal.err(f"{len(keys)} key(s) at {url}")
-    terminal.out(format_table(["KID", "ALG", "KTY", "BITS", "USABLE"], rows))
+    for pool in listed:
+        terminal.err(f"{len(pool['keys'])} key(s) at {pool['url']}")
+    header = ["KID", "ALG", "KTY", "BITS", "USABLE"]
+    terminal.out(format_table(["POOL", *header] if several else header, rows))
     return EXIT_OK
 
 
-def _replay(body: bytes) -> httpx.MockTransport:
-    # The verifier gets the bytes fetch_key_set already read, so one command
-    # makes one request and a fetch failure is reported with its exact reason.
-    # A stream, not ``content=``: the verifier reads the body with iter_raw(),
-    # which refuses a response whose content was given up front.
-    return httpx.MockTransport(lambda _request: httpx.Response(200, stream=httpx.ByteStream(body)))
+class _KeyFetcher(httpx.BaseTransport):
+    """Gives the verifier each pool's JWKS as ``fetch_key_set`` reads it, and keeps the exact reason a fetch failed.
+
+    Keys are fetched only for the pool the token is routed to, once, and a
+    failure is reported as precisely as by ``jwks`` instead of as a bare
+    ``jwks_unavailable``.
+    """
+
+    def __init__(self, terminal: Terminal, pools: Sequence[AuthSettings]) -> None:
+        self._terminal = terminal
+        self._limits = {pool.resolved_jwks_url: pool for pool in pools}
+        self._default = pools[0]
+        self.failure: CommandFailed | None = None
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        url = str(request.url)
+        limits = self._limits.get(url, self._default)
+        try:
+            body = fetch_key_set(
+                url,
+                self._terminal,
+                time_limit=limits.http_timeout_seconds,
+                max_bytes=limits.max_jwks_bytes,
+            )
+        except CommandFailed as failure:
+            self.failure = failure
+            return httpx.Response(502, stream=httpx.ByteStream(b""))
+        # A stream, not ``content=``: the verifier reads the body with iter_raw(),
+        # which refuses a response whose content was given up front.
+        return httpx.Response(200, stream=httpx.ByteStream(body))
 
 
 def _hint(error: AuthError, settings: AuthSettings) -> str | None:
@@ -152,26 +209,24 @@ def _hint(error: AuthError, settings: AuthSettings) -> str | None:
 
 
 def run_verify(args: argparse.Namespace, terminal: Terminal) -> int:
-    """Verify a token; print the principal (exit 0) or the reason code (exit 1)."""
-    settings = load_config(args).auth_settings()
+    """Verify a token against every configured pool; print the principal (exit 0) or the reason code (exit 1)."""
+    pools = load_pool_settings(args)
     token = _token_argument(args, terminal)
-    body = fetch_key_set(
-        settings.resolved_jwks_url,
-        terminal,
-        time_limit=settings.http_timeout_seconds,
-        max_bytes=settings.max_jwks_bytes,
-    )
-    verifier = TokenVerifier(settings, sync_transport=_replay(body))
+    fetcher = _KeyFetcher(terminal, pools)
+    try:
+        verifier = TokenVerifier(pools, sync_transport=fetcher)
+    except ValueError as exc:  # the same pool twice, say
+        raise CommandFailed(str(exc)) from None
     try:
         principal = verifier.verify_sync(token)
     except JwksUnavailable as error:
-        raise CommandFailed(f"{error.code}: {error.detail}") from None
+        raise fetcher.failure or CommandFailed(f"{error.code}: {error.detail}") from None
     except AuthError as error:
         if args.json:
             terminal.out(json.dumps({"valid": False, "code": error.code, "message": error.detail}))
         else:
             terminal.out(f"{error.code}: {error.detail}")
-        hint = _hint(error, settings)
+        hint = _hint(error, pools[0])
         if hint:
             terminal.err(hint)
         return EXIT_REFUSED

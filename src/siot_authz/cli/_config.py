@@ -3,6 +3,13 @@
 An explicit ``--config`` file wins over the environment because naming a
 file is a deliberate choice, while environment variables are easy to leave
 behind from another project.
+
+``verify``, ``jwks`` and ``contract`` also take several pools: ``--config``
+more than once, ``--simpleiot-home DIR`` for every team under it, or (for
+``verify`` and ``jwks``) ``SIOT_AUTHZ_POOLS`` / ``SIOT_AUTHZ_SIMPLEIOT_CONFIGS``
+as the library reads them. Each pool then comes from its own file; the flags
+that name one pool (``--region``, ``--user-pool-id``, ``--client-id``,
+``--jwks-url``) are refused, since they could not say which pool they mean.
 """
 
 from __future__ import annotations
@@ -11,6 +18,7 @@ import argparse
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
@@ -18,7 +26,15 @@ from pydantic import ValidationError
 from .._settings import AuthSettings, read_simpleiot_config, trusted_url_problem
 from ._exit import CommandFailed
 
-__all__ = ["CliConfig", "add_config_arguments", "load_config"]
+__all__ = [
+    "CliConfig",
+    "add_config_arguments",
+    "config_paths",
+    "key_urls",
+    "load_config",
+    "load_configs",
+    "load_pool_settings",
+]
 
 _ENV = "SIOT_AUTHZ_"
 
@@ -97,14 +113,28 @@ class CliConfig:
             raise CommandFailed(f"invalid configuration: {problems}") from None
 
 
-def add_config_arguments(parser: argparse.ArgumentParser) -> None:
-    """The flags every command that talks to a pool accepts."""
+def add_config_arguments(parser: argparse.ArgumentParser, *, several_pools: bool = False) -> None:
+    """The flags every command that talks to a pool accepts; ``several_pools`` lets it take more than one."""
     group = parser.add_argument_group("pool configuration (flags win over --config, which wins over env)")
-    group.add_argument(
-        "--config",
-        metavar="PATH",
-        help="a SimpleIOT config.json (keys region, cognitoUserPoolId, cognitoClientId)",
-    )
+    if several_pools:
+        group.add_argument(
+            "--config",
+            metavar="PATH",
+            action="append",
+            help="a SimpleIOT config.json (keys region, cognitoUserPoolId, cognitoClientId); "
+            "repeat it for several pools",
+        )
+        group.add_argument(
+            "--simpleiot-home",
+            metavar="DIR",
+            help="every team's pool under DIR (DIR/<team>/config.json), e.g. ~/.simpleiot",
+        )
+    else:
+        group.add_argument(
+            "--config",
+            metavar="PATH",
+            help="a SimpleIOT config.json (keys region, cognitoUserPoolId, cognitoClientId)",
+        )
     group.add_argument("--region", help=f"AWS region of the user pool [{_ENV}REGION]")
     group.add_argument("--user-pool-id", help=f"Cognito user pool id [{_ENV}USER_POOL_ID]")
     group.add_argument(
@@ -123,10 +153,98 @@ def _split(value: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in value.split(",") if part.strip())
 
 
-def load_config(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> CliConfig:
-    """Merge flags, the config file and the environment into a :class:`CliConfig`."""
+def config_paths(args: argparse.Namespace) -> list[Path]:
+    """Every config.json named by ``--config`` (once or more) and ``--simpleiot-home``, in that order."""
+    named = getattr(args, "config", None)
+    paths = [Path(named)] if isinstance(named, (str, Path)) else [Path(path) for path in named or ()]
+    home = getattr(args, "simpleiot_home", None)
+    if home:
+        root = Path(home).expanduser()
+        if not root.is_dir():
+            raise CommandFailed(f"--simpleiot-home {root} is not a folder")
+        teams = sorted(root.glob("*/config.json"))
+        if not teams:
+            raise CommandFailed(f"--simpleiot-home {root} has no <team>/config.json")
+        paths.extend(teams)
+    return paths
+
+
+_ONE_POOL_FLAGS = ("region", "user_pool_id", "client_id", "jwks_url")
+_POOLS_ENV = (_ENV + "POOLS", _ENV + "SIMPLEIOT_CONFIGS")
+
+
+def _refuse_one_pool_flags(args: argparse.Namespace) -> None:
+    given = [name for name in _ONE_POOL_FLAGS if getattr(args, name, None)]
+    if given:
+        flags = ", ".join("--" + name.replace("_", "-") for name in given)
+        raise CommandFailed(
+            f"{flags} names one pool, but several are configured; "
+            "put each pool's values in its own config.json"
+        )
+
+
+def _is_several(args: argparse.Namespace, paths: list[Path]) -> bool:
+    return len(paths) > 1 or bool(getattr(args, "simpleiot_home", None))
+
+
+def load_configs(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> list[CliConfig]:
+    """One :class:`CliConfig` per configured pool: each config.json, or the single pool of flags and env."""
+    paths = config_paths(args)
+    if not _is_several(args, paths):
+        return [load_config(args, environ)]
+    _refuse_one_pool_flags(args)
+    configs = []
+    for path in paths:
+        one = argparse.Namespace(**{**vars(args), "config": str(path), "simpleiot_home": None})
+        configs.append(load_config(one, environ))
+    return configs
+
+
+def load_pool_settings(
+    args: argparse.Namespace, environ: Mapping[str, str] | None = None
+) -> list[AuthSettings]:
+    """Verifier settings for every configured pool, each file's problems named by its path and its own keys.
+
+    With one pool or none named on the command line, ``SIOT_AUTHZ_POOLS`` or
+    ``SIOT_AUTHZ_SIMPLEIOT_CONFIGS`` may still name several.
+    """
     env = os.environ if environ is None else environ
-    file_values = _read_config_file(args.config) if getattr(args, "config", None) else {}
+    paths = config_paths(args)
+    overrides = {"token_use": args.token_use} if getattr(args, "token_use", None) else {}
+    try:
+        if _is_several(args, paths):
+            _refuse_one_pool_flags(args)
+            return list(AuthSettings.from_simpleiot_configs(paths, **overrides))
+        if _uses_pools_from_env(args, paths, env):
+            pools = AuthSettings.pools_from_env(dict(env))
+            return [pool.model_copy(update=overrides) for pool in pools]
+    except ValueError as exc:
+        raise CommandFailed(str(exc)) from None
+    return [load_config(args, env).auth_settings()]
+
+
+def _uses_pools_from_env(args: argparse.Namespace, paths: list[Path], env: Mapping[str, str]) -> bool:
+    # Only when the command line names no pool at all: a flag or a file is the deliberate choice.
+    has_one_pool_flags = any(getattr(args, name, None) for name in _ONE_POOL_FLAGS)
+    return not paths and not has_one_pool_flags and any(env.get(name) for name in _POOLS_ENV)
+
+
+def key_urls(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> list[tuple[str, str]]:
+    """(user pool id, JWKS URL) of every configured pool; needs no app client id."""
+    env = os.environ if environ is None else environ
+    paths = config_paths(args)
+    if _uses_pools_from_env(args, paths, env):
+        return [(pool.user_pool_id, pool.resolved_jwks_url) for pool in load_pool_settings(args, env)]
+    return [(config.user_pool_id or "-", config.jwks_endpoint) for config in load_configs(args, env)]
+
+
+def load_config(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> CliConfig:
+    """Merge flags, the config file and the environment into a :class:`CliConfig` for one pool."""
+    env = os.environ if environ is None else environ
+    paths = config_paths(args)
+    if len(paths) > 1:
+        raise CommandFailed("this command talks to one pool; pass --config once")
+    file_values = _read_config_file(str(paths[0])) if paths else {}
     values: dict[str, Any] = {}
     for name, (flag, config_key, variable) in _SOURCES.items():
         flag_value = getattr(args, flag[2:].replace("-", "_"), None)

@@ -5,6 +5,11 @@ raw, as SimpleIOT's Python clients do, and with ``Bearer``, as its
 JavaScript clients do) and answer 401 to each forgery below. A 403, 404 or
 500 for a forgery counts as a failure: it means the request got past
 authentication or broke the server.
+
+With several pools (``--config`` more than once, or ``--simpleiot-home``),
+it logs in to each, runs every check for each, and adds one forgery per
+pair: a token of one pool relabelled with the other's issuer, which an API
+that trusts both must still refuse.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from dataclasses import dataclass, replace
 import httpx
 
 from ._cognito import Tokens
-from ._config import load_config
+from ._config import load_configs
 from ._exit import EXIT_OK, EXIT_REFUSED, CommandFailed
 from ._login import log_in
 from ._output import Spinner, format_table
@@ -66,6 +71,38 @@ def _tampered(token: str) -> str:
     claims = _segment_json(payload)
     claims["cognito:groups"] = ["admin"]
     return f"{header}.{_b64url(json.dumps(claims).encode())}.{signature}"
+
+
+def _relabelled(token: str, issuer: str) -> str:
+    # One pool's genuine token claiming another trusted pool's issuer: only
+    # routing by iss and checking the signature with that pool's keys stops it.
+    header, payload, signature = token.split(".")
+    claims = _segment_json(payload)
+    claims["iss"] = issuer
+    return f"{header}.{_b64url(json.dumps(claims).encode())}.{signature}"
+
+
+def _issuer(token: str) -> str:
+    try:
+        return str(_segment_json(token.split(".")[1]).get("iss", ""))
+    except (ValueError, IndexError):
+        raise CommandFailed("Cognito returned a token that is not a JWT") from None
+
+
+def build_cross_pool_probes(tokens: dict[str, Tokens], *, token_use: str = "id") -> list[Probe]:
+    """For each ordered pair of pools, pool A's good token relabelled with pool B's issuer."""
+    good = {pool: t.id_token if token_use == "id" else t.access_token for pool, t in tokens.items()}
+    return [
+        Probe(
+            f"{source} token relabelled as {target}",
+            _relabelled(good[source], _issuer(good[target])),
+            False,
+            "cross-pool-iss",
+        )
+        for source in good
+        for target in good
+        if source != target
+    ]
 
 
 def _truncated_signature(token: str) -> str:
@@ -156,12 +193,24 @@ def add_contract_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _probes_for_every_pool(args: argparse.Namespace, terminal: Terminal) -> list[Probe]:
+    configs = load_configs(args)
+    if len(configs) == 1:
+        return build_probes(log_in(args, configs[0], terminal), token_use=args.token_use)
+    # One login per pool: the password is asked for (or read from stdin, one line) each time.
+    tokens = {config.require("user_pool_id"): log_in(args, config, terminal) for config in configs}
+    probes = [
+        replace(probe, name=f"{pool}: {probe.name}")
+        for pool, pool_tokens in tokens.items()
+        for probe in build_probes(pool_tokens, token_use=args.token_use)
+    ]
+    return probes + build_cross_pool_probes(tokens, token_use=args.token_use)
+
+
 def run_contract(args: argparse.Namespace, terminal: Terminal) -> int:
-    """Log in, probe the API, print a pass/fail table; exit 1 if any check failed."""
-    config = load_config(args)
-    tokens = log_in(args, config, terminal)
+    """Log in (to each pool), probe the API, print a pass/fail table; exit 1 if any check failed."""
+    probes = _probes_for_every_pool(args, terminal)
     url = args.api.rstrip("/") + "/" + args.path.lstrip("/")
-    probes = build_probes(tokens, token_use=args.token_use)
     with Spinner(terminal, f"Checking {url}"), httpx.Client(timeout=args.timeout) as client:
         outcomes = [send_probe(client, args.method.upper(), url, probe) for probe in probes]
     if all(outcome.status_code is None for outcome in outcomes):

@@ -13,6 +13,13 @@ from ._config import add_config_arguments
 from ._contract import add_contract_arguments, run_contract
 from ._exit import EXIT_ERROR, EXIT_INTERRUPTED, CommandFailed
 from ._login import add_credential_arguments
+from ._revoke import (
+    add_revocations_arguments,
+    add_revoke_arguments,
+    run_revocations,
+    run_revoke_session,
+    run_revoke_user,
+)
 from ._terminal import Terminal
 
 __all__ = ["build_parser", "main"]
@@ -22,6 +29,13 @@ Command = Callable[[argparse.Namespace, Terminal], int]
 _EXIT_STATUS = """\
 exit status: 0 success; 1 refused (invalid token, login refused, a contract
 check failed); 2 configuration, usage or network error; 130 interrupted."""
+
+_STORE_EPILOG = f"""\
+{_EXIT_STATUS}
+
+The store is the Redis the services' RedisRevocations follow: --redis-url, then
+SIOT_AUTHZ_REDIS_URL. Without one there is nothing this command can reach
+(in-process revocations live only in the serving process), and it exits 2."""
 
 _EPILOG = f"""\
 {_EXIT_STATUS}
@@ -46,11 +60,12 @@ def _json_flag(parser: argparse.ArgumentParser, what: str) -> None:
 def _add_command(
     commands: argparse._SubParsersAction[argparse.ArgumentParser],
     name: str,
-    run: Command,
+    run: Command | None,
     summary: str,
     description: str,
     *,
     epilog: str = _EPILOG,
+    full_name: str | None = None,
 ) -> argparse.ArgumentParser:
     parser = commands.add_parser(
         name,
@@ -61,7 +76,7 @@ def _add_command(
         # No prefix matching: "--password" must not quietly mean "--password-stdin".
         allow_abbrev=False,
     )
-    parser.set_defaults(run=run, command=name)
+    parser.set_defaults(run=run, command=full_name or name)
     return parser
 
 
@@ -99,10 +114,11 @@ def build_parser() -> argparse.ArgumentParser:
         run_verify,
         "verify a token against the pool and print the principal",
         "Verify a token exactly as a service using siot_authz would, and print the principal as "
-        "JSON (exit 0) or the reason code it was refused with (exit 1).",
+        "JSON (exit 0) or the reason code it was refused with (exit 1). With several pools "
+        "(--config more than once, or --simpleiot-home), the token is routed to its pool by iss.",
     )
     _token_argument(verify)
-    add_config_arguments(verify)
+    add_config_arguments(verify, several_pools=True)
     verify.add_argument("--jwks-url", metavar="URL", help="fetch keys here instead [SIOT_AUTHZ_JWKS_URL]")
     verify.add_argument(
         "--token-use",
@@ -128,13 +144,21 @@ def build_parser() -> argparse.ArgumentParser:
         commands,
         "jwks",
         run_jwks,
-        "list the signing keys of the pool",
+        "list the signing keys of the pool, or save them for jwks_file",
         "Fetch the pool's JSON Web Key Set and list each key's kid, algorithm and size, and "
-        "whether siot_authz would verify with it.",
+        "whether siot_authz would verify with it. With several pools, each pool's keys. "
+        "--save writes the key set to a file a service can load as jwks_file, to verify "
+        "from its first request without a network.",
     )
-    add_config_arguments(jwks)
+    add_config_arguments(jwks, several_pools=True)
     jwks.add_argument("--jwks-url", metavar="URL", help="fetch this URL instead [SIOT_AUTHZ_JWKS_URL]")
     jwks.add_argument("--timeout", type=float, default=10.0, metavar="SECONDS", help="default 10")
+    jwks.add_argument(
+        "--save",
+        metavar="FILE",
+        help="also write the key set to FILE (usable as jwks_file); with several pools, "
+        "FILE must contain {pool}, replaced by each pool's id",
+    )
     _json_flag(jwks, "the keys")
 
     contract = _add_command(
@@ -147,8 +171,51 @@ def build_parser() -> argparse.ArgumentParser:
         "pass/fail table; exits 1 if any check fails.",
     )
     add_contract_arguments(contract)
-    add_config_arguments(contract)
+    add_config_arguments(contract, several_pools=True)
     add_credential_arguments(contract)
+
+    revoke = _add_command(
+        commands,
+        "revoke",
+        None,
+        "revoke a user's tokens or one session, in every service sharing the Redis store",
+        "Record a revocation in the shared store (Redis) that every service's "
+        "RedisRevocations follows; each enforces it within about a second.",
+        epilog=_STORE_EPILOG,
+    )
+    kinds = revoke.add_subparsers(title="what to revoke", metavar="KIND", required=True)
+    user = _add_command(
+        kinds,
+        "user",
+        run_revoke_user,
+        "refuse a user's tokens issued before a time (what GlobalSignOut means)",
+        "Refuse every token of the user (by sub) issued before --before (default now), as "
+        "after GlobalSignOut, disabling the user or removing them from a team.",
+        epilog=_STORE_EPILOG,
+        full_name="revoke user",
+    )
+    session = _add_command(
+        kinds,
+        "session",
+        run_revoke_session,
+        "refuse every token of one session (what RevokeToken means)",
+        "Refuse every ID and access token issued from one refresh token, named by the "
+        "origin_jti its tokens carry, as after RevokeToken.",
+        epilog=_STORE_EPILOG,
+        full_name="revoke session",
+    )
+    add_revoke_arguments(user, session)
+
+    revocations = _add_command(
+        commands,
+        "revocations",
+        run_revocations,
+        "list the revocations in the shared Redis store",
+        "List every live revocation in the shared store: kind, pool, subject (sub or "
+        "origin_jti), the time it names, and until when it is kept.",
+        epilog=_STORE_EPILOG,
+    )
+    add_revocations_arguments(revocations)
     return parser
 
 

@@ -1,0 +1,199 @@
+"""``revoke user``, ``revoke session`` and ``revocations``: record and list revocations in the shared store.
+
+Only a store every serving process follows can take a revocation from the
+command line: Redis, through ``RedisRevocations``. The in-process default
+lives inside each serving process, out of reach of this one, so without
+``--redis-url`` these commands explain that and exit 2 rather than record
+something no service would ever see.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+from .._settings import AuthSettings
+from ..revocation import Revocation, RevocationStoreUnavailable
+from ._exit import EXIT_OK, CommandFailed
+from ._output import format_table, utc_iso
+from ._terminal import Terminal
+
+if TYPE_CHECKING:
+    from ..revocation import RevocationBackend
+
+__all__ = ["add_store_arguments", "run_revocations", "run_revoke_session", "run_revoke_user"]
+
+_REDIS_URL_ENV = "SIOT_AUTHZ_REDIS_URL"
+_POOL_ID = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d{1,2}_[0-9A-Za-z]+$")
+
+_NO_STORE = (
+    "no shared revocation store: pass --redis-url (or set SIOT_AUTHZ_REDIS_URL) with the Redis "
+    "your service's RedisRevocations uses. Without Redis, revocations live in each serving "
+    "process's memory (MemoryRevocations) and only that process can add them, with "
+    "verifier.revoke_user() or revoke_session()."
+)
+
+
+def add_store_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags naming the shared revocation store."""
+    group = parser.add_argument_group("revocation store")
+    group.add_argument(
+        "--redis-url",
+        metavar="URL",
+        help=f"the Redis your services' RedisRevocations follow [{_REDIS_URL_ENV}]",
+    )
+    group.add_argument(
+        "--redis-prefix",
+        default="siot_authz",
+        metavar="PREFIX",
+        help="the key prefix they were given (default siot_authz)",
+    )
+
+
+def _store(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> RevocationBackend:
+    env = os.environ if environ is None else environ
+    url = args.redis_url or env.get(_REDIS_URL_ENV)
+    if not url:
+        raise CommandFailed(_NO_STORE)
+    try:
+        from ..revocation import RedisRevocations
+    except ImportError:
+        raise CommandFailed("--redis-url needs the redis extra: pip install 'siot-authz[redis]'") from None
+    try:
+        return RedisRevocations(url, prefix=args.redis_prefix)
+    except ValueError as exc:
+        raise CommandFailed(f"--redis-prefix {exc}") from None
+
+
+def _pool(value: str) -> str:
+    if not _POOL_ID.fullmatch(value):
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is not a Cognito user pool id such as 'us-west-2_AbC123xyz'"
+        )
+    return value
+
+
+def _moment(value: str) -> datetime:
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is not an ISO 8601 time such as 2026-05-01T12:00:00Z"
+        ) from None
+    if moment.tzinfo is None:
+        raise argparse.ArgumentTypeError(
+            f"{value!r} has no time zone; add Z for UTC or an offset such as +02:00"
+        )
+    return moment
+
+
+def add_revoke_arguments(user: argparse.ArgumentParser, session: argparse.ArgumentParser) -> None:
+    """The flags of ``revoke user`` and ``revoke session``."""
+    for parser in (user, session):
+        parser.add_argument(
+            "--pool", required=True, type=_pool, help="the user pool id, e.g. us-west-2_AbC123xyz"
+        )
+    user.add_argument("--sub", required=True, help="the user's sub (not the username)")
+    user.add_argument(
+        "--before",
+        type=_moment,
+        metavar="ISO8601",
+        help="refuse the user's tokens issued before this time (default now), e.g. 2026-05-01T12:00:00Z",
+    )
+    session.add_argument(
+        "--origin-jti", required=True, metavar="JTI", help="the session's origin_jti (from any of its tokens)"
+    )
+    for parser in (user, session):
+        parser.add_argument(
+            "--max-token-lifetime",
+            type=float,
+            metavar="SECONDS",
+            help="the pool's longest token lifetime, as the services are configured; the entry is "
+            "kept this long [SIOT_AUTHZ_MAX_TOKEN_LIFETIME_SECONDS, default 86400]",
+        )
+        parser.add_argument("--json", action="store_true", help="print the recorded entry as JSON")
+        add_store_arguments(parser)
+
+
+def _lifetime(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> float:
+    """How long the entry must outlive its time: the pool's longest token life plus the clock leeway."""
+    env = os.environ if environ is None else environ
+    fields = AuthSettings.model_fields
+    raw_lifetime = args.max_token_lifetime or env.get("SIOT_AUTHZ_MAX_TOKEN_LIFETIME_SECONDS")
+    raw_leeway = env.get("SIOT_AUTHZ_LEEWAY_SECONDS")
+    try:
+        lifetime = (
+            float(raw_lifetime) if raw_lifetime else float(fields["max_token_lifetime_seconds"].default)
+        )
+        leeway = float(raw_leeway) if raw_leeway else float(fields["leeway_seconds"].default)
+    except ValueError:
+        raise CommandFailed(
+            "SIOT_AUTHZ_MAX_TOKEN_LIFETIME_SECONDS and SIOT_AUTHZ_LEEWAY_SECONDS must be numbers"
+        ) from None
+    if not lifetime > 0:
+        raise CommandFailed("--max-token-lifetime must be positive")
+    return lifetime + leeway
+
+
+def _record(args: argparse.Namespace, terminal: Terminal, entry: Revocation) -> int:
+    store = _store(args)
+    try:
+        store.add_sync(entry)
+    except RevocationStoreUnavailable as exc:
+        raise CommandFailed(f"nothing was revoked: {exc}") from None
+    if args.json:
+        terminal.out(json.dumps(entry.to_json(), indent=2))
+        return EXIT_OK
+    if entry.kind == "user":
+        what = f"tokens of user {entry.subject} in {entry.user_pool_id} issued before {utc_iso(entry.before)}"
+    else:
+        what = f"tokens of session {entry.subject} in {entry.user_pool_id}"
+    terminal.out(f"revoked: {what} are refused (entry kept until {utc_iso(entry.expires_at)})")
+    return EXIT_OK
+
+
+def run_revoke_user(args: argparse.Namespace, terminal: Terminal) -> int:
+    """Refuse a user's tokens issued before a time (default now), in every service following the store."""
+    before = args.before.timestamp() if args.before is not None else datetime.now(UTC).timestamp()
+    entry = Revocation("user", args.pool, args.sub, before, before + _lifetime(args))
+    return _record(args, terminal, entry)
+
+
+def run_revoke_session(args: argparse.Namespace, terminal: Terminal) -> int:
+    """Refuse every token issued from one refresh token (its ``origin_jti``)."""
+    now = datetime.now(UTC).timestamp()
+    entry = Revocation("session", args.pool, args.origin_jti, now, now + _lifetime(args))
+    return _record(args, terminal, entry)
+
+
+def run_revocations(args: argparse.Namespace, terminal: Terminal) -> int:
+    """List every live revocation in the shared store."""
+    store = _store(args)
+    try:
+        entries = store.entries_sync()
+    except RevocationStoreUnavailable as exc:
+        raise CommandFailed(str(exc)) from None
+    if args.pool:
+        entries = [entry for entry in entries if entry.user_pool_id == args.pool]
+    if args.json:
+        terminal.out(json.dumps([entry.to_json() for entry in entries], indent=2))
+        return EXIT_OK
+    terminal.err(f"{len(entries)} revocation(s)")
+    rows = [
+        [entry.kind, entry.user_pool_id, entry.subject, utc_iso(entry.before), utc_iso(entry.expires_at)]
+        for entry in entries
+    ]
+    terminal.out(format_table(["KIND", "POOL", "SUBJECT", "BEFORE", "KEPT UNTIL"], rows))
+    return EXIT_OK
+
+
+def add_revocations_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags of ``revocations``."""
+    parser.add_argument("--pool", type=_pool, help="list only this user pool's entries")
+    parser.add_argument("--json", action="store_true", help="print the entries as a JSON array")
+    add_store_arguments(parser)
