@@ -22,9 +22,10 @@ from fastapi.testclient import TestClient
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
+from revocation_stub import StubRevocations
 from siot_authz import AuthSettings, CognitoAuth, InvalidToken, Principal, TokenVerifier
 from siot_authz.metrics import PrometheusMetrics
-from siot_authz.revocation import MemoryRevocations, RevocationMirror, RevocationStatus
+from siot_authz.revocation import MemoryRevocations
 from siot_authz.testing import JwksResponse, LocalIssuer, SigningKey
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -348,26 +349,6 @@ def test_reports_memory_revocation_entries_and_counts_revoked_tokens(
     assert value(samples, "siot_authz_revocation_unconfirmed_seconds", verifier="", backend="memory") is None
     # A revoked token is refused on a verified-cache hit, and counted as a miss like every refusal.
     assert verifications(samples, issuer.user_pool_id, code="token_revoked") == 1
-
-
-class StubRevocations:
-    """A revocation backend frozen in one state, for the states a real one reaches only by outage."""
-
-    name = "stub"
-
-    def __init__(self, state: Any, unconfirmed_seconds: float | None) -> None:
-        self.mirror = RevocationMirror()
-        self._status = RevocationStatus("stub", state, 3, unconfirmed_seconds, "connection refused")
-
-    def is_failed_closed(self) -> bool:
-        return self._status.state == "failed"
-
-    def status(self) -> RevocationStatus:
-        return self._status
-
-    async def start(self) -> None: ...
-
-    async def stop(self) -> None: ...
 
 
 REVOCATION_STATES = [
