@@ -24,6 +24,7 @@ __all__ = [
     "TokenUse",
     "as_pool_list",
     "read_simpleiot_config",
+    "simpleiot_team_configs",
     "trusted_url_problem",
 ]
 
@@ -40,6 +41,17 @@ _FIELD_TO_SIMPLEIOT_KEY = {field: key for key, field in _SIMPLEIOT_KEYS.items()}
 
 #: Where SimpleIOT keeps one folder per team, each with a ``config.json``.
 SIMPLEIOT_HOME = "~/.simpleiot"
+
+
+def simpleiot_team_configs(home: str | Path = SIMPLEIOT_HOME) -> list[Path]:
+    """Every team's ``config.json`` under ``home`` (``<home>/<team>/config.json``), in team-name order."""
+    root = Path(home).expanduser()
+    if not root.is_dir():
+        raise ValueError(f"SimpleIOT folder {root} does not exist")
+    configs = sorted(root.glob("*/config.json"))
+    if not configs:
+        raise ValueError(f"SimpleIOT folder {root} has no <team>/config.json")
+    return configs
 
 
 def read_simpleiot_config(path: str | Path) -> dict[str, Any]:
@@ -288,13 +300,7 @@ class AuthSettings(BaseSettings):
         cls, home: str | Path = SIMPLEIOT_HOME, **overrides: Any
     ) -> tuple[AuthSettings, ...]:
         """Settings for every team under ``home`` (``<home>/<team>/config.json``), in team-name order."""
-        root = Path(home).expanduser()
-        if not root.is_dir():
-            raise ValueError(f"SimpleIOT folder {root} does not exist")
-        configs = sorted(root.glob("*/config.json"))
-        if not configs:
-            raise ValueError(f"SimpleIOT folder {root} has no <team>/config.json")
-        return cls.from_simpleiot_configs(configs, **overrides)
+        return cls.from_simpleiot_configs(simpleiot_team_configs(home), **overrides)
 
     @classmethod
     def pools_from_env(cls, environ: dict[str, str] | None = None) -> tuple[AuthSettings, ...]:

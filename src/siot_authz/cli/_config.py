@@ -23,7 +23,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from .._settings import AuthSettings, read_simpleiot_config, trusted_url_problem
+from .._settings import AuthSettings, read_simpleiot_config, simpleiot_team_configs, trusted_url_problem
 from ._exit import CommandFailed
 
 __all__ = [
@@ -159,13 +159,10 @@ def config_paths(args: argparse.Namespace) -> list[Path]:
     paths = [Path(named)] if isinstance(named, (str, Path)) else [Path(path) for path in named or ()]
     home = getattr(args, "simpleiot_home", None)
     if home:
-        root = Path(home).expanduser()
-        if not root.is_dir():
-            raise CommandFailed(f"--simpleiot-home {root} is not a folder")
-        teams = sorted(root.glob("*/config.json"))
-        if not teams:
-            raise CommandFailed(f"--simpleiot-home {root} has no <team>/config.json")
-        paths.extend(teams)
+        try:
+            paths.extend(simpleiot_team_configs(home))
+        except ValueError as exc:
+            raise CommandFailed(f"--simpleiot-home: {exc}") from None
     return paths
 
 
