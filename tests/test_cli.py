@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from importlib.metadata import entry_points
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import httpx
 import pytest
 
 from _cli_moto import NEW_PASSWORD, PASSWORD, TEMPORARY_PASSWORD, MotoPool, moto_pool
+from siot_authz import TokenVerifier
 from siot_authz.cli import build_parser, main
 from siot_authz.cli._cognito import CognitoApiError, CognitoClient, NewPasswordRequired
 from siot_authz.cli._config import load_config
@@ -64,7 +66,10 @@ def run(argv: list[str], terminal: FakeTerminal | None = None) -> tuple[int, Fak
 @pytest.fixture(autouse=True)
 def _no_ambient_configuration(monkeypatch: pytest.MonkeyPatch) -> None:
     # A developer's own SIOT_AUTHZ_* variables must not change what these tests see.
-    for name in ("REGION", "USER_POOL_ID", "CLIENT_IDS", "JWKS_URL", "ENDPOINT_URL", "TOKEN_USE"):
+    for name in (
+        *("REGION", "USER_POOL_ID", "CLIENT_IDS", "JWKS_URL", "ENDPOINT_URL", "TOKEN_USE"),
+        *("POOLS", "SIMPLEIOT_CONFIGS", "REDIS_URL", "MAX_TOKEN_LIFETIME_SECONDS", "LEEWAY_SECONDS"),
+    ):
         monkeypatch.delenv(f"SIOT_AUTHZ_{name}", raising=False)
 
 
@@ -584,3 +589,283 @@ def test_login_refuses_to_send_a_password_to_an_untrusted_endpoint(endpoint: str
     assert code == 2
     assert reason in terminal.errors
     assert "secret" not in terminal.errors
+
+
+# -- several pools -----------------------------------------------------------------------------
+
+TEAM_POOLS = ("us-east-1_CliTeamOne", "us-east-1_CliTeamTwo")
+
+
+@pytest.fixture(scope="module")
+def _teams() -> Iterator[tuple[LocalIssuer, LocalIssuer]]:
+    one = LocalIssuer(user_pool_id=TEAM_POOLS[0], client_id="teamoneclient00000000000")
+    two = LocalIssuer(user_pool_id=TEAM_POOLS[1], client_id="teamtwoclient00000000000")
+    two.keys = [SigningKey(kid=one.signing_key.kid)]  # the same kid string in both pools
+    with one, two:
+        one.serve()
+        two.serve()
+        yield one, two
+
+
+@pytest.fixture
+def teams(_teams: tuple[LocalIssuer, LocalIssuer]) -> tuple[LocalIssuer, LocalIssuer]:
+    for team in _teams:
+        team.serve().reset()
+    return _teams
+
+
+def write_team(home: Path, name: str, issuer: LocalIssuer, **extra: object) -> Path:
+    folder = home / name
+    folder.mkdir(parents=True, exist_ok=True)
+    config = {
+        "region": issuer.region,
+        "cognitoUserPoolId": issuer.user_pool_id,
+        "cognitoClientId": issuer.client_id,
+        "apiEndpoint": "https://example.invalid/dev",
+        **extra,
+    }
+    (folder / "config.json").write_text(json.dumps(config), encoding="utf-8")
+    return folder / "config.json"
+
+
+@pytest.fixture
+def both_keys_server(
+    teams: tuple[LocalIssuer, LocalIssuer], monkeypatch: pytest.MonkeyPatch
+) -> Iterator[JwksServer]:
+    """SimpleIOT config.json has no key URL: SIOT_AUTHZ_JWKS_URL points every pool at one loopback server.
+
+    It serves team one's keys only: enough to tell which pool's keys a token
+    reached, and to show that team two's kid (the same string) is not taken.
+    """
+    one, _two = teams
+    with JwksServer(one.jwks, "/jwks.json") as server:
+        monkeypatch.setenv("SIOT_AUTHZ_JWKS_URL", server.url)
+        yield server
+
+
+@pytest.fixture
+def pools_env(teams: tuple[LocalIssuer, LocalIssuer], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Both pools in SIOT_AUTHZ_POOLS, each with its own loopback key URL."""
+    pools = [
+        {
+            "region": t.region,
+            "user_pool_id": t.user_pool_id,
+            "client_ids": [t.client_id],
+            "jwks_url": t.jwks_url,
+        }
+        for t in teams
+    ]
+    monkeypatch.setenv("SIOT_AUTHZ_POOLS", json.dumps(pools))
+
+
+def test_verify_with_several_config_files_names_the_pool(
+    teams: tuple[LocalIssuer, LocalIssuer], both_keys_server: JwksServer, tmp_path: Path
+) -> None:
+    one, two = teams
+    configs = [write_team(tmp_path, "one", one), write_team(tmp_path, "two", two)]
+    flags = [part for config in configs for part in ("--config", str(config))]
+
+    code, terminal = run(["verify", *flags, one.mint(username="ada")])
+
+    assert code == 0, terminal.errors
+    assert (json.loads(terminal.output)["user_pool_id"], json.loads(terminal.output)["username"]) == (
+        TEAM_POOLS[0],
+        "ada",
+    )
+    # Team two's token names a kid the served keys have, but they are not team two's keys.
+    code, terminal = run(["verify", *flags, two.mint()])
+    assert (code, terminal.output.split(":")[0]) == (1, "signature_invalid")
+
+
+def test_verify_takes_every_team_under_simpleiot_home(
+    teams: tuple[LocalIssuer, LocalIssuer], both_keys_server: JwksServer, tmp_path: Path
+) -> None:
+    one, two = teams
+    write_team(tmp_path, "alpha", one)
+    write_team(tmp_path, "bravo", two)
+
+    code, terminal = run(
+        ["verify", "--simpleiot-home", str(tmp_path), "--json", one.mint(iss=one.issuer + "x")]
+    )
+    assert (code, json.loads(terminal.output)["code"]) == (1, "issuer_invalid")
+    assert both_keys_server.request_count == 0  # an unknown issuer fetches nothing
+
+    code, terminal = run(["verify", "--simpleiot-home", str(tmp_path), one.mint()])
+    assert (code, json.loads(terminal.output)["user_pool_id"]) == (0, TEAM_POOLS[0])
+    assert both_keys_server.request_count == 1
+
+
+@pytest.mark.usefixtures("pools_env")
+def test_verify_with_pools_from_the_environment_keeps_each_pools_keys_apart(
+    teams: tuple[LocalIssuer, LocalIssuer],
+) -> None:
+    one, two = teams
+    assert json.loads(run(["verify", one.mint()])[1].output)["user_pool_id"] == TEAM_POOLS[0]
+    assert json.loads(run(["verify", two.mint()])[1].output)["user_pool_id"] == TEAM_POOLS[1]
+
+    # Team one's iss, signed by team two's key under the kid both pools publish.
+    code, terminal = run(["verify", two.sign(one.claims())])
+
+    assert (code, terminal.output.split(":")[0]) == (1, "signature_invalid")
+    assert [t.serve().request_count for t in teams] == [2, 1]
+
+
+@pytest.mark.usefixtures("pools_env")
+def test_verify_reports_the_exact_reason_the_routed_pools_keys_failed(
+    teams: tuple[LocalIssuer, LocalIssuer],
+) -> None:
+    one, two = teams
+    two.serve().response = JwksResponse(status=404)
+
+    assert run(["verify", one.mint()])[0] == 0  # team two's endpoint does not matter to team one's token
+    code, terminal = run(["verify", two.mint()])
+
+    assert code == 2
+    assert "http_404" in terminal.errors
+    assert one.serve().request_count == 1
+
+
+@pytest.mark.parametrize(
+    ("flags", "named"),
+    [
+        (["--region", "us-east-1"], "--region"),
+        (["--user-pool-id", "us-east-1_Other"], "--user-pool-id"),
+        (["--client-id", "x", "--jwks-url", "http://127.0.0.1:1/k"], "--client-id, --jwks-url"),
+    ],
+)
+@pytest.mark.parametrize("command", ["verify", "jwks"])
+def test_one_pool_flags_are_refused_with_several_pools(
+    teams: tuple[LocalIssuer, LocalIssuer], tmp_path: Path, command: str, flags: list[str], named: str
+) -> None:
+    configs = [write_team(tmp_path, "one", teams[0]), write_team(tmp_path, "two", teams[1])]
+    argv = [command, "--config", str(configs[0]), "--config", str(configs[1]), *flags]
+
+    code, terminal = run([*argv, teams[0].mint()] if command == "verify" else argv)
+
+    assert code == 2
+    assert f"{named} names one pool, but several are configured" in terminal.errors
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ({"region": "us-east-1", "cognitoClientId": "abc"}, "has no 'cognitoUserPoolId'"),
+        (
+            {"region": "us-east-1", "cognitoUserPoolId": "not a pool", "cognitoClientId": "abc"},
+            "'cognitoUserPoolId': must be a Cognito user pool id",
+        ),
+        (
+            {"region": "us-east-1", "cognitoUserPoolId": "us-east-1_Ok", "cognitoClientId": "bad client!"},
+            "'cognitoClientId':",
+        ),
+    ],
+    ids=["missing-key", "bad-pool-id", "bad-client-id"],
+)
+def test_a_bad_config_among_several_is_reported_by_path_and_its_own_key(
+    teams: tuple[LocalIssuer, LocalIssuer], tmp_path: Path, content: dict[str, str], message: str
+) -> None:
+    good = write_team(tmp_path, "good", teams[0])
+    bad = tmp_path / "bad" / "config.json"
+    bad.parent.mkdir()
+    bad.write_text(json.dumps(content), encoding="utf-8")
+
+    code, terminal = run(["verify", "--config", str(good), "--config", str(bad), teams[0].mint()])
+
+    assert code == 2
+    assert str(bad) in terminal.errors
+    assert message in terminal.errors
+
+
+def test_the_same_pool_twice_is_a_configuration_error(
+    teams: tuple[LocalIssuer, LocalIssuer], tmp_path: Path
+) -> None:
+    config = write_team(tmp_path, "one", teams[0])
+    copy = write_team(tmp_path, "copy", teams[0])
+
+    code, terminal = run(["verify", "--config", str(config), "--config", str(copy), teams[0].mint()])
+
+    assert code == 2
+    assert f"user pool {TEAM_POOLS[0]} is configured twice" in terminal.errors
+
+
+@pytest.mark.parametrize("home", ["missing", "empty"])
+def test_simpleiot_home_without_teams_is_a_configuration_error(tmp_path: Path, home: str) -> None:
+    folder = tmp_path / home
+    if home == "empty":
+        folder.mkdir()
+
+    code, terminal = run(["jwks", "--simpleiot-home", str(folder)])
+
+    assert code == 2
+    assert f"--simpleiot-home: SimpleIOT folder {folder}" in terminal.errors
+
+
+@pytest.mark.usefixtures("pools_env")
+def test_jwks_lists_every_pools_keys(teams: tuple[LocalIssuer, LocalIssuer]) -> None:
+    code, terminal = run(["jwks"])
+    assert code == 0
+    rows = [line.split() for line in terminal.output.splitlines()[2:]]
+    assert [row[:2] for row in rows] == [[pool, teams[0].signing_key.kid] for pool in TEAM_POOLS]
+    assert terminal.output.splitlines()[0].split()[:2] == ["POOL", "KID"]
+
+    code, terminal = run(["jwks", "--json"])
+    listed = json.loads(terminal.output)["pools"]
+    assert [(pool["user_pool_id"], pool["url"]) for pool in listed] == [
+        (t.user_pool_id, t.jwks_url) for t in teams
+    ]
+
+
+# -- jwks --save ---------------------------------------------------------------------------------
+
+
+def test_jwks_save_writes_a_document_a_service_can_verify_with_offline(
+    issuer: LocalIssuer, tmp_path: Path, unused_port: int
+) -> None:
+    saved = tmp_path / "keys" / "jwks.json"
+    saved.parent.mkdir()
+
+    code, terminal = run(["jwks", "--jwks-url", issuer.jwks_url, "--save", str(saved)])
+
+    assert code == 0
+    assert f"to {saved} (usable as jwks_file)" in terminal.errors
+    assert json.loads(saved.read_text()) == issuer.jwks()
+    offline = issuer.settings(jwks_url=f"http://127.0.0.1:{unused_port}/jwks.json", jwks_file=saved)
+    assert TokenVerifier(offline).verify_sync(issuer.mint()).username == "alice"
+
+
+@pytest.mark.usefixtures("pools_env")
+def test_jwks_save_with_several_pools_writes_one_file_per_pool(
+    teams: tuple[LocalIssuer, LocalIssuer], tmp_path: Path
+) -> None:
+    code, _ = run(["jwks", "--save", str(tmp_path / "jwks-{pool}.json")])
+
+    assert code == 0
+    for team in teams:
+        assert json.loads((tmp_path / f"jwks-{team.user_pool_id}.json").read_text()) == team.jwks()
+
+
+@pytest.mark.usefixtures("pools_env")
+def test_jwks_save_with_several_pools_needs_a_pool_placeholder_and_fetches_nothing(
+    teams: tuple[LocalIssuer, LocalIssuer], tmp_path: Path
+) -> None:
+    code, terminal = run(["jwks", "--save", str(tmp_path / "jwks.json")])
+
+    assert code == 2
+    assert "--save needs {pool} in the file name" in terminal.errors
+    assert [t.serve().request_count for t in teams] == [0, 0]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_jwks_save_keeps_the_old_file_when_the_keys_cannot_be_had(
+    issuer: LocalIssuer, jwks_server: JwksServer, tmp_path: Path
+) -> None:
+    saved = tmp_path / "jwks.json"
+    saved.write_text('{"keys": ["the old, good file"]}')
+    jwks_server.response = JwksResponse(body=b'{"keys": []}')
+
+    code, terminal = run(["jwks", "--jwks-url", issuer.jwks_url, "--save", str(saved)])
+
+    assert code == 2
+    assert "did not return a key set" in terminal.errors
+    assert saved.read_text() == '{"keys": ["the old, good file"]}'
+    assert [path.name for path in tmp_path.iterdir()] == ["jwks.json"]
