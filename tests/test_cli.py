@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from importlib.metadata import entry_points
 from pathlib import Path
 
@@ -17,7 +18,7 @@ import httpx
 import pytest
 
 from _cli_moto import NEW_PASSWORD, PASSWORD, TEMPORARY_PASSWORD, MotoPool, moto_pool
-from siot_authz import TokenVerifier
+from siot_authz import AuthError, TokenVerifier
 from siot_authz.cli import build_parser, main
 from siot_authz.cli._cognito import CognitoApiError, CognitoClient, NewPasswordRequired
 from siot_authz.cli._config import load_config
@@ -27,7 +28,8 @@ from siot_authz.testing import JwksResponse, JwksServer, LocalIssuer, SigningKey
 
 __all__ = ["moto_pool"]  # the fixture, imported so pytest finds it here
 
-COMMANDS = ["login", "verify", "decode", "jwks", "contract"]
+COMMANDS = ["login", "verify", "decode", "jwks", "contract", "revoke", "revocations"]
+SUBCOMMANDS = [["revoke", "user"], ["revoke", "session"]]
 
 
 class FakeTerminal(Terminal):
@@ -102,7 +104,7 @@ def claims_of(token: str) -> dict[str, object]:
 # -- the command line itself --------------------------------------------------------
 
 
-@pytest.mark.parametrize("command", [[], *([name] for name in COMMANDS)])
+@pytest.mark.parametrize("command", [[], *([name] for name in COMMANDS), *SUBCOMMANDS])
 def test_every_command_has_help(command: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_info:
         main([*command, "--help"])
@@ -869,3 +871,172 @@ def test_jwks_save_keeps_the_old_file_when_the_keys_cannot_be_had(
     assert "did not return a key set" in terminal.errors
     assert saved.read_text() == '{"keys": ["the old, good file"]}'
     assert [path.name for path in tmp_path.iterdir()] == ["jwks.json"]
+
+
+# -- revoke and revocations ------------------------------------------------------------------------
+
+STORE_COMMANDS = [
+    ["revoke", "user", "--pool", "us-east-1_LocalPool1", "--sub", "someone"],
+    ["revoke", "session", "--pool", "us-east-1_LocalPool1", "--origin-jti", "jti-1"],
+    ["revocations"],
+]
+
+
+@pytest.mark.parametrize("argv", STORE_COMMANDS, ids=["revoke-user", "revoke-session", "revocations"])
+def test_store_commands_without_redis_explain_that_in_process_revocations_stay_in_the_process(
+    argv: list[str],
+) -> None:
+    code, terminal = run(argv)
+
+    assert code == 2
+    assert "no shared revocation store: pass --redis-url (or set SIOT_AUTHZ_REDIS_URL)" in terminal.errors
+    assert "each serving process's memory" in terminal.errors
+    assert terminal.output == ""
+
+
+@pytest.mark.parametrize("argv", STORE_COMMANDS, ids=["revoke-user", "revoke-session", "revocations"])
+def test_store_commands_report_an_unreachable_redis_as_a_network_error(
+    argv: list[str], unused_port: int
+) -> None:
+    code, terminal = run([*argv, "--redis-url", f"redis://127.0.0.1:{unused_port}/0"])
+
+    assert code == 2
+    assert f"127.0.0.1:{unused_port}" in terminal.errors
+    if argv[0] == "revoke":
+        assert "nothing was revoked" in terminal.errors
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--pool", "not-a-pool", "--sub", "s"], "is not a Cognito user pool id"),
+        (["--pool", "us-east-1_P", "--sub", "s", "--before", "yesterday"], "is not an ISO 8601 time"),
+        (["--pool", "us-east-1_P", "--sub", "s", "--before", "2026-05-01T12:00:00"], "has no time zone"),
+        (["--pool", "us-east-1_P"], "the following arguments are required: --sub"),
+    ],
+    ids=["bad-pool", "bad-time", "naive-time", "no-sub"],
+)
+def test_revoke_user_usage_errors(flags: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["revoke", "user", *flags, "--redis-url", "redis://127.0.0.1:1/0"])
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def redis_url() -> Iterator[str]:
+    from redis_server import is_redis_installed, running_redis
+
+    if not is_redis_installed():
+        pytest.skip("needs redis-server on PATH")
+    with running_redis() as server:
+        yield server.url
+
+
+@pytest.fixture
+def store_env(redis_url: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.setenv("SIOT_AUTHZ_REDIS_URL", redis_url)
+    return f"cli{time.monotonic_ns()}"  # each test its own key prefix in the module's server
+
+
+@pytest.fixture
+def enforcing_verifier(issuer: LocalIssuer, redis_url: str, store_env: str) -> Iterator[TokenVerifier]:
+    """A service's verifier following the same Redis store and prefix as the CLI."""
+    from siot_authz.revocation import RedisRevocations
+
+    store = RedisRevocations(redis_url, prefix=store_env)
+    store.start_sync()
+    verifier = TokenVerifier(issuer.settings(), revocations=store)
+    yield verifier
+    store.stop_sync()
+    verifier.close()
+
+
+def _wait_until_refused(verifier: TokenVerifier, token: str) -> str:
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        try:
+            verifier.verify_sync(token)
+        except AuthError as error:
+            return error.code
+        time.sleep(0.02)
+    return "accepted"
+
+
+def test_revoke_user_is_enforced_by_a_service_following_the_store(
+    issuer: LocalIssuer, enforcing_verifier: TokenVerifier, store_env: str
+) -> None:
+    token = issuer.mint(username="ada")
+    sub = enforcing_verifier.verify_sync(token).sub
+
+    code, terminal = run(
+        ["revoke", "user", "--pool", issuer.user_pool_id, "--sub", sub, "--redis-prefix", store_env]
+    )
+
+    assert code == 0, terminal.errors
+    assert f"tokens of user {sub} in {issuer.user_pool_id} issued before" in terminal.output
+    assert _wait_until_refused(enforcing_verifier, token) == "token_revoked"
+    assert enforcing_verifier.verify_sync(issuer.mint(username="bob")).username == "bob"
+
+
+def test_revoke_user_before_a_given_time_spares_later_tokens(
+    issuer: LocalIssuer, enforcing_verifier: TokenVerifier, store_env: str
+) -> None:
+    now = int(time.time())
+    old, new = issuer.mint(iat=now - 600), issuer.mint(iat=now)
+    sub = enforcing_verifier.verify_sync(new).sub
+    before = datetime.fromtimestamp(now - 300, tz=UTC).isoformat().replace("+00:00", "Z")
+
+    code, terminal = run(
+        [
+            *("revoke", "user", "--pool", issuer.user_pool_id, "--sub", sub, "--before", before),
+            *("--redis-prefix", store_env, "--json"),
+        ]
+    )
+
+    assert code == 0, terminal.errors
+    entry = json.loads(terminal.output)
+    assert (entry["kind"], entry["subject"], entry["before"]) == ("user", sub, now - 300)
+    assert entry["expires_at"] == now - 300 + 86_400 + 5  # the default token lifetime plus the leeway
+    assert _wait_until_refused(enforcing_verifier, old) == "token_revoked"
+    assert enforcing_verifier.verify_sync(new).sub == sub
+
+
+def test_revoke_session_refuses_that_sessions_tokens_only(
+    issuer: LocalIssuer, enforcing_verifier: TokenVerifier, store_env: str
+) -> None:
+    session, other = issuer.mint(origin_jti="session-one"), issuer.mint(origin_jti="session-two")
+
+    code, _ = run(
+        [
+            *("revoke", "session", "--pool", issuer.user_pool_id, "--origin-jti", "session-one"),
+            *("--redis-prefix", store_env),
+        ]
+    )
+
+    assert code == 0
+    assert _wait_until_refused(enforcing_verifier, session) == "token_revoked"
+    assert enforcing_verifier.verify_sync(other).username == "alice"
+
+
+def test_revocations_lists_entries_as_a_table_and_as_json(
+    store_env: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SIOT_AUTHZ_MAX_TOKEN_LIFETIME_SECONDS", "3600")
+    prefix = ["--redis-prefix", store_env]
+    assert run(["revoke", "user", "--pool", "us-east-1_PoolOne", "--sub", "sub-1", *prefix])[0] == 0
+    assert run(["revoke", "session", "--pool", "us-east-2_PoolTwo", "--origin-jti", "jti-9", *prefix])[0] == 0
+
+    code, terminal = run(["revocations", *prefix])
+    assert code == 0
+    rows = [line.split()[:3] for line in terminal.output.splitlines()[2:]]
+    assert rows == [["user", "us-east-1_PoolOne", "sub-1"], ["session", "us-east-2_PoolTwo", "jti-9"]]
+    assert "2 revocation(s)" in terminal.errors
+
+    code, terminal = run(["revocations", "--json", "--pool", "us-east-2_PoolTwo", *prefix])
+    (entry,) = json.loads(terminal.output)
+    assert (entry["kind"], entry["subject"]) == ("session", "jti-9")
+    assert entry["expires_at"] - entry["before"] == 3600 + 5
+
+    code, terminal = run(["revocations", "--json", "--redis-prefix", store_env + "other"])
+    assert (code, json.loads(terminal.output)) == (0, [])
