@@ -39,7 +39,7 @@ def _pool_settings(config: Path | None) -> AuthSettings | None:
     if config is not None:
         return AuthSettings.from_simpleiot_config(config)
     if os.environ.get("SIOT_AUTHZ_USER_POOL_ID"):
-        return AuthSettings()  # type: ignore[call-arg]  # fields come from the environment
+        return AuthSettings()  # fields come from the environment
     return None
 
 
