@@ -61,7 +61,7 @@ def protected_app(auth: CognitoAuth, metrics: PrometheusMetrics) -> FastAPI:
     async def me(principal: Principal = Depends(auth)) -> dict[str, str]:
         return {"sub": principal.sub}
 
-    app.mount("/metrics", metrics.asgi_app())
+    app.add_route("/metrics", metrics.asgi_app())
     app.state.auth = auth
     return app
 
@@ -89,8 +89,8 @@ def make_client(metrics: PrometheusMetrics) -> Iterator[Callable[..., TestClient
         client.__exit__(None, None, None)
 
 
-def scrape(client: TestClient) -> Samples:
-    response = client.get("/metrics/")
+def scrape(client: TestClient, path: str = "/metrics") -> Samples:
+    response = client.get(path)
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/plain")
     return parse(response.text)
@@ -471,6 +471,19 @@ def test_every_metric_name_starts_with_the_namespace(
     verifier.close()
 
 
+def test_the_metrics_app_can_be_mounted_too(issuer: LocalIssuer, metrics: PrometheusMetrics) -> None:
+    app = FastAPI()
+    app.mount("/metrics", metrics.asgi_app())
+    metrics.watch(TokenVerifier(issuer.settings()))
+
+    with TestClient(app) as client:
+        redirect = client.get("/metrics", follow_redirects=False)
+        samples = scrape(client, "/metrics/")
+
+    assert redirect.status_code == 307
+    assert value(samples, "siot_authz_ready", verifier="") == 0
+
+
 def test_a_second_instance_on_the_same_registry_is_refused(metrics: PrometheusMetrics) -> None:
     with pytest.raises(ValueError, match="Duplicated"):
         PrometheusMetrics(metrics.registry)
@@ -483,7 +496,7 @@ def test_labels_never_carry_kids_or_usernames(
     get_me(client, issuer.mint(username="carol-the-user"))
     get_me(client, issuer.mint(username="dave", header={"kid": "kid-from-an-attacker"}))
 
-    text = client.get("/metrics/").text
+    text = client.get("/metrics").text
 
     for secret in ("carol-the-user", "dave", "kid-from-an-attacker", issuer.signing_key.kid):
         assert secret not in text

@@ -7,7 +7,7 @@ changes. Use it in two steps::
     metrics = PrometheusMetrics()
     auth = CognitoAuth(settings, observer=metrics)  # counts as requests are verified
     metrics.watch(auth)                               # key and revocation gauges, read when scraped
-    app.mount("/metrics", metrics.asgi_app())
+    app.add_route("/metrics", metrics.asgi_app())
 
 What it costs on the request path. A verified-cache hit makes one observer
 call, and prometheus_client's ``Counter.labels(...).inc()`` costs more than
@@ -38,7 +38,7 @@ from __future__ import annotations
 import itertools
 import logging
 import threading
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol, get_args
 
@@ -56,7 +56,7 @@ from ._health import AuthHealth
 from ._verifier import TokenVerifier
 from .revocation import BackendState
 
-__all__ = ["FETCH_DURATION_BUCKETS", "PrometheusMetrics"]
+__all__ = ["FETCH_DURATION_BUCKETS", "MetricsApp", "PrometheusMetrics"]
 
 logger = logging.getLogger("siot_authz.metrics")
 
@@ -184,9 +184,14 @@ class PrometheusMetrics:
                 raise ValueError(f"a verifier named {name!r} is already watched; give each its own name=")
             self._watched[name] = _Watched(name, target)
 
-    def asgi_app(self) -> Any:
-        """An ASGI app serving this registry in the Prometheus text format; mount it at ``/metrics``."""
-        return make_asgi_app(registry=self.registry)
+    def asgi_app(self) -> MetricsApp:
+        """An ASGI app serving this registry in the Prometheus text format.
+
+        ``app.add_route("/metrics", metrics.asgi_app())`` serves it at exactly
+        ``/metrics``; ``app.mount("/metrics", ...)`` works too, but answers
+        ``/metrics`` with a redirect to ``/metrics/``.
+        """
+        return MetricsApp(make_asgi_app(registry=self.registry))
 
     # -- read by the collector --------------------------------------------------
 
@@ -198,6 +203,21 @@ class PrometheusMetrics:
     def _watched_now(self) -> list[_Watched]:
         with self._lock:
             return list(self._watched.values())
+
+
+class MetricsApp:
+    """prometheus_client's ASGI app wrapped in an object.
+
+    Starlette's ``add_route`` treats a plain function as a request handler
+    and any other callable as an ASGI app, so the object form is what lets
+    ``add_route`` serve it at an exact path.
+    """
+
+    def __init__(self, app: Callable[..., Awaitable[None]]) -> None:
+        self._app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await self._app(scope, receive, send)
 
 
 class _ScrapeTimeCollector(Collector):
