@@ -367,3 +367,171 @@ def test_bad_value_in_config_fails_naming_the_file_and_its_own_key(
     assert f"{config_key!r}" in message
     if field != config_key:
         assert field not in message  # the user wrote cognitoClientId, not client_ids
+
+
+# -- several pools: loaders ---------------------------------------------------------------------
+
+TEAM_ONE = {
+    "region": "us-west-2",
+    "cognitoUserPoolId": "us-west-2_TeamOne1",
+    "cognitoClientId": "teamoneclient",
+}
+TEAM_TWO = {
+    "region": "eu-west-1",
+    "cognitoUserPoolId": "eu-west-1_TeamTwo2",
+    "cognitoClientId": "teamtwoclient",
+}
+
+
+def write_team(home: Path, team: str, content: Any) -> Path:
+    (home / team).mkdir(parents=True, exist_ok=True)
+    return write_config(home / team, content)
+
+
+def test_reads_several_simpleiot_configs_in_order(tmp_path: Path) -> None:
+    paths = [write_team(tmp_path, "b", TEAM_TWO), write_team(tmp_path, "a", TEAM_ONE)]
+
+    pools = AuthSettings.from_simpleiot_configs(paths, token_use="access")
+
+    assert [(p.user_pool_id, p.client_ids, p.token_use) for p in pools] == [
+        ("eu-west-1_TeamTwo2", ("teamtwoclient",), "access"),
+        ("us-west-2_TeamOne1", ("teamoneclient",), "access"),
+    ]
+
+
+def test_reads_every_team_under_a_simpleiot_home_in_team_order(tmp_path: Path) -> None:
+    write_team(tmp_path, "zeta", TEAM_ONE)
+    write_team(tmp_path, "alpha", TEAM_TWO)
+    (tmp_path / "not-a-team").mkdir()
+    (tmp_path / "stray.json").write_text("{}")
+
+    pools = AuthSettings.from_simpleiot_home(tmp_path)
+
+    assert [pool.user_pool_id for pool in pools] == ["eu-west-1_TeamTwo2", "us-west-2_TeamOne1"]
+
+
+def test_simpleiot_home_defaults_to_the_users_simpleiot_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    write_team(tmp_path / ".simpleiot", "myteam", TEAM_ONE)
+
+    (pool,) = AuthSettings.from_simpleiot_home()
+
+    assert pool.user_pool_id == "us-west-2_TeamOne1"
+
+
+@pytest.mark.parametrize(
+    ("make", "message"), [("missing", "does not exist"), ("empty", "has no <team>/config.json")]
+)
+def test_simpleiot_home_without_teams_fails_naming_it(tmp_path: Path, make: str, message: str) -> None:
+    home = tmp_path / "home"
+    if make == "empty":
+        home.mkdir()
+    with pytest.raises(ValueError, match=f"SimpleIOT folder {home} {message}"):
+        AuthSettings.from_simpleiot_home(home)
+
+
+def test_no_configs_at_all_is_refused() -> None:
+    with pytest.raises(ValueError, match=r"no SimpleIOT config\.json was given"):
+        AuthSettings.from_simpleiot_configs([])
+
+
+@pytest.mark.parametrize(
+    ("content", "key"),
+    [
+        ({**TEAM_TWO, "cognitoClientId": "bad client"}, "'cognitoClientId'"),
+        ({**TEAM_TWO, "cognitoUserPoolId": "eu-west-1"}, "'cognitoUserPoolId'"),
+        ({**TEAM_TWO, "region": "Europe"}, "'region'"),
+        ({k: v for k, v in TEAM_TWO.items() if k != "cognitoClientId"}, "has no 'cognitoClientId'"),
+    ],
+    ids=["client-id", "pool-id", "region", "missing"],
+)
+def test_a_bad_team_is_reported_by_its_path_and_its_own_key_name(
+    tmp_path: Path, content: dict[str, str], key: str
+) -> None:
+    write_team(tmp_path, "good", TEAM_ONE)
+    bad = write_team(tmp_path, "broken", content)
+
+    with pytest.raises(ValueError, match="broken") as failure:
+        AuthSettings.from_simpleiot_home(tmp_path)
+
+    assert str(bad) in str(failure.value)
+    assert key in str(failure.value)
+    assert "client_ids" not in str(failure.value)
+    assert "user_pool_id" not in str(failure.value)
+
+
+def test_pools_from_env_reads_a_json_array_with_shared_plain_variables(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    pools = [
+        {"region": "us-west-2", "user_pool_id": "us-west-2_TeamOne1", "client_ids": ["one"]},
+        {
+            "region": "eu-west-1",
+            "user_pool_id": "eu-west-1_TeamTwo2",
+            "client_ids": "two,three",
+            "additional_regions": ["eu-central-1"],
+            "leeway_seconds": 1,
+        },
+    ]
+    monkeypatch.setenv("SIOT_AUTHZ_POOLS", json.dumps(pools))
+    monkeypatch.setenv("SIOT_AUTHZ_LEEWAY_SECONDS", "9")
+
+    one, two = AuthSettings.pools_from_env()
+
+    assert (one.client_ids, one.leeway_seconds) == (("one",), 9)  # the shared variable fills the gap
+    assert (two.client_ids, two.leeway_seconds) == (("two", "three"), 1)  # the pool's own value wins
+    assert "https://cognito-idp.eu-central-1.amazonaws.com/eu-west-1_TeamTwo2" in two.issuers
+
+
+def test_pools_from_env_reads_simpleiot_config_paths_after_the_json_pools(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    paths = [write_team(tmp_path, "one", TEAM_ONE), write_team(tmp_path, "two", TEAM_TWO)]
+    environ = {
+        "SIOT_AUTHZ_SIMPLEIOT_CONFIGS": os.pathsep.join(str(path) for path in paths),
+        "SIOT_AUTHZ_POOLS": json.dumps([{**VALID, "user_pool_id": "us-west-2_Listed1"}]),
+    }
+
+    pools = AuthSettings.pools_from_env(environ)
+
+    assert [pool.user_pool_id for pool in pools] == [
+        "us-west-2_Listed1",
+        "us-west-2_TeamOne1",
+        "eu-west-1_TeamTwo2",
+    ]
+
+
+def test_pools_from_env_without_a_list_is_the_single_pool_of_plain_variables(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    environ = {"SIOT_AUTHZ_REGION": REGION, "SIOT_AUTHZ_USER_POOL_ID": POOL, "SIOT_AUTHZ_CLIENT_IDS": CLIENT}
+    for name, value in environ.items():
+        monkeypatch.setenv(name, value)
+
+    (pool,) = AuthSettings.pools_from_env()
+
+    assert (pool.user_pool_id, pool.client_ids) == (POOL, (CLIENT,))
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("[{", "SIOT_AUTHZ_POOLS is not valid JSON"),
+        ('{"region": "us-west-2"}', "must be a JSON array of objects"),
+        ('["us-west-2_TeamOne1"]', "must be a JSON array of objects"),
+        (json.dumps([VALID, {**VALID, "user_pool_id": "nope"}]), r"SIOT_AUTHZ_POOLS\[1\]: 'user_pool_id'"),
+        (json.dumps([{**VALID, "colour": "blue"}]), r"SIOT_AUTHZ_POOLS\[0\]: 'colour'"),
+    ],
+    ids=["bad-json", "object", "strings", "bad-field", "unknown-field"],
+)
+def test_bad_pools_variable_fails_saying_where(value: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        AuthSettings.pools_from_env({"SIOT_AUTHZ_POOLS": value})
+
+
+def test_a_bad_path_in_simpleiot_configs_variable_is_named(tmp_path: Path) -> None:
+    missing = tmp_path / "gone" / "config.json"
+    with pytest.raises(ValueError, match=f"cannot read SimpleIOT config {missing}"):
+        AuthSettings.pools_from_env({"SIOT_AUTHZ_SIMPLEIOT_CONFIGS": str(missing)})
