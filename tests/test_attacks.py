@@ -951,3 +951,163 @@ def test_der_keyed_hs256_forgery_fools_naive_python_jose_but_not_us(
     except Exception:
         pytest.skip("this python-jose refuses DER keys as HMAC secrets; the forgery is no longer a live one")
     assert claims["sub"] == forge.claims()["sub"]
+
+
+# -- cross-pool attacks -------------------------------------------------------
+#
+# A service that trusts two pools (two SimpleIOT teams) must keep them apart:
+# a token is routed by its exact iss to one pool, and only that pool's keys,
+# client ids and rules apply. Pool B publishes a key under the very kid pool A
+# uses, so nothing but the routing keeps B's key from verifying A's tokens.
+
+POOL_B = "us-east-1_CrossPoolB"
+
+
+@dataclass(frozen=True)
+class CrossPoolAttack:
+    name: str
+    code: str
+    forge: Callable[[LocalIssuer, LocalIssuer], str]  # (pool A, pool B) -> token
+
+
+def _swapped_across_pools(a: LocalIssuer, b: LocalIssuer) -> str:
+    return _with_segment(a.mint(), 1, _segments(b.mint(groups=["admin"]))[1])
+
+
+def _replica_iss(issuer: LocalIssuer, region: str) -> str:
+    return f"https://cognito-idp.{region}.amazonaws.com/{issuer.user_pool_id}"
+
+
+CROSS_POOL_ATTACKS = [
+    CrossPoolAttack(
+        "iss-a-signed-by-b-under-the-shared-kid",
+        "signature_invalid",
+        lambda a, b: b.sign(a.claims(groups=["admin"]), key=b.keys[0]),
+    ),
+    CrossPoolAttack(
+        "iss-a-with-a-kid-only-b-has", "kid_unknown", lambda a, b: b.sign(a.claims(), key=b.keys[1])
+    ),
+    CrossPoolAttack(
+        "iss-b-signed-by-a-under-the-shared-kid",
+        "signature_invalid",
+        lambda a, b: a.sign(b.claims(), key=a.keys[0]),
+    ),
+    CrossPoolAttack("payload-of-b-under-a-signature", "signature_invalid", _swapped_across_pools),
+    CrossPoolAttack("a-token-for-b-app-client", "client_not_allowed", lambda a, b: a.mint(aud=b.client_id)),
+    CrossPoolAttack("b-token-for-a-app-client", "client_not_allowed", lambda a, b: b.mint(aud=a.client_id)),
+    CrossPoolAttack(
+        "a-pool-id-in-b-region",
+        "issuer_invalid",
+        lambda a, b: a.mint(iss=_replica_iss(a, "eu-west-1")),
+    ),
+    CrossPoolAttack(
+        "b-pool-id-under-a-issuer-path",
+        "issuer_invalid",
+        lambda a, b: b.mint(iss=f"{a.issuer}/../{b.user_pool_id}"),
+    ),
+    CrossPoolAttack(
+        "unconfigured-pool-signed-under-the-shared-kid",
+        "issuer_invalid",
+        lambda a, b: b.sign(b.claims(iss=b.issuer.replace(POOL_B, "us-east-1_Unconfigured")), key=b.keys[0]),
+    ),
+    CrossPoolAttack(
+        "both-pools-in-one-iss",
+        "issuer_invalid",
+        lambda a, b: a.mint(iss=f"{a.issuer} {b.issuer}"),
+    ),
+    CrossPoolAttack(
+        "iss-list-of-both-pools", "issuer_invalid", lambda a, b: a.mint(iss=[a.issuer, b.issuer])
+    ),
+]
+_CROSS_BY_NAME = pytest.mark.parametrize(
+    "attack", CROSS_POOL_ATTACKS, ids=[attack.name for attack in CROSS_POOL_ATTACKS]
+)
+
+
+def test_cross_pool_catalogue_names_are_unique() -> None:
+    names = [attack.name for attack in CROSS_POOL_ATTACKS]
+    assert len(names) == len(set(names))
+
+
+@pytest.fixture(scope="module")
+def _pool_b(_session_issuer: LocalIssuer) -> Iterator[LocalIssuer]:
+    with LocalIssuer(user_pool_id=POOL_B, client_id="poolbclient0000000000000") as pool_b:
+        pool_b.keys = [SigningKey(kid=_session_issuer.signing_key.kid), SigningKey(kid="only-in-pool-b")]
+        pool_b.serve()
+        yield pool_b
+
+
+@pytest.fixture
+def pool_b(_pool_b: LocalIssuer, issuer: LocalIssuer) -> Iterator[LocalIssuer]:
+    _pool_b.serve().reset()
+    yield _pool_b
+    _pool_b.serve().reset()
+
+
+@pytest.fixture
+def two_pools(issuer: LocalIssuer, pool_b: LocalIssuer) -> list[AuthSettings]:
+    return [issuer.settings(http_timeout_seconds=2.0), pool_b.settings(http_timeout_seconds=2.0)]
+
+
+@pytest.fixture
+def two_pool_verifier(two_pools: list[AuthSettings]) -> Iterator[TokenVerifier]:
+    verifier = TokenVerifier(two_pools)
+    yield verifier
+    verifier.close()
+
+
+def _assert_b_keys_untouched_unless_routed(attack: CrossPoolAttack, pool_b: LocalIssuer) -> None:
+    # Only a token whose iss names B may make B's endpoint answer; an unknown iss asks no one.
+    if attack.code == "issuer_invalid" or attack.name.startswith(("iss-a-", "a-token-")):
+        assert pool_b.serve().request_count == 0
+
+
+@_CROSS_BY_NAME
+def test_fastapi_refuses_cross_pool_attack_with_401(
+    attack: CrossPoolAttack, issuer: LocalIssuer, pool_b: LocalIssuer, two_pools: list[AuthSettings]
+) -> None:
+    auth = CognitoAuth(two_pools)
+    app = FastAPI()
+
+    @app.get("/me")
+    async def me(principal: Principal = Depends(auth)) -> Principal:
+        return principal
+
+    with TestClient(app) as client:
+        response = client.get("/me", headers={"Authorization": attack.forge(issuer, pool_b)})
+        honest = [client.get("/me", headers={"Authorization": i.mint()}) for i in (issuer, pool_b)]
+
+    assert response.status_code == 401
+    assert response.json()["detail"]["code"] == attack.code
+    assert [r.json()["user_pool_id"] for r in honest] == [issuer.user_pool_id, POOL_B]
+
+
+@_CROSS_BY_NAME
+@pytest.mark.anyio
+async def test_verify_refuses_cross_pool_attack(
+    attack: CrossPoolAttack, issuer: LocalIssuer, pool_b: LocalIssuer, two_pool_verifier: TokenVerifier
+) -> None:
+    with pytest.raises(AuthError) as refused:
+        await two_pool_verifier.verify(attack.forge(issuer, pool_b))
+    assert refused.value.code == attack.code
+    _assert_b_keys_untouched_unless_routed(attack, pool_b)
+
+
+@_CROSS_BY_NAME
+def test_verify_sync_refuses_cross_pool_attack(
+    attack: CrossPoolAttack, issuer: LocalIssuer, pool_b: LocalIssuer, two_pool_verifier: TokenVerifier
+) -> None:
+    with pytest.raises(AuthError) as refused:
+        two_pool_verifier.verify_sync(attack.forge(issuer, pool_b))
+    assert refused.value.code == attack.code
+    _assert_b_keys_untouched_unless_routed(attack, pool_b)
+
+
+def test_unknown_issuer_causes_no_fetch_in_any_pool(
+    issuer: LocalIssuer, pool_b: LocalIssuer, two_pool_verifier: TokenVerifier
+) -> None:
+    for attack in CROSS_POOL_ATTACKS:
+        if attack.code == "issuer_invalid":
+            with pytest.raises(AuthError):
+                two_pool_verifier.verify_sync(attack.forge(issuer, pool_b))
+    assert (issuer.serve().request_count, pool_b.serve().request_count) == (0, 0)
