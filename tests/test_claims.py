@@ -481,3 +481,44 @@ async def test_every_claim_rule_failure_is_an_invalid_token_401(verify: Verify, 
 
     assert caught.value.status_code == 401
     assert caught.value.headers == {"WWW-Authenticate": 'Bearer error="invalid_token"'}
+
+
+# -- the principal is built without validating twice, and equals a validated one ------------
+
+
+@pytest.mark.parametrize(
+    ("kind", "changes"),
+    [
+        ("id", {}),
+        ("id", {"cognito:groups": ["admin", "ops"], "email": "hank@example.com"}),
+        ("access", {"scope": "siot/read siot/write", "username": "hank"}),
+        ("id", {"identities": [{"providerName": "Google", "userId": "1"}], "profile": {"plan": "pro"}}),
+    ],
+)
+async def test_principal_built_by_the_rules_equals_a_validated_one(
+    verify_with: VerifyWith, sign: Sign, kind: Literal["id", "access"], changes: dict[str, Any]
+) -> None:
+    principal = await verify_with(token_use="any")(sign(kind=kind, **changes))
+    validated = Principal.model_validate(principal.model_dump())
+
+    assert principal == validated
+    assert principal.model_dump() == validated.model_dump()
+    assert principal.model_fields_set == validated.model_fields_set
+    assert principal.model_dump_json() == validated.model_dump_json()
+    assert [type(getattr(principal, name)) for name in Principal.model_fields] == [
+        type(getattr(validated, name)) for name in Principal.model_fields
+    ]
+    assert principal.model_copy(update={"username": "other"}).username == "other"
+
+
+async def test_claims_read_back_frozen_however_they_are_read(verify: Verify, sign: Sign) -> None:
+    principal = await verify(sign(**{"cognito:groups": ["admin"], "profile": {"tags": ["a"]}}))
+    claims = principal.claims
+
+    assert claims["cognito:groups"] == claims.get("cognito:groups") == ("admin",)
+    assert dict(claims.items())["profile"]["tags"] == ("a",)
+    assert claims.get("absent") is None
+    assert "absent" not in claims
+    assert len(claims) == len(list(claims))
+    with pytest.raises(TypeError):
+        claims["profile"]["tags"] = ()  # type: ignore[index]

@@ -2,36 +2,77 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from datetime import datetime
-from types import MappingProxyType
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, PlainValidator, WithJsonSchema
 
-__all__ = ["Principal", "freeze_claims"]
+__all__ = ["Claims", "Principal", "freeze_claims", "verified_principal"]
+
+# Values handed out as they are: immutable, and holding nothing mutable.
+_ATOMS = (str, int, float, bool, type(None))
 
 
 def _frozen(value: Any) -> Any:
-    if isinstance(value, list):
+    """An immutable copy of a JSON value: arrays become tuples and objects :class:`Claims`."""
+    if isinstance(value, (list, tuple)):
         return tuple(_frozen(item) for item in value)
-    if isinstance(value, dict):
-        return MappingProxyType({name: _frozen(item) for name, item in value.items()})
+    if isinstance(value, Claims):
+        return value
+    if isinstance(value, Mapping):
+        return Claims({name: _frozen(item) for name, item in value.items()})
     return value
 
 
-def freeze_claims(claims: Mapping[str, Any]) -> Mapping[str, Any]:
-    """A read-only copy of ``claims``: mappings become read-only views and arrays become tuples.
+class Claims(Mapping[str, Any]):
+    """Every claim of a verified token, read-only: no item can be set or deleted, and arrays are tuples.
 
     A principal is shared by every request that presents the same token (the
     verified-token cache hands out one object), so one handler must not be
-    able to change what the next one sees.
+    able to change what the next one sees. The claims are held as the parser
+    produced them and made immutable as they are read: nested arrays come out
+    as tuples and nested objects as :class:`Claims`. Wrapping instead of
+    copying keeps a cold verification and each cached entry cheap (one
+    object; a flat claims dict is not even tracked by the garbage collector).
     """
-    if isinstance(claims, MappingProxyType):
+
+    __slots__ = ("_claims",)
+
+    def __init__(self, claims: dict[str, Any]) -> None:
+        # Owned: nothing else may hold ``claims`` (the parser's fresh dict, or a frozen copy).
+        self._claims = claims
+
+    def __getitem__(self, name: str) -> Any:
+        value = self._claims[name]
+        return value if isinstance(value, _ATOMS) else _frozen(value)
+
+    def get(self, name: str, default: Any = None) -> Any:
+        """The claim ``name``, or ``default`` when the token does not have it."""
+        value = self._claims.get(name, default)
+        return value if isinstance(value, _ATOMS) else _frozen(value)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._claims
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._claims)
+
+    def __len__(self) -> int:
+        return len(self._claims)
+
+    def __repr__(self) -> str:
+        return f"Claims({dict(self.items())!r})"
+
+
+def freeze_claims(claims: Mapping[str, Any]) -> Claims:
+    """A read-only copy of ``claims`` (see :class:`Claims`); a :class:`Claims` is returned as it is."""
+    if isinstance(claims, Claims):
         return claims
     if not isinstance(claims, Mapping):
         raise ValueError("claims must be a mapping")
-    return MappingProxyType({name: _frozen(value) for name, value in claims.items()})
+    frozen: Claims = _frozen(claims)
+    return frozen
 
 
 def _thawed(value: Any) -> Any:
@@ -59,7 +100,10 @@ class Principal(BaseModel):
     hands the same object to every request that presents the same token.
     """
 
-    model_config = ConfigDict(frozen=True)
+    # defer_build: the validator and serializer are compiled on first use, not
+    # at import (a few ms of start-up); verification builds principals with
+    # verified_principal() and never needs the validator.
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     sub: str = Field(description="The user's stable, unique id in the pool.")
     username: str = Field(description="'cognito:username' in ID tokens, 'username' in access tokens.")
@@ -83,3 +127,55 @@ class Principal(BaseModel):
     def has_all_scopes(self, scopes: Iterable[str]) -> bool:
         """True when every one of ``scopes`` was granted."""
         return set(scopes).issubset(self.scopes)
+
+
+_FIELD_NAMES = frozenset(Principal.model_fields)
+_set_attribute = object.__setattr__
+
+
+def verified_principal(
+    sub: str,
+    username: str,
+    groups: tuple[str, ...],
+    scopes: tuple[str, ...],
+    token_use: Literal["id", "access"],
+    client_id: str,
+    email: str | None,
+    issuer: str,
+    user_pool_id: str,
+    issued_at: datetime,
+    expires_at: datetime,
+    claims: dict[str, Any],
+) -> Principal:
+    """A :class:`Principal` from values the claim rules have already proved, without validating them again.
+
+    Every argument must have its field's exact type (the claim rules check
+    each one), and ``claims`` must be a dict nothing else holds. pydantic's
+    validator would re-check all of it and deep-copy the claims, which cost
+    more than the rules themselves on the cold path; this sets the same
+    attributes pydantic's own ``model_construct`` sets, in field order.
+    ``tests/test_claims.py`` proves the result equals a validated principal.
+    """
+    principal = Principal.__new__(Principal)
+    _set_attribute(
+        principal,
+        "__dict__",
+        {
+            "sub": sub,
+            "username": username,
+            "groups": groups,
+            "scopes": scopes,
+            "token_use": token_use,
+            "client_id": client_id,
+            "email": email,
+            "issuer": issuer,
+            "user_pool_id": user_pool_id,
+            "issued_at": issued_at,
+            "expires_at": expires_at,
+            "claims": Claims(claims),
+        },
+    )
+    _set_attribute(principal, "__pydantic_fields_set__", set(_FIELD_NAMES))
+    _set_attribute(principal, "__pydantic_extra__", None)
+    _set_attribute(principal, "__pydantic_private__", None)
+    return principal

@@ -30,11 +30,13 @@ _BEARER_PREFIX = "bearer "
 # base64url -> standard alphabet, for binascii's C decoder. "+", "/" and "="
 # are not base64url: they become "*", which the strict decoder refuses.
 _URLSAFE_TO_STANDARD = bytes.maketrans(b"-_+/=", b"+/***")
-# The value of each base64url character, for the trailing-bits check.
-_BASE64URL_VALUE = {
-    char: value
-    for value, char in enumerate("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
-}
+# The unused low bits of each byte as a last base64url character: (when 2
+# characters remain: 4 bits, when 3 remain: 2 bits). Index by byte value;
+# bytes outside the alphabet never get this far (strict decoding refuses them).
+_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+_SPARE_BITS = [0] * 256
+for _value, _char in enumerate(_ALPHABET):
+    _SPARE_BITS[_char] = _value
 #: How many distinct valid headers are remembered (a pool has two kids).
 _HEADER_CACHE_SIZE = 32
 # The only signature algorithm Cognito user pools use. Compared exactly:
@@ -77,8 +79,10 @@ def strip_bearer(authorization: str) -> str:
 # UnicodeDecodeError or JSONDecodeError holds the token bytes it choked on.
 
 
-def decode_base64url(segment: str) -> bytes:
-    """Decode one segment, accepting only canonical unpadded base64url."""
+_PADDING = (b"", b"", b"==", b"=")
+
+
+def _decode_base64url(segment: bytes) -> bytes:
     # Only the 64 url-safe characters: no "=", "+", "/" or whitespace. Strict
     # mode refuses anything outside the alphabet, including the "*" that the
     # translation puts in place of "+", "/" and "=".
@@ -87,16 +91,22 @@ def decode_base64url(segment: str) -> bytes:
     if remainder != 1:
         try:
             raw = binascii.a2b_base64(
-                segment.encode("ascii").translate(_URLSAFE_TO_STANDARD) + b"=" * (-remainder % 4),
-                strict_mode=True,
+                segment.translate(_URLSAFE_TO_STANDARD) + _PADDING[remainder], strict_mode=True
             )
         except (binascii.Error, ValueError):
             raw = None
     # Non-zero unused bits in the last character give a second spelling of
     # the same bytes (4 spare bits when 2 characters remain, 2 when 3 do).
-    if raw is None or (remainder and _BASE64URL_VALUE[segment[-1]] & (0b1111 if remainder == 2 else 0b11)):
+    if raw is None or (remainder and _SPARE_BITS[segment[-1]] & (0b1111 if remainder == 2 else 0b11)):
         raise TokenMalformed("A token segment is not canonical base64url.")
     return raw
+
+
+def decode_base64url(segment: str) -> bytes:
+    """Decode one segment, accepting only canonical unpadded base64url."""
+    if not segment.isascii():
+        raise TokenMalformed("A token segment is not canonical base64url.")
+    return _decode_base64url(segment.encode("ascii"))
 
 
 def _refuse_duplicate_names(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -135,7 +145,13 @@ def _is_utf8_encodable(value: Any) -> bool:
 
 def decode_segment_json(segment: str) -> dict[str, Any]:
     """Decode one segment to a JSON object, refusing anything ambiguous."""
-    raw = decode_base64url(segment)
+    if not segment.isascii():
+        raise TokenMalformed("A token segment is not canonical base64url.")
+    return _decode_json_object(segment.encode("ascii"))
+
+
+def _decode_json_object(segment: bytes) -> dict[str, Any]:
+    raw = _decode_base64url(segment)
     is_json = True
     try:
         text = raw.decode("utf-8")
@@ -148,7 +164,7 @@ def decode_segment_json(segment: str) -> dict[str, Any]:
     except (UnicodeDecodeError, ValueError, RecursionError):
         # ValueError covers JSONDecodeError and over-long integer literals.
         is_json = False
-    if is_json and ("\\ud" in text or "\\uD" in text):
+    if is_json and "\\u" in text and ("\\ud" in text or "\\uD" in text):
         # A "\ud800" escape left unpaired decodes to a lone surrogate: text no
         # UTF-8 can carry, which would crash whoever serialises the claim later.
         is_json = _is_utf8_encodable(value)
@@ -174,10 +190,10 @@ def _check_header(header: dict[str, Any]) -> str:
     return kid
 
 
-_valid_headers: dict[str, tuple[dict[str, Any], str]] = {}
+_valid_headers: dict[bytes, tuple[dict[str, Any], str]] = {}
 
 
-def _parse_header(segment: str) -> tuple[dict[str, Any], str]:
+def _parse_header(segment: bytes) -> tuple[dict[str, Any], str]:
     """The header and its kid, remembering headers that passed every check.
 
     Every token of a pool shares one of a few header segments, so this skips
@@ -187,7 +203,7 @@ def _parse_header(segment: str) -> tuple[dict[str, Any], str]:
     known = _valid_headers.get(segment)
     if known is not None:
         return known
-    header = decode_segment_json(segment)
+    header = _decode_json_object(segment)
     parsed = (header, _check_header(header))
     if len(_valid_headers) >= _HEADER_CACHE_SIZE:
         # Anyone can make valid-looking headers (any kid will do), so the map
@@ -207,17 +223,17 @@ def parse_token(token: str, max_token_bytes: int) -> ParsedToken:
         raise TokenTooLarge()
     if not token.isascii():
         raise TokenMalformed("The token has non-ASCII characters.")
-    segments = token.split(".")
+    # Bytes from here on: one encode, and the signing input is a slice of it.
+    data = token.encode("ascii")
+    segments = data.split(b".")
     if len(segments) != 3 or not all(segments):
         raise TokenMalformed("The token does not have three non-empty segments.")
     header_segment, claims_segment, signature_segment = segments
     header, kid = _parse_header(header_segment)
-    claims = decode_segment_json(claims_segment)
-    signature = decode_base64url(signature_segment)
     return ParsedToken(
-        header=header,
-        claims=claims,
-        kid=kid,
-        signing_input=f"{header_segment}.{claims_segment}".encode("ascii"),
-        signature=signature,
+        header,
+        _decode_json_object(claims_segment),
+        kid,
+        data[: len(header_segment) + len(claims_segment) + 1],
+        _decode_base64url(signature_segment),
     )
