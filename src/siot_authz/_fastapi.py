@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
+from typing import Literal
 
 import httpx
 from fastapi import Depends, FastAPI, HTTPException
@@ -91,6 +92,7 @@ class CognitoAuth(SecurityBase):
         roles_timeout_seconds: float = 2.0,
         roles_backoff_seconds: float = 5.0,
         websocket_query_param: str | None = None,
+        websocket_denial: Literal["close", "response"] = "close",
     ) -> None:
         """Protect routes with the pools ``settings`` names.
 
@@ -108,6 +110,16 @@ class CognitoAuth(SecurityBase):
         token from that query parameter, for clients that can send neither
         a header nor a subprotocol. Off because URLs, query included, end up
         in access logs, proxies and browser history.
+
+        ``websocket_denial`` says how a refused WebSocket handshake is
+        declined; it never opens either way. ``"close"`` (the default)
+        closes it before accepting, which every ASGI server answers with an
+        HTTP 403 and which is all a browser can see anyway. ``"response"``
+        sends the refusal's own status, ``WWW-Authenticate`` and body, for
+        non-browser clients, on servers with the WebSocket Denial Response
+        extension (others still get ``"close"``). Not the default because
+        uvicorn's default WebSocket implementation (websockets-sansio, up to
+        at least 0.54) logs a spurious ERROR after every such response.
         """
         if verifier is None and settings is None:
             raise TypeError("CognitoAuth needs settings or a verifier")
@@ -135,6 +147,9 @@ class CognitoAuth(SecurityBase):
                 backoff_seconds=roles_backoff_seconds,
             )
         self.websocket_query_param = websocket_query_param
+        if websocket_denial not in ("close", "response"):
+            raise ValueError('websocket_denial must be "close" or "response"')
+        self.websocket_denial = websocket_denial
         self.auto_error = auto_error
         self.scheme_name = scheme_name
         self.model = HTTPBearerModel(bearerFormat="JWT", description=_DESCRIPTION)
@@ -187,9 +202,9 @@ class CognitoAuth(SecurityBase):
             # what counts as no credentials, and auto_error what that means.
             if not self.auto_error:
                 return None
-            raise _refusal(connection, error) from None
+            raise self._refusal(connection, error) from None
         except AuthError as error:
-            raise _refusal(connection, error) from None
+            raise self._refusal(connection, error) from None
 
     def require_groups(self, *groups: str) -> Callable[..., Awaitable[Principal]]:
         """A dependency that also requires membership in at least one of ``groups``."""
@@ -200,9 +215,9 @@ class CognitoAuth(SecurityBase):
         async def principal_in_group(
             connection: HTTPConnection, principal: Principal | None = Depends(self)
         ) -> Principal:
-            principal = _required(connection, principal)
+            principal = self._required(connection, principal)
             if not principal.is_in_any_group(wanted):
-                raise _forbidden(connection, MissingGroup(), principal)
+                raise self._forbidden(connection, MissingGroup(), principal)
             return principal
 
         return principal_in_group
@@ -216,9 +231,9 @@ class CognitoAuth(SecurityBase):
         async def principal_with_scopes(
             connection: HTTPConnection, principal: Principal | None = Depends(self)
         ) -> Principal:
-            principal = _required(connection, principal)
+            principal = self._required(connection, principal)
             if not principal.has_all_scopes(wanted):
-                raise _forbidden(connection, MissingScope(), principal)
+                raise self._forbidden(connection, MissingScope(), principal)
             return principal
 
         return principal_with_scopes
@@ -238,7 +253,7 @@ class CognitoAuth(SecurityBase):
             connection: HTTPConnection, principal: RolesPrincipal = Depends(principal_with_roles)
         ) -> RolesPrincipal:
             if wanted.isdisjoint(principal.roles):
-                raise _forbidden(connection, MissingRole(), principal)
+                raise self._forbidden(connection, MissingRole(), principal)
             return principal
 
         return principal_in_role
@@ -253,11 +268,11 @@ class CognitoAuth(SecurityBase):
         async def principal_with_roles(
             connection: HTTPConnection, principal: Principal | None = Depends(self)
         ) -> RolesPrincipal:
-            principal = _required(connection, principal)
+            principal = self._required(connection, principal)
             try:
                 roles = await cache.roles_of(principal)
             except AuthError as error:
-                raise _refusal(connection, error) from None
+                raise self._refusal(connection, error) from None
             return RolesPrincipal.of(principal, roles)
 
         return principal_with_roles
@@ -286,30 +301,32 @@ class CognitoAuth(SecurityBase):
         finally:
             await self.shutdown()
 
+    def _refusal(
+        self, connection: HTTPConnection, error: AuthError
+    ) -> AuthHTTPException | AuthWebSocketException:
+        """The exception that answers ``error`` on this connection.
 
-def _refusal(connection: HTTPConnection, error: AuthError) -> AuthHTTPException | AuthWebSocketException:
-    """The exception that answers ``error`` on this connection.
+        An HTTP request gets the HTTP refusal (status, body,
+        ``WWW-Authenticate``); so does a WebSocket handshake when
+        ``websocket_denial="response"`` and the server can send one. Any
+        other handshake is closed before it is accepted.
+        """
+        if connection.scope["type"] == "websocket" and not (
+            self.websocket_denial == "response" and can_send_denial(connection.scope)
+        ):
+            return AuthWebSocketException(error)
+        return AuthHTTPException(error)
 
-    An HTTP request, or a WebSocket handshake on a server that can send a
-    denial response, gets the HTTP refusal (status, body, ``WWW-Authenticate``).
-    Any other handshake is closed before it is accepted.
-    """
-    if connection.scope["type"] == "websocket" and not can_send_denial(connection.scope):
-        return AuthWebSocketException(error)
-    return AuthHTTPException(error)
+    def _forbidden(
+        self, connection: HTTPConnection, error: InsufficientPermissions, principal: Principal
+    ) -> AuthHTTPException | AuthWebSocketException:
+        # Logged like a refusal: the code and the pool; no claim value, no token text.
+        logger.info("access_denied code=%s pool=%s", error.code, principal.user_pool_id)
+        return self._refusal(connection, error)
 
-
-def _forbidden(
-    connection: HTTPConnection, error: InsufficientPermissions, principal: Principal
-) -> AuthHTTPException | AuthWebSocketException:
-    # Logged like a refusal: the code and the pool; no claim value, no token text.
-    logger.info("access_denied code=%s pool=%s", error.code, principal.user_pool_id)
-    return _refusal(connection, error)
-
-
-def _required(connection: HTTPConnection, principal: Principal | None) -> Principal:
-    # With auto_error=False the base dependency yields None; authorization
-    # still needs someone to authorize.
-    if principal is None:
-        raise _refusal(connection, MissingToken())
-    return principal
+    def _required(self, connection: HTTPConnection, principal: Principal | None) -> Principal:
+        # With auto_error=False the base dependency yields None; authorization
+        # still needs someone to authorize.
+        if principal is None:
+            raise self._refusal(connection, MissingToken())
+        return principal

@@ -8,10 +8,11 @@ must then accept with the subprotocol ``bearer`` (a browser drops a
 connection whose answer names none of its offers) and must never echo the
 token back as the chosen protocol.
 
-A refused handshake is declined before it opens: with the HTTP status and
-``WWW-Authenticate`` of the refusal when the server supports the ASGI
-WebSocket Denial Response extension (uvicorn does), else by closing before
-accepting, which servers answer with an HTTP 403. No route code runs.
+A refused handshake is declined before it opens, and no route code runs:
+by closing before accepting, which servers answer with an HTTP 403, or,
+when the application opts in and the server supports the ASGI WebSocket
+Denial Response extension, with the refusal's own HTTP status and
+``WWW-Authenticate``.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ _DENIAL_EXTENSION = "websocket.http.response"
 
 
 class AuthWebSocketException(WebSocketException):
-    """A refused handshake on a server without denial responses: closed before accept (policy violation).
+    """A refused handshake, declined by closing it before accept (policy violation; servers answer 403).
 
     ``error`` keeps the :class:`AuthError`. The close reason is its fixed,
     token-free code.

@@ -1,0 +1,50 @@
+// A browser-like WebSocket client for tests: node's built-in WebSocket (undici), which,
+// like a browser, cannot set headers and sends its token as a subprotocol offer.
+//
+//   node --experimental-websocket tests/ws_client.mjs URL '["bearer", "<token>"]'
+//
+// Opens URL offering the given subprotocols, sends "ping", waits for the server's
+// messages until it closes (or 5 s pass), and prints one JSON line:
+// {"opened", "protocol", "messages", "closeCode", "error"}.
+
+const [url, offered = "[]"] = process.argv.slice(2);
+const result = { opened: false, protocol: null, messages: [], closeCode: null, error: null };
+
+function finish() {
+  process.stdout.write(JSON.stringify(result) + "\n");
+  process.exit(0);
+}
+
+const timer = setTimeout(() => {
+  result.error = "timeout";
+  finish();
+}, 5000);
+
+let socket;
+try {
+  socket = new WebSocket(url, JSON.parse(offered));
+} catch (error) {
+  result.error = String(error && error.name);
+  clearTimeout(timer);
+  finish();
+}
+
+socket.addEventListener("open", () => {
+  result.opened = true;
+  result.protocol = socket.protocol;
+  socket.send("ping");
+});
+socket.addEventListener("message", (event) => {
+  result.messages.push(String(event.data));
+});
+socket.addEventListener("error", () => {
+  // A browser says nothing more about a refused handshake; neither do we. A browser
+  // then fires close (1006); node 20's undici never does, so give it a moment only.
+  result.error = result.error || "error";
+  if (!result.opened) setTimeout(finish, 200);
+});
+socket.addEventListener("close", (event) => {
+  result.closeCode = event.code;
+  clearTimeout(timer);
+  finish();
+});
