@@ -823,8 +823,7 @@ def test_jwks_lists_every_pools_keys(teams: tuple[LocalIssuer, LocalIssuer]) -> 
 def test_jwks_save_writes_a_document_a_service_can_verify_with_offline(
     issuer: LocalIssuer, tmp_path: Path, unused_port: int
 ) -> None:
-    saved = tmp_path / "keys" / "jwks.json"
-    saved.parent.mkdir()
+    saved = tmp_path / "keys" / "jwks.json"  # the folder is made if missing
 
     code, terminal = run(["jwks", "--jwks-url", issuer.jwks_url, "--save", str(saved)])
 

@@ -126,6 +126,7 @@ def save_key_set(path: Path, body: bytes) -> None:
     document = json.loads(body)  # fetch_key_set has checked it is a usable key set
     partial = path.with_name(path.name + ".partial")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         partial.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
         os.replace(partial, path)
     except OSError as exc:
