@@ -1039,3 +1039,40 @@ def test_revocations_lists_entries_as_a_table_and_as_json(
 
     code, terminal = run(["revocations", "--json", "--redis-prefix", store_env + "other"])
     assert (code, json.loads(terminal.output)) == (0, [])
+
+
+# -- contract with several pools ------------------------------------------------------------------
+
+
+def test_contract_probes_for_two_pools_pass_against_an_api_trusting_both(
+    teams: tuple[LocalIssuer, LocalIssuer],
+) -> None:
+    from fastapi import Depends, FastAPI
+    from fastapi.testclient import TestClient
+
+    from siot_authz import CognitoAuth, Principal
+    from siot_authz.cli._cognito import Tokens
+    from siot_authz.cli._contract import build_cross_pool_probes, build_probes, send_probe
+
+    def tokens(issuer: LocalIssuer) -> Tokens:
+        return Tokens(issuer.mint(), issuer.mint(token_use="access"), None, 3600, "Bearer")
+
+    logged_in = {team.user_pool_id: tokens(team) for team in teams}
+    probes = [p for t in logged_in.values() for p in build_probes(t)] + build_cross_pool_probes(logged_in)
+    auth = CognitoAuth([team.settings() for team in teams])
+    app = FastAPI()
+
+    @app.get("/v1/me")
+    async def me(principal: Principal = Depends(auth)) -> dict[str, str]:
+        return {"pool": principal.user_pool_id}
+
+    with TestClient(app) as client:
+        outcomes = [send_probe(client, "GET", "/v1/me", probe) for probe in probes]
+
+    assert [o.probe.name for o in outcomes if not o.passed] == []
+    cross = [o for o in outcomes if o.probe.key == "cross-pool-iss"]
+    assert [o.probe.name for o in cross] == [
+        f"{TEAM_POOLS[0]} token relabelled as {TEAM_POOLS[1]}",
+        f"{TEAM_POOLS[1]} token relabelled as {TEAM_POOLS[0]}",
+    ]
+    assert {o.status_code for o in cross} == {401}
