@@ -4,9 +4,15 @@ Every route answers the same tiny JSON body, so the only difference between
 them is how (or whether) the caller is authenticated:
 
 * ``/open``: no auth at all, the reference;
-* ``/ours``: ``Depends(CognitoAuth)``, our async dependency;
-* ``/noop-dep``: an async dependency that only reads the header, to show
-  what FastAPI itself charges for a dependency;
+* ``/ours``: ``Depends(CognitoAuth)``, our async dependency, with every
+  feature of the other issues on: several pools (the tokens' own plus the
+  ``BENCH_EXTRA_JWKS`` ones, keys handed in), Prometheus metrics, and
+  ``BENCH_REVOCATION_ENTRIES`` revocation entries for other users;
+* ``/noop``: an async dependency that only finds the header: what FastAPI
+  charges for any dependency, the floor for a hot token;
+* ``/limit``: an async dependency that splits the token, decodes the
+  signature and runs one bare RS256 verify, checking no claim: the physical
+  floor for a token never seen before;
 * ``/naive``: python-jose ``jwt.decode`` with a prebuilt key in a sync
   dependency, the way many tutorials write it (FastAPI runs it in a threadpool).
 
@@ -17,18 +23,30 @@ route) and ``BENCH_ISSUER``.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 from typing import Any
 
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from fastapi import Depends, FastAPI, Header, HTTPException
 from jose import jwk, jwt
+from prometheus_client import CollectorRegistry
 from starlette.requests import HTTPConnection
 
 from siot_authz import AuthSettings, CognitoAuth, Principal
+from siot_authz.metrics import PrometheusMetrics
 
 settings = AuthSettings()
-auth = CognitoAuth(settings)
+_extra_jwks: dict[str, Any] = json.loads(os.environ.get("BENCH_EXTRA_JWKS", "{}"))
+# The tokens' pool comes last, so routing by issuer has several to choose from.
+_pools = [settings.model_copy(update={"user_pool_id": pool_id}) for pool_id in _extra_jwks] + [settings]
+auth = CognitoAuth(_pools, jwks=_extra_jwks, observer=PrometheusMetrics(CollectorRegistry()))
+for _i in range(int(os.environ.get("BENCH_REVOCATION_ENTRIES", "0")) // 2):
+    auth.verifier.revoke_user_sync(settings.user_pool_id, f"revoked-user-{_i}")
+    auth.verifier.revoke_session_sync(settings.user_pool_id, f"revoked-session-{_i}")
 app = FastAPI(lifespan=auth.lifespan)
 
 _naive_key = jwk.construct(json.loads(os.environ["BENCH_JWK"]), "RS256")
@@ -63,8 +81,34 @@ async def header_only(connection: HTTPConnection) -> str | None:
     return connection.headers.get("authorization")
 
 
-@app.get("/noop-dep")
-async def noop_dep(value: str | None = Depends(header_only)) -> dict[str, str]:
+@app.get("/noop")
+async def noop(value: str | None = Depends(header_only)) -> dict[str, str]:
+    return {"status": "ok"}
+
+
+_limit_key = _naive_key.prepared_key
+assert isinstance(_limit_key, rsa.RSAPublicKey)
+_pkcs1, _sha256 = padding.PKCS1v15(), hashes.SHA256()
+
+
+async def bare_rs256(connection: HTTPConnection) -> str:
+    """The floor for a new token: find the header, split, decode the signature, one RS256 verify."""
+    token = connection.headers.get("authorization", "").removeprefix("Bearer ")
+    signing_input, _, signature = token.rpartition(".")
+    try:
+        _limit_key.verify(
+            base64.urlsafe_b64decode(signature + "=" * (-len(signature) % 4)),
+            signing_input.encode(),
+            _pkcs1,
+            _sha256,
+        )
+    except (InvalidSignature, ValueError):
+        raise HTTPException(status_code=401) from None
+    return token
+
+
+@app.get("/limit")
+async def limit(token: str = Depends(bare_rs256)) -> dict[str, str]:
     return {"status": "ok"}
 
 
