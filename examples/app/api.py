@@ -1,20 +1,47 @@
 """The example API: projects, devices and data, shaped like SimpleIOT's.
 
-Every ``/v1`` route needs a valid Cognito ID token; DELETE also needs the
-``admin`` group. Responses follow SimpleIOT's ``{"status": "ok", ...}`` and
+Every ``/v1`` route needs a valid Cognito ID token. DELETE and the admin
+routes also need the ``admin`` role, which comes from the app's own database
+(``User`` and ``Role``, as in SimpleIOT), not from Cognito groups.
+Responses follow SimpleIOT's ``{"status": "ok", ...}`` and
 ``{"status": "error", "message": ...}`` shapes, auth failures included.
+
+Also shown: readiness at ``/readyz`` from ``auth.health()``, Prometheus
+metrics at ``/metrics`` (with the ``prometheus`` extra), device data
+streamed over a WebSocket at ``/v1/ws/data`` (browsers send their token as
+the ``bearer`` subprotocol), and revoking a user's tokens.
 """
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from pathlib import Path
 from typing import Any
 
-from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi import Depends, FastAPI, HTTPException, Request, WebSocket
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
 
-from siot_authz import AuthHTTPException, CognitoAuth, Principal
+from siot_authz import (
+    AuthHTTPException,
+    CognitoAuth,
+    PoolSettings,
+    Principal,
+    RolesCache,
+    RolesPrincipal,
+    accept_websocket,
+)
+from siot_authz.revocation import RevocationStoreUnavailable
+
+from .database import Database
+
+__all__ = ["create_app"]
+
+METRICS_HINT = "metrics need prometheus_client: pip install 'siot-authz[prometheus]'"
 
 
 class ProjectIn(BaseModel):
@@ -33,13 +60,41 @@ class DataIn(BaseModel):
     value: float | int | str | bool
 
 
-class _Store:
-    """In-memory records keyed by name; a stand-in for SimpleIOT's database."""
+class RevokeIn(BaseModel):
+    sub: str = Field(min_length=1, max_length=128, description="The user's 'sub', as /v1/me shows it.")
+    user_pool_id: str | None = Field(default=None, description="Their pool; default: the caller's.")
+
+
+class _DataFeed:
+    """Hands each new data point to the WebSocket clients watching its device."""
 
     def __init__(self) -> None:
-        self.projects: dict[str, dict[str, Any]] = {}
-        self.devices: dict[str, dict[str, Any]] = {}
-        self.data: dict[str, list[dict[str, Any]]] = {}
+        self._watchers: dict[str, set[asyncio.Queue[dict[str, Any]]]] = {}
+
+    @contextmanager
+    def watching(self, serial: str) -> Iterator[asyncio.Queue[dict[str, Any]]]:
+        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=1000)
+        self._watchers.setdefault(serial, set()).add(queue)
+        try:
+            yield queue
+        finally:
+            self._watchers[serial].discard(queue)
+
+    def publish(self, serial: str, record: dict[str, Any]) -> None:
+        for queue in self._watchers.get(serial, ()):
+            if not queue.full():  # a client that stopped reading misses points, never stalls the API
+                queue.put_nowait(record)
+
+
+def _prometheus_metrics() -> Any:
+    """A PrometheusMetrics on its own registry, or None without the ``prometheus`` extra."""
+    try:
+        from prometheus_client import CollectorRegistry
+
+        from siot_authz.metrics import PrometheusMetrics
+    except ImportError:
+        return None
+    return PrometheusMetrics(CollectorRegistry())
 
 
 def _error(status_code: int, message: str, **extra: Any) -> JSONResponse:
@@ -65,86 +120,185 @@ def _install_error_shapes(app: FastAPI) -> None:
         return _error(422, f"invalid request: {', '.join(fields)}")
 
 
-def create_app(auth: CognitoAuth) -> FastAPI:
-    """The example API, protected by ``auth``."""
+def create_app(auth: CognitoAuth | PoolSettings, *, database: Database | str | Path | None = None) -> FastAPI:
+    """The example API.
+
+    ``auth`` is the pools' settings, from which the app builds its
+    ``CognitoAuth`` with everything wired (roles from ``database``, metrics
+    when prometheus_client is installed), or a ready ``CognitoAuth``: one
+    without a roles source gets the database's. ``database`` is a
+    :class:`Database`, a SQLite file path, or None for a temporary one; a
+    database the app opens it also closes at shutdown. The demo users
+    (ada, an admin, and bob) are seeded either way.
+    """
+    db = database if isinstance(database, Database) else Database(database)
+    db.seed_demo_users()
+    metrics = _prometheus_metrics()
+    if not isinstance(auth, CognitoAuth):
+        auth = CognitoAuth(auth, roles=db.roles_of, observer=metrics)
+    elif auth.roles is None:
+        auth.roles = RolesCache(db.roles_of)
+    if metrics is not None:
+        metrics.watch(auth)
+    cognito = auth
+    feed = _DataFeed()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        try:
+            async with cognito.lifespan(app):
+                yield
+        finally:
+            if db is not database:
+                db.close()
+
     app = FastAPI(
         title="SimpleIOT example API",
         description="Routes protected by siot_authz. Use 'Authorize' with an ID token.",
-        lifespan=auth.lifespan,
+        lifespan=lifespan,
     )
     _install_error_shapes(app)
-    store = _Store()
-    admin_only = auth.require_groups("admin")
+    admin_only = cognito.require_roles("admin")
+    with_roles = cognito.with_roles()
+
+    # -- operations -------------------------------------------------------------------
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
+    @app.get("/readyz")
+    async def readyz() -> JSONResponse:
+        """200 once signing keys are held for every pool and revocations are enforceable, else 503."""
+        health = cognito.health()
+        if health.is_ready:
+            return JSONResponse({"status": "ok", "health": health.to_dict()})
+        return _error(
+            503, "not ready: no signing keys yet, or revocations unconfirmed", health=health.to_dict()
+        )
+
+    if metrics is not None:
+        app.add_route("/metrics", metrics.asgi_app(), include_in_schema=False)
+    else:
+
+        @app.get("/metrics", include_in_schema=False)
+        async def metrics_missing() -> JSONResponse:
+            return _error(501, METRICS_HINT)
+
+    # -- who am I ---------------------------------------------------------------------
+
     @app.get("/v1/me")
-    async def me(principal: Principal = Depends(auth)) -> dict[str, Any]:
+    async def me(principal: Principal = Depends(cognito)) -> dict[str, Any]:
         return {"status": "ok", "principal": principal.model_dump(mode="json")}
 
+    @app.get("/v1/me/roles")
+    async def my_roles(principal: RolesPrincipal = Depends(with_roles)) -> dict[str, Any]:
+        return {"status": "ok", "username": principal.username, "roles": list(principal.roles)}
+
+    # -- projects, devices, data ------------------------------------------------------
+
     @app.get("/v1/project")
-    async def list_projects(principal: Principal = Depends(auth)) -> dict[str, Any]:
-        return {"status": "ok", "projects": list(store.projects.values())}
+    def list_projects(principal: Principal = Depends(cognito)) -> dict[str, Any]:
+        return {"status": "ok", "projects": db.projects()}
 
     @app.post("/v1/project", status_code=201)
-    async def create_project(project: ProjectIn, principal: Principal = Depends(auth)) -> dict[str, Any]:
-        if project.name in store.projects:
+    def create_project(project: ProjectIn, principal: Principal = Depends(cognito)) -> dict[str, Any]:
+        record = db.add_project(project.name, project.desc, principal.username)
+        if record is None:
             raise HTTPException(409, f"project {project.name!r} exists")
-        record = {**project.model_dump(), "owner": principal.username}
-        store.projects[project.name] = record
         return {"status": "ok", "project": record}
 
     @app.delete("/v1/project")
-    async def delete_project(name: str, principal: Principal = Depends(admin_only)) -> dict[str, Any]:
-        if store.projects.pop(name, None) is None:
+    def delete_project(name: str, principal: RolesPrincipal = Depends(admin_only)) -> dict[str, Any]:
+        if not db.delete_project(name):
             raise HTTPException(404, f"project {name!r} not found")
         return {"status": "ok", "message": f"project {name!r} deleted"}
 
     @app.get("/v1/device")
-    async def list_devices(
-        project: str | None = None, principal: Principal = Depends(auth)
-    ) -> dict[str, Any]:
-        devices = [d for d in store.devices.values() if project is None or d["project"] == project]
-        return {"status": "ok", "devices": devices}
+    def list_devices(project: str | None = None, principal: Principal = Depends(cognito)) -> dict[str, Any]:
+        return {"status": "ok", "devices": db.devices(project)}
 
     @app.post("/v1/device", status_code=201)
-    async def create_device(device: DeviceIn, principal: Principal = Depends(auth)) -> dict[str, Any]:
-        if device.project not in store.projects:
+    def create_device(device: DeviceIn, principal: Principal = Depends(cognito)) -> dict[str, Any]:
+        if not db.has_project(device.project):
             raise HTTPException(404, f"project {device.project!r} not found")
-        if device.serial in store.devices:
+        record = db.add_device(device.serial, device.project, principal.username)
+        if record is None:
             raise HTTPException(409, f"device {device.serial!r} exists")
-        record = {**device.model_dump(), "owner": principal.username}
-        store.devices[device.serial] = record
         return {"status": "ok", "device": record}
 
     @app.delete("/v1/device")
-    async def delete_device(serial: str, principal: Principal = Depends(admin_only)) -> dict[str, Any]:
-        if store.devices.pop(serial, None) is None:
+    def delete_device(serial: str, principal: RolesPrincipal = Depends(admin_only)) -> dict[str, Any]:
+        if not db.delete_device(serial):  # its data goes with it
             raise HTTPException(404, f"device {serial!r} not found")
-        store.data.pop(serial, None)
         return {"status": "ok", "message": f"device {serial!r} deleted"}
 
     @app.get("/v1/data")
-    async def get_data(serial: str, principal: Principal = Depends(auth)) -> dict[str, Any]:
-        if serial not in store.devices:
+    def get_data(serial: str, principal: Principal = Depends(cognito)) -> dict[str, Any]:
+        if not db.has_device(serial):
             raise HTTPException(404, f"device {serial!r} not found")
-        return {"status": "ok", "serial": serial, "data": store.data.get(serial, [])}
+        return {"status": "ok", "serial": serial, "data": db.data(serial)}
 
     @app.post("/v1/data", status_code=201)
-    async def post_data(data: DataIn, principal: Principal = Depends(auth)) -> dict[str, Any]:
-        if data.serial not in store.devices:
+    async def post_data(data: DataIn, principal: Principal = Depends(cognito)) -> dict[str, Any]:
+        if not await run_in_threadpool(db.has_device, data.serial):
             raise HTTPException(404, f"device {data.serial!r} not found")
-        record = {"name": data.name, "value": data.value}
-        store.data.setdefault(data.serial, []).append(record)
+        record = await run_in_threadpool(db.add_data, data.serial, data.name, data.value)
+        feed.publish(data.serial, record)
         return {"status": "ok", "serial": data.serial, "data": record}
 
     @app.delete("/v1/data")
-    async def delete_data(serial: str, principal: Principal = Depends(admin_only)) -> dict[str, Any]:
-        if serial not in store.devices:
+    def delete_data(serial: str, principal: RolesPrincipal = Depends(admin_only)) -> dict[str, Any]:
+        if not db.has_device(serial):
             raise HTTPException(404, f"device {serial!r} not found")
-        removed = len(store.data.pop(serial, []))
-        return {"status": "ok", "message": f"{removed} values deleted"}
+        return {"status": "ok", "message": f"{db.delete_data(serial)} values deleted"}
+
+    @app.websocket("/v1/ws/data")
+    async def stream_data(websocket: WebSocket, serial: str, principal: Principal = Depends(cognito)) -> None:
+        """A device's data so far, then each new point as it is posted: ``{"serial", "data"}`` per message.
+
+        The token is checked once, at the handshake: from ``Authorization``,
+        or, from a browser, ``new WebSocket(url, ["bearer", token])``.
+        """
+        if not await run_in_threadpool(db.has_device, serial):
+            await websocket.close(code=1008, reason="device not found")  # before accept: declined
+            return
+        await accept_websocket(websocket)  # picks "bearer" when the token came that way
+        with feed.watching(serial) as queue:
+            for record in await run_in_threadpool(db.data, serial):
+                await websocket.send_json({"serial": serial, "data": record})
+            await _forward(websocket, queue, serial)
+
+    # -- administration ---------------------------------------------------------------
+
+    @app.post("/v1/admin/revoke")
+    async def revoke_user(body: RevokeIn, principal: RolesPrincipal = Depends(admin_only)) -> dict[str, Any]:
+        """Refuse every token the user holds now (say, after removing them from the team); new logins pass."""
+        try:
+            entry = await cognito.verifier.revoke_user(body.user_pool_id or principal.user_pool_id, body.sub)
+        except ValueError as exc:  # a pool this API does not trust
+            raise HTTPException(404, str(exc)) from None
+        except RevocationStoreUnavailable:
+            raise HTTPException(503, "the revocation store is unreachable; nothing was revoked") from None
+        return {"status": "ok", "revocation": entry.to_json()}
 
     return app
+
+
+async def _forward(websocket: WebSocket, queue: asyncio.Queue[dict[str, Any]], serial: str) -> None:
+    """Send each queued point until the client goes away (its own messages are ignored)."""
+    receiving = asyncio.ensure_future(websocket.receive())
+    getting = asyncio.ensure_future(queue.get())
+    try:
+        while True:
+            done, _ = await asyncio.wait({receiving, getting}, return_when=asyncio.FIRST_COMPLETED)
+            if getting in done:
+                await websocket.send_json({"serial": serial, "data": getting.result()})
+                getting = asyncio.ensure_future(queue.get())
+            if receiving in done:
+                if receiving.result()["type"] == "websocket.disconnect":
+                    return
+                receiving = asyncio.ensure_future(websocket.receive())
+    finally:
+        receiving.cancel()
+        getting.cancel()
