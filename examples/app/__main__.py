@@ -19,7 +19,7 @@ import uvicorn
 from pydantic import ValidationError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from siot_authz import AuthSettings, CognitoAuth
+from siot_authz import AuthSettings
 from siot_authz.testing import LocalIssuer
 
 from .api import create_app
@@ -32,6 +32,9 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000)")
     parser.add_argument("--config", type=Path, help="a SimpleIOT config.json naming the user pool")
+    parser.add_argument(
+        "--db", type=Path, help="the SQLite file of users, roles and projects (default: a temporary one)"
+    )
     return parser.parse_args(argv)
 
 
@@ -176,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
             issuer.close()
         raise
     port = int(sock.getsockname()[1])  # the real one, also for --port 0
-    app = create_app(CognitoAuth(settings))
+    app = create_app(settings, database=args.db)
     host = f"[{args.host}]" if ":" in args.host else args.host
     base_url = f"http://{host}:{port}"
     if issuer is not None:
