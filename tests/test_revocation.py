@@ -256,6 +256,8 @@ def test_a_revoked_user_gets_401_token_revoked_on_the_next_request(issuer: Local
 class FailedClosed(MemoryRevocations):
     """A backend whose mirror has gone unconfirmed too long."""
 
+    can_fail_closed = True  # what a shared store declares, so the verifier asks it
+
     def is_failed_closed(self) -> bool:
         return True
 

@@ -25,7 +25,7 @@ import hashlib
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import NamedTuple
 
 from ._principal import Principal
@@ -70,6 +70,11 @@ class VerifiedTokenCache:
         parsing refuses later): hashing comes before parsing on the hot path.
         """
         return hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
+
+    @property
+    def entries(self) -> Mapping[bytes, object]:
+        """The entries by digest, for a quick ``digest in entries`` test; read it, never change it."""
+        return self._entries
 
     @property
     def max_size(self) -> int:

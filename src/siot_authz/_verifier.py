@@ -47,6 +47,7 @@ from ._pools import Pool, PoolRouter
 from ._principal import Principal
 from ._settings import AuthSettings, as_pool_list
 from ._token import ParsedToken, parse_token, strip_bearer
+from ._verified_cache import VerifiedTokenCache
 from .revocation import MemoryRevocations, Revocation, RevocationBackend
 
 if TYPE_CHECKING:
@@ -58,6 +59,8 @@ logger = logging.getLogger("siot_authz")
 
 #: The application's own rule: given the verified principal, True accepts; False or an AuthError refuses.
 Check = Callable[[Principal], bool | Awaitable[bool]]
+
+_digest = VerifiedTokenCache.digest
 
 # Room for "Bearer " and stray whitespace around a token of the maximum size.
 _HEADER_SLACK = 64
@@ -135,8 +138,11 @@ class TokenVerifier:
             ]
         )
         self.pools: tuple[Pool, ...] = self._router.pools
+        self._caches = tuple((pool.verified.entries, pool) for pool in self.pools)
         self.revocations: RevocationBackend = revocations if revocations is not None else MemoryRevocations()
         self._revoked = self.revocations.mirror
+        # Only a shared store can go unconfirmed; the in-process default never fails closed.
+        self._may_fail_closed = bool(getattr(self.revocations, "can_fail_closed", True))
         self._check = check
         self._observer = observer
         self._clock = clock
@@ -176,7 +182,8 @@ class TokenVerifier:
         try:
             found = self._look_up(token)
             if isinstance(found, Principal):
-                self._accepted(found, cache_hit=True)
+                if self._observer is not None:
+                    self._observer.verification(found.user_pool_id, None, True)
                 return found
             pool_id = found.pool.user_pool_id
             key = await found.pool.keys.get_key(found.parsed.kid)
@@ -207,7 +214,8 @@ class TokenVerifier:
         try:
             found = self._look_up(token)
             if isinstance(found, Principal):
-                self._accepted(found, cache_hit=True)
+                if self._observer is not None:
+                    self._observer.verification(found.user_pool_id, None, True)
                 return found
             pool_id = found.pool.user_pool_id
             key = found.pool.keys.get_key_sync(found.parsed.kid)
@@ -234,13 +242,17 @@ class TokenVerifier:
         if len(token) > self._max_header_length:
             raise TokenTooLarge()
         token = strip_bearer(token)
-        pools = self.pools
-        digest = pools[0].verified.digest(token)
-        for pool in pools:
-            principal = pool.verified.get(digest, pool.is_key_trusted)
-            if principal is not None:
-                self._refuse_if_revoked(principal)
-                return principal
+        digest = _digest(token)
+        # Most tokens are repeats: look in the pool caches first. A membership
+        # test per pool (a C-level dict lookup) finds the one to ask, so a
+        # hit costs one full lookup however many pools there are.
+        for entries, pool in self._caches:
+            if digest in entries:
+                principal = pool.verified.get(digest, pool.is_key_trusted)
+                if principal is not None:
+                    self._refuse_if_revoked(principal)
+                    return principal
+                break
         parsed = parse_token(token, self._max_token_bytes)
         pool = self._router.route(parsed.claims)
         if len(token) > pool.settings.max_token_bytes:
@@ -281,21 +293,17 @@ class TokenVerifier:
     def _refuse_if_revoked(self, principal: Principal) -> None:
         # A local lookup only: the mirror is kept current in the background.
         revoked = self._revoked
-        if revoked.has_entries and revoked.is_revoked(
-            principal.user_pool_id,
-            principal.sub,
-            principal.issued_at.timestamp(),
-            principal.claims.get("origin_jti"),
-        ):
+        if revoked.has_entries and revoked.covers(principal):
             raise TokenRevoked(pool=principal.user_pool_id)
-        if self.revocations.is_failed_closed():
+        if self._may_fail_closed and self.revocations.is_failed_closed():
             raise RevocationUnavailable(pool=principal.user_pool_id)
 
     # -- reporting --------------------------------------------------------------
 
     def _accepted(self, principal: Principal, *, cache_hit: bool) -> None:
-        if self._observer is not None:
-            self._observer.verification(principal.user_pool_id, None, cache_hit)
+        observer = self._observer
+        if observer is not None:
+            observer.verification(principal.user_pool_id, None, cache_hit)
 
     def _refused(self, error: AuthError, pool_id: str) -> None:
         pool_id = pool_id or error.log_context.get("pool", "")

@@ -24,7 +24,10 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
+
+if TYPE_CHECKING:
+    from .._principal import Principal
 
 __all__ = [
     "BackendState",
@@ -128,6 +131,20 @@ class RevocationMirror:
             return (user_pool_id, origin_jti) in self._sessions
         return False
 
+    def covers(self, principal: Principal) -> bool:
+        """:meth:`is_revoked` for a verified principal, reading its ``iat`` and ``origin_jti`` only when needed."""
+        pool_id = principal.user_pool_id
+        users = self._users
+        if users:
+            user = users.get((pool_id, principal.sub))
+            if user is not None and principal.issued_at.timestamp() < user.before:
+                return True
+        sessions = self._sessions
+        if sessions:
+            origin_jti = principal.claims.get("origin_jti")
+            return isinstance(origin_jti, str) and (pool_id, origin_jti) in sessions
+        return False
+
     def add(self, entry: Revocation) -> None:
         """Record ``entry``; a later ``before`` for the same user wins, an earlier one is ignored."""
         table = self._users if entry.kind == "user" else self._sessions
@@ -186,6 +203,9 @@ class RevocationBackend(Protocol):
 
     #: Enforced on every request.
     mirror: RevocationMirror
+    #: False for a backend that is its own source of truth and can never go unconfirmed; the
+    #: verifier then skips :meth:`is_failed_closed` on the request path. Assumed True when absent.
+    can_fail_closed: bool
 
     @property
     def name(self) -> str:

@@ -19,6 +19,7 @@ class MemoryRevocations:
     """
 
     name = "memory"
+    can_fail_closed = False
 
     def __init__(self, *, clock: Callable[[], float] = time.time) -> None:
         self.mirror = RevocationMirror(clock=clock)

@@ -168,6 +168,7 @@ class RedisRevocations:
     """
 
     name = "redis"
+    can_fail_closed = True
 
     def __init__(
         self,
