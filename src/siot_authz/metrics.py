@@ -17,10 +17,12 @@ machine); even a pre-bound child's ``inc()`` takes a lock and costs about
 one per label combination, and read by a custom collector when scraped.
 ``next()`` on a count is a single C call that holds the GIL throughout, so
 it is atomic between the threads that call ``verify_sync`` without any lock
-of ours; a lock is taken only to add a new label combination. The whole
-observer call costs about 0.13 µs (a plain dict without a lock costs about
-0.17 µs and can lose counts between threads; with a lock, about 0.34 µs).
-This relies on the GIL: CPython's free-threaded build is not supported.
+of ours; a lock is taken only to add a new label combination. The observer
+call costs about 0.09 µs for a cache hit (0.05 µs for a method that does
+nothing; 0.13 µs for other outcomes, whose key is a tuple), where a plain
+dict without a lock costs about 0.17 µs and can lose counts between
+threads, and one under a lock about 0.34 µs. This relies on the GIL:
+CPython's free-threaded build is not supported.
 
 Everything slower (key ages, key counts, revocation state, readiness) is
 read from :meth:`TokenVerifier.health` when scraped, so it costs requests
@@ -120,6 +122,8 @@ class PrometheusMetrics:
     def __init__(self, registry: CollectorRegistry | None = None, *, namespace: str = "siot_authz") -> None:
         self.registry = registry if registry is not None else REGISTRY
         self.namespace = namespace
+        #: Accepted verified-cache hits by pool id; every other verification by (pool id, code, cache hit).
+        self._cache_hits: dict[str, itertools.count[int]] = {}
         self._verifications: dict[tuple[str, str | None, bool], itertools.count[int]] = {}
         self._known_codes = _auth_error_codes()
         self._watched: dict[str, _Watched] = {}
@@ -145,6 +149,15 @@ class PrometheusMetrics:
 
     def verification(self, pool_id: str, code: str | None, cache_hit: bool) -> None:
         """Count one verification: accepted when ``code`` is None, else refused with that code."""
+        if cache_hit and code is None:
+            # By far the most frequent call, so it has a table keyed by the
+            # pool id alone: a str caches its hash, while a tuple key is
+            # hashed anew on every call (30 ns of the 70 the other path costs).
+            try:
+                next(self._cache_hits[pool_id])
+            except KeyError:
+                next(self._new_verification_counter(pool_id, code, cache_hit))
+            return
         try:
             next(self._verifications[pool_id, code, cache_hit])
         except KeyError:
@@ -161,6 +174,8 @@ class PrometheusMetrics:
             if code not in self._known_codes:
                 code = _UNKNOWN_CODE
         with self._lock:
+            if cache_hit and code is None:
+                return self._cache_hits.setdefault(pool_id, itertools.count())
             return self._verifications.setdefault((pool_id, code, cache_hit), itertools.count())
 
     def jwks_fetch(self, pool_id: str, outcome: str, seconds: float) -> None:
@@ -197,7 +212,10 @@ class PrometheusMetrics:
 
     def _verification_counts(self) -> list[tuple[tuple[str, str | None, bool], int]]:
         with self._lock:
-            held = list(self._verifications.items())
+            held: list[tuple[tuple[str, str | None, bool], itertools.count[int]]] = [
+                ((pool_id, None, True), counter) for pool_id, counter in self._cache_hits.items()
+            ]
+            held += self._verifications.items()
         return [(labels, _count_value(counter)) for labels, counter in held]
 
     def _watched_now(self) -> list[_Watched]:
