@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from siot_authz.revocation import BackendState, Revocation, RevocationMirror, RevocationStatus
 
-__all__ = ["StubRevocations"]
+__all__ = ["REVOCATION_STATES", "StubRevocations"]
+
+#: (state, seconds unconfirmed, ready?): degraded still enforces the last mirror, so it serves.
+REVOCATION_STATES: list[tuple[BackendState, float | None, bool]] = [
+    ("ok", 0.5, True),
+    ("degraded", 20.0, True),
+    ("failed", 400.0, False),
+    ("starting", None, False),
+]
 
 
 class StubRevocations:

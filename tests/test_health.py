@@ -18,7 +18,7 @@ from fastapi.responses import JSONResponse
 from fastapi.testclient import TestClient
 
 from example_server import free_port
-from revocation_stub import StubRevocations
+from revocation_stub import REVOCATION_STATES, StubRevocations
 from siot_authz import AuthHealth, AuthSettings, CognitoAuth, KeyStatus, Principal, TokenVerifier
 from siot_authz.revocation import BackendState
 from siot_authz.testing import JwksResponse, LocalIssuer
@@ -191,15 +191,6 @@ def test_reports_the_memory_backend_and_its_live_entries(
     assert verifier.health().is_ready
     assert (revocation.backend, revocation.state, revocation.entries) == ("memory", "ok", 2)
     assert (revocation.unconfirmed_seconds, revocation.last_error) == (None, None)
-
-
-REVOCATION_STATES: list[tuple[BackendState, float | None, bool]] = [
-    # (state, seconds unconfirmed, ready?) -- degraded still enforces the last mirror, so it serves
-    ("ok", 0.5, True),
-    ("degraded", 20.0, True),
-    ("failed", 400.0, False),
-    ("starting", None, False),
-]
 
 
 @pytest.mark.parametrize(

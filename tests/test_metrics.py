@@ -22,7 +22,7 @@ from fastapi.testclient import TestClient
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
-from revocation_stub import StubRevocations
+from revocation_stub import REVOCATION_STATES, StubRevocations
 from siot_authz import AuthSettings, CognitoAuth, InvalidToken, Principal, TokenVerifier
 from siot_authz.metrics import PrometheusMetrics
 from siot_authz.revocation import MemoryRevocations
@@ -349,15 +349,6 @@ def test_reports_memory_revocation_entries_and_counts_revoked_tokens(
     assert value(samples, "siot_authz_revocation_unconfirmed_seconds", verifier="", backend="memory") is None
     # A revoked token is refused on a verified-cache hit, and counted as a miss like every refusal.
     assert verifications(samples, issuer.user_pool_id, code="token_revoked") == 1
-
-
-REVOCATION_STATES = [
-    # (state, seconds unconfirmed, ready?)
-    ("ok", 0.4, True),
-    ("degraded", 12.5, True),
-    ("failed", 400.0, False),
-    ("starting", None, False),
-]
 
 
 @pytest.mark.parametrize(
