@@ -56,7 +56,7 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from jose import jwk, jwt
 
 from siot_authz import TokenVerifier
-from siot_authz.testing import LocalIssuer
+from siot_authz.testing import LocalIssuer, b64url
 
 BENCH_DIR = Path(__file__).resolve().parent
 HOST = "127.0.0.1"
@@ -538,7 +538,8 @@ def run_memory_child(checkpoints: list[int], real_tokens: int) -> None:
             for i in range(done, checkpoint):
                 claims = issuer.claims(username=f"flood-{i}", expires_in=7200)
                 principal = rules.check(claims, time.time())
-                cache.put(cache.digest(f"synthetic-token-{i}"), principal, kid, key)
+                segment = b64url(json.dumps(claims).encode()).encode()
+                pool.remember(cache.digest(f"synthetic-token-{i}"), principal, kid, key, segment)
             done = checkpoint
             gc.collect()
             print(
@@ -548,23 +549,34 @@ def run_memory_child(checkpoints: list[int], real_tokens: int) -> None:
                 per_entry = (_rss_kib() - rss_before) / len(cache)
                 full_pause = _gc_pause_ms()
         print(f"  memory per cache entry (RSS growth to the first checkpoint / entries): {per_entry:.2f} KiB")
+        # The baseline again with the cache emptied, so both pauses see the same
+        # heap but for the cache; the lower of the two baselines is used.
+        held = len(cache)
+        for tier in (cache.hot_entries, cache.cold_entries):
+            tier.clear()  # type: ignore[attr-defined]
+        empty_pause = min(empty_pause, _gc_pause_ms())
         added = full_pause - empty_pause
         verdict = "met" if added <= GC_PAUSE_BUDGET_MS else "MISSED"
         print(
             f"  full gc.collect(): {empty_pause:.1f} ms with the cache empty, {full_pause:.1f} ms full"
-            f" ({len(cache):,} entries): adds {added:.1f} ms   target <= {GC_PAUSE_BUDGET_MS:.1f} ms: {verdict}"
+            f" ({held:,} entries): adds {added:.1f} ms   target <= {GC_PAUSE_BUDGET_MS:.1f} ms: {verdict}"
         )
         verifier.close()
 
 
 def _gc_pause_ms() -> float:
-    """The median of several full collections, in ms of this process's CPU time."""
+    """The shortest of many full collections, in ms of this process's CPU time.
+
+    The shortest, not the median: on a shared machine other processes only
+    ever add time (cache misses, preemption), and the pause under test is
+    what the collector itself must do.
+    """
     pauses = []
-    for _ in range(9):
+    for _ in range(25):
         start = time.process_time()
         gc.collect()
         pauses.append(time.process_time() - start)
-    return statistics.median(pauses) * 1e3
+    return min(pauses) * 1e3
 
 
 def memory(profile: Profile, real_tokens: int) -> None:

@@ -8,6 +8,7 @@ the async FastAPI path sends nothing to a threadpool. No timing assertions.
 
 from __future__ import annotations
 
+import gc
 import json
 import threading
 import time
@@ -382,3 +383,126 @@ def test_threadpool_guard_catches_a_sync_route(client: TestClient, issuer: Local
     # The guard itself works: a sync route runs in the threadpool, so it trips.
     with pytest.raises(ThreadpoolUsed):
         client.get("/me-sync", headers={"Authorization": issuer.mint()})
+
+
+# -- the two tiers: recent principals kept whole, older entries compact ---------------------------
+
+
+def _segment(username: str) -> bytes:
+    return f"segment-of-{username}".encode()
+
+
+def _tiered(max_size: int, hot: int, rebuilt: list[bytes]) -> VerifiedTokenCache:
+    def rebuild(segment: bytes) -> Principal:
+        rebuilt.append(segment)
+        return _principal(time.time() + 60, username=segment.decode().removeprefix("segment-of-"))
+
+    return VerifiedTokenCache(max_size, rebuild=rebuild, hot_entries=hot)
+
+
+def test_entries_past_the_hot_tier_are_kept_compact_and_rebuilt_on_a_hit() -> None:
+    rebuilt: list[bytes] = []
+    cache = _tiered(10, 2, rebuilt)
+    expires_at = time.time() + 60
+    for name in ("a", "b", "c"):
+        cache.put(name.encode() * 32, _principal(expires_at, name), "kid", KEY, _segment(name))
+
+    assert (len(cache.hot_entries), len(cache.cold_entries)) == (2, 1)
+    hit = cache.get(b"a" * 32, _always_trusted)
+    assert hit is not None
+    assert hit.username == "a"
+    assert rebuilt == [_segment("a")]
+    # Back in the hot tier: the next hit needs no rebuild, and the oldest hot entry went cold.
+    assert cache.get(b"a" * 32, _always_trusted) is hit
+    assert rebuilt == [_segment("a")]
+    assert b"b" * 32 in cache.cold_entries
+    assert len(cache) == 3
+
+
+def test_a_cold_entry_is_refused_like_a_hot_one_when_expired_or_its_key_is_gone() -> None:
+    clock = FakeClock()
+    rebuilt: list[bytes] = []
+    cache = VerifiedTokenCache(
+        10, clock=clock, rebuild=lambda segment: rebuilt.append(segment), hot_entries=1
+    )  # type: ignore[arg-type,func-returns-value]
+    cache.put(b"a" * 32, _principal(clock.now + 60, "a"), "kid", KEY, _segment("a"))
+    cache.put(b"b" * 32, _principal(clock.now + 60, "b"), "kid", KEY, _segment("b"))
+    cache.put(b"c" * 32, _principal(clock.now + 600, "c"), "kid", KEY, _segment("c"))
+
+    assert cache.get(b"a" * 32, lambda kid, key: False) is None  # key no longer held
+    clock.now += 60
+    assert cache.get(b"b" * 32, _always_trusted) is None  # expired
+    assert rebuilt == []
+
+
+def test_a_cold_entry_that_no_longer_passes_its_rules_is_a_miss() -> None:
+    def rebuild(segment: bytes) -> Principal:
+        raise TokenExpired()
+
+    cache = VerifiedTokenCache(10, rebuild=rebuild, hot_entries=1)
+    expires_at = time.time() + 60
+    cache.put(b"a" * 32, _principal(expires_at, "a"), "kid", KEY, _segment("a"))
+    cache.put(b"b" * 32, _principal(expires_at, "b"), "kid", KEY, _segment("b"))
+
+    assert cache.get(b"a" * 32, _always_trusted) is None
+    assert b"a" * 32 not in cache.cold_entries
+
+
+def test_both_tiers_together_stay_within_the_size_and_drop_withdrawn_keys() -> None:
+    rebuilt: list[bytes] = []
+    cache = _tiered(5, 2, rebuilt)
+    expires_at = time.time() + 60
+    kept, withdrawn = object(), object()
+    for i in range(50):
+        key = kept if i % 2 else withdrawn
+        cache.put(i.to_bytes(32, "big"), _principal(expires_at, str(i)), "kid", key, _segment(str(i)))
+    assert len(cache) == 5
+
+    cache.keep_only_held_keys({"kid": kept}.get)
+
+    assert len(cache) == 3  # 48 and 49 were hot, 45 to 47 cold: the odd ones had the kept key
+    assert all(cache.get(digest, _always_trusted) is not None for digest in list(cache.cold_entries))
+
+
+def test_verifier_serves_a_cold_entry_without_an_rsa_check(
+    settings: AuthSettings, issuer: LocalIssuer, count_rsa_checks: list[bytes]
+) -> None:
+    verifier = TokenVerifier(settings)
+    verifier.pools[0].verified._hot_size = 2  # a small hot tier, so the first token goes cold
+    tokens = [issuer.mint(username=f"user{i}", groups=["admin"]) for i in range(4)]
+    first = [verifier.verify_sync(token) for token in tokens]
+    assert VerifiedTokenCache.digest(tokens[0]) in verifier.pools[0].verified.cold_entries
+
+    again = verifier.verify_sync(f"Bearer {tokens[0]}")
+
+    assert len(count_rsa_checks) == 4
+    assert again == first[0]
+    assert again.groups == ("admin",)
+    verifier.close()
+
+
+def test_a_full_default_cache_is_mostly_invisible_to_the_garbage_collector(
+    settings: AuthSettings, issuer: LocalIssuer
+) -> None:
+    verifier = TokenVerifier(settings)
+    pool = verifier.pools[0]
+    key = verifier.keys.get_key_sync(issuer.signing_key.kid)
+    now = time.time()
+    gc.collect()
+    before = len(gc.get_objects())
+    for i in range(settings.verified_cache_size):
+        claims = issuer.claims(username=f"flood-{i}", expires_in=7200)
+        segment = b64url(json.dumps(claims).encode()).encode()
+        pool.remember(
+            VerifiedTokenCache.digest(f"t{i}"),
+            pool.rules.check(claims, now),
+            issuer.signing_key.kid,
+            key,
+            segment,
+        )
+    gc.collect()
+    tracked_per_entry = (len(gc.get_objects()) - before) / settings.verified_cache_size
+
+    assert len(pool.verified) == settings.verified_cache_size
+    assert tracked_per_entry < 1.2  # one tuple per cold entry; whole principals only in the hot tier
+    verifier.close()

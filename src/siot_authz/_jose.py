@@ -13,6 +13,7 @@ DER-key HS256 confusion, ecdsa's Minerva) and no JWE code
 
 from __future__ import annotations
 
+import itertools
 from typing import Any, Protocol
 
 from cryptography.hazmat.primitives.asymmetric.padding import PKCS1v15
@@ -36,6 +37,11 @@ class RS256PublicKey(Protocol):
     @property
     def size_bits(self) -> int: ...
 
+    @property
+    def serial(self) -> int:
+        """A number no other key built in this process has: identity that a plain int can carry."""
+        ...
+
     def verify(self, signing_input: bytes, signature: bytes) -> bool: ...
 
 
@@ -45,14 +51,21 @@ _PKCS1V15 = PKCS1v15()
 _SHA256 = SHA256()
 
 
+# Serials for built keys. The verified-token cache ties an entry to the key
+# that verified it by this number instead of by the object, so its compact
+# entries hold only plain values the garbage collector never has to visit.
+_serials = itertools.count(1)
+
+
 class _JoseRS256Key:
-    __slots__ = ("_verify", "size_bits")
+    __slots__ = ("_verify", "serial", "size_bits")
 
     def __init__(self, key: Any, size_bits: int) -> None:
         # The cryptography key python-jose built: the same RS256 check
         # python-jose's own verify makes, minus its per-call objects.
         self._verify = key.prepared_key.verify
         self.size_bits = size_bits
+        self.serial = next(_serials)
 
     def verify(self, signing_input: bytes, signature: bytes) -> bool:
         try:

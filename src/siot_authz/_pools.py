@@ -18,10 +18,12 @@ from typing import TYPE_CHECKING, Any
 
 from ._claims import ClaimRules
 from ._errors import IssuerInvalid
+from ._jose import RS256PublicKey
 from ._key_cache import JwksCache, JwksDocument
 from ._observe import Observer
 from ._principal import Principal
 from ._settings import AuthSettings
+from ._token import decode_claims_segment
 from ._verified_cache import VerifiedTokenCache
 
 if TYPE_CHECKING:
@@ -53,26 +55,39 @@ class Pool:
             observer=observer,
         )
         self.rules = ClaimRules(settings)
-        self.verified = VerifiedTokenCache(settings.verified_cache_size, clock=clock)
+        self._clock = clock
+        self.verified = VerifiedTokenCache(settings.verified_cache_size, clock=clock, rebuild=self._rebuild)
         self._seen_key_generation = self.keys.generation
 
-    def is_key_trusted(self, kid: str, key: object) -> bool:
-        """True while the held keys still have this very key object under ``kid``.
+    def is_key_trusted(self, kid: str, serial: object) -> bool:
+        """True while the held keys still have this very key (by its serial) under ``kid``.
 
-        Identity, not just the kid: a JWKS may put new key material under an
-        old kid, and tokens verified with the old key must not pass. Stale
-        keys still count (a background refresh is started), so a cached token
-        keeps working while the pool's key endpoint is slow.
+        The key itself, not just the kid: a JWKS may put new key material
+        under an old kid, and tokens verified with the old key must not pass.
+        Stale keys still count (a background refresh is started), so a cached
+        token keeps working while the pool's key endpoint is slow.
         """
-        return self.keys.held_key_or_refresh(kid) is key
+        key = self.keys.held_key_or_refresh(kid)
+        return key is not None and key.serial == serial
 
-    def remember(self, digest: bytes, principal: Principal, kid: str, key: object) -> None:
+    def _held_serial(self, kid: str) -> int | None:
+        key = self.keys.held_key(kid)
+        return key.serial if key is not None else None
+
+    def remember(
+        self, digest: bytes, principal: Principal, kid: str, key: RS256PublicKey, claims_segment: bytes
+    ) -> None:
         """Cache a verified token, first dropping entries whose key a new key set withdrew."""
         keys = self.keys
         if keys.generation != self._seen_key_generation:
             self._seen_key_generation = keys.generation
-            self.verified.keep_only_held_keys(keys.held_key)
-        self.verified.put(digest, principal, kid, key)
+            self.verified.keep_only_held_keys(self._held_serial)
+        self.verified.put(digest, principal, kid, key.serial, claims_segment)
+
+    def _rebuild(self, claims_segment: bytes) -> Principal:
+        # The same strict parse and claim rules the token passed when its
+        # signature was checked; the custom check's pass is cached with it.
+        return self.rules.check(decode_claims_segment(claims_segment), self._clock())
 
 
 class PoolRouter:

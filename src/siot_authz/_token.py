@@ -24,7 +24,14 @@ from ._errors import (
     UnsupportedAlgorithm,
 )
 
-__all__ = ["ParsedToken", "decode_segment_json", "parse_token", "strip_bearer"]
+__all__ = [
+    "ParsedToken",
+    "claims_segment_of",
+    "decode_claims_segment",
+    "decode_segment_json",
+    "parse_token",
+    "strip_bearer",
+]
 
 _BEARER_PREFIX = "bearer "
 # base64url -> standard alphabet, for binascii's C decoder. "+", "/" and "="
@@ -173,6 +180,17 @@ def _decode_json_object(segment: bytes) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise TokenMalformed("A token segment is not a JSON object.")
     return value
+
+
+def decode_claims_segment(segment: bytes) -> dict[str, Any]:
+    """The claims of a base64url segment, as strictly as :func:`parse_token` reads them."""
+    return _decode_json_object(segment)
+
+
+def claims_segment_of(parsed: ParsedToken) -> bytes:
+    """The base64url claims segment of a parsed token (what its signature covered)."""
+    signing_input = parsed.signing_input
+    return signing_input[signing_input.index(b".") + 1 :]
 
 
 def _check_header(header: dict[str, Any]) -> str:

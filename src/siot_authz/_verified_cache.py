@@ -8,12 +8,23 @@ Safety rests on four rules:
   compares ``exp`` with the clock again, an expired entry is dropped when a
   lookup meets it, and a sweep drops the rest soon after they expire (at
   most :data:`SWEEP_INTERVAL_SECONDS` later).
-* An entry is tied to the key that verified it, by kid and by key object: a
-  hit is refused unless the (fresh) JWKS still holds that very key under
-  that kid, and a new key set purges the entries whose key was dropped or
-  replaced (a JWKS may reuse a kid for new key material).
+* An entry is tied to the key that verified it, by kid and by key (its serial): a
+  hit is refused unless the JWKS still holds that very key under that kid,
+  and a new key set purges the entries whose key was dropped or replaced (a
+  JWKS may reuse a kid for new key material).
 * The cache is bounded (``verified_cache_size``) and least recently used
   entries go first, so memory stays flat under a flood of distinct tokens.
+
+Two tiers keep garbage-collection pauses short. A principal is a handful
+of objects the cyclic collector must visit, and ten thousand of them made
+every full collection (which stops every request) tens of milliseconds
+longer. So only the :data:`HOT_ENTRIES` most recently used tokens keep
+their principal. Older entries shrink to one tuple of the token's
+``exp``, kid, key serial and verified claims segment: plain values only,
+which the collector stops visiting, in about a third of the memory; a hit on one rebuilds the
+principal by running the same strict parse and claim rules again, which
+costs a fraction of the RSA check it still saves, and moves it back to the
+hot tier. Revocation and the key check apply to both tiers alike.
 
 The hot path is a digest, one dict lookup and two comparisons, under a lock
 held for a few C-level dict operations only.
@@ -26,21 +37,42 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from ._principal import Principal
 
-__all__ = ["SWEEP_INTERVAL_SECONDS", "KeyCheck", "VerifiedTokenCache"]
+__all__ = ["HOT_ENTRIES", "SWEEP_INTERVAL_SECONDS", "KeyCheck", "Rebuild", "VerifiedTokenCache"]
 
 #: The longest an expired entry may stay in memory (it is never served).
 SWEEP_INTERVAL_SECONDS = 1.0
 
+#: How many of the most recently used tokens keep their principal object.
+HOT_ENTRIES = 256
+
 
 class _Entry(NamedTuple):
-    principal: Principal
-    kid: str
-    key: object  # the key object that verified the token
+    """A hot entry: the principal itself. Its first three fields are a cold entry's too."""
+
     expires_at: float
+    kid: str
+    key: object  # what identifies the key that verified the token (the verifier passes its serial)
+    # The token's verified claims segment, kept to shrink the entry to a
+    # compact one later; None when the caller gave none (then it is dropped instead).
+    claims_segment: bytes | None
+    principal: Principal
+
+
+# Where both entry shapes keep exp, the kid and the key.
+_EXPIRES_AT, _KID, _KEY = 0, 1, 2
+
+#: A cold entry: ``(expires_at, kid, key, claims_segment)``, what it takes to
+#: rebuild the principal. A plain tuple, not a NamedTuple: the collector stops
+#: tracking an exact tuple of plain values, never an instance of a subclass.
+_Compact = tuple[float, str, object, bytes]
+
+
+#: Builds the principal again from a verified claims segment; raises when it no longer passes.
+Rebuild = Callable[[bytes], Principal]
 
 
 #: Answers "does the JWKS hold this key object under this kid now?".
@@ -50,13 +82,24 @@ KeyCheck = Callable[[str, object], bool]
 class VerifiedTokenCache:
     """A bounded map from token digest to the principal it verified as; safe to share between threads."""
 
-    def __init__(self, max_size: int, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        max_size: int,
+        *,
+        clock: Callable[[], float] = time.time,
+        rebuild: Rebuild | None = None,
+        hot_entries: int = HOT_ENTRIES,
+    ) -> None:
         self._clock = clock
         self._max_size = max_size
         self._is_enabled = max_size > 0
+        self._rebuild = rebuild
+        # Without a way to rebuild, every entry stays hot.
+        self._hot_size = min(hot_entries, max_size) if rebuild is not None else max_size
         # Insertion order is recency order: a hit moves its entry to the end,
-        # eviction pops from the front.
+        # eviction pops from the front. Entries leave the hot tier for the cold one.
         self._entries: OrderedDict[bytes, _Entry] = OrderedDict()
+        self._compact: OrderedDict[bytes, _Compact] = OrderedDict()
         # No sweep is due until the earliest held exp has passed.
         self._next_sweep_at = float("inf")
         self._swept_at = float("-inf")
@@ -72,9 +115,14 @@ class VerifiedTokenCache:
         return hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
 
     @property
-    def entries(self) -> Mapping[bytes, object]:
-        """The entries by digest, for a quick ``digest in entries`` test; read it, never change it."""
+    def hot_entries(self) -> Mapping[bytes, object]:
+        """The hot tier by digest, for a quick ``digest in ...`` test; read it, never change it."""
         return self._entries
+
+    @property
+    def cold_entries(self) -> Mapping[bytes, object]:
+        """The cold tier by digest, for a quick ``digest in ...`` test; read it, never change it."""
+        return self._compact
 
     @property
     def max_size(self) -> int:
@@ -89,55 +137,98 @@ class VerifiedTokenCache:
         with self._lock:
             entry = self._entries.get(digest)
             if entry is None:
-                return None
-            if now >= entry.expires_at:
+                compact = self._compact.pop(digest, None)
+            elif now >= entry.expires_at:
                 del self._entries[digest]
                 return None
-            self._entries.move_to_end(digest)
+            else:
+                self._entries.move_to_end(digest)
+        if entry is None:
+            return None if compact is None else self._revive(digest, compact, now, is_key_trusted)
         if not is_key_trusted(entry.kid, entry.key):
             # Kept: a stale key set may be refreshed with the key still in it;
             # if the key is gone or replaced, the refresh purges the entry.
             return None
         return entry.principal
 
-    def put(self, digest: bytes, principal: Principal, kid: str, key: object) -> None:
-        """Remember a freshly verified token until its ``exp``."""
+    def _revive(
+        self, digest: bytes, compact: _Compact, now: float, is_key_trusted: KeyCheck
+    ) -> Principal | None:
+        """A cold hit: rebuild the principal and bring the entry back to the hot tier."""
+        expires_at, kid, key, claims_segment = compact
+        if now >= expires_at or not is_key_trusted(kid, key):
+            return None  # already popped: a key that returns is checked afresh on the slow path
+        assert self._rebuild is not None  # cold entries exist only with a rebuild
+        try:
+            principal = self._rebuild(claims_segment)
+        except Exception:
+            # It no longer passes (an exp inside the leeway, say): the slow
+            # path gives the right answer, and says why.
+            return None
+        self._insert(digest, _Entry(expires_at, kid, key, claims_segment, principal), now)
+        return principal
+
+    def put(
+        self, digest: bytes, principal: Principal, kid: str, key: object, claims_segment: bytes | None = None
+    ) -> None:
+        """Remember a freshly verified token until its ``exp``.
+
+        ``claims_segment`` (the token's base64url claims, as verified) lets
+        the entry shrink to the cold tier instead of being dropped when it
+        leaves the hot one.
+        """
         if not self._is_enabled:
             return
         expires_at = principal.expires_at.timestamp()
         now = self._clock()
         if now >= expires_at:
             return  # accepted only thanks to leeway: never cache it
-        entries = self._entries
+        self._insert(digest, _Entry(expires_at, kid, key, claims_segment, principal), now)
+
+    def _insert(self, digest: bytes, entry: _Entry, now: float) -> None:
+        entries, compact = self._entries, self._compact
         with self._lock:
             if now >= self._next_sweep_at:
                 self._sweep_locked(now)
-            entries[digest] = _Entry(principal, kid, key, expires_at)
+            compact.pop(digest, None)
+            entries[digest] = entry
             entries.move_to_end(digest)
-            if len(entries) > self._max_size:
-                entries.popitem(last=False)
-            if expires_at < self._next_sweep_at:
-                self._next_sweep_at = max(expires_at, self._swept_at + SWEEP_INTERVAL_SECONDS)
+            if len(entries) > self._hot_size:
+                old_digest, old = entries.popitem(last=False)
+                if old.claims_segment is not None:
+                    compact[old_digest] = (old.expires_at, old.kid, old.key, old.claims_segment)
+            if len(entries) + len(compact) > self._max_size:
+                compact.popitem(last=False)
+            if entry.expires_at < self._next_sweep_at:
+                self._next_sweep_at = max(entry.expires_at, self._swept_at + SWEEP_INTERVAL_SECONDS)
 
     def _sweep_locked(self, now: float) -> None:
         # O(n), but at most once per SWEEP_INTERVAL_SECONDS: about a millisecond
         # per 10k entries.
-        entries = self._entries
-        expired = [digest for digest, entry in entries.items() if entry.expires_at <= now]
-        for digest in expired:
-            del entries[digest]
-        earliest = min((entry.expires_at for entry in entries.values()), default=float("inf"))
+        earliest = float("inf")
+        tiers: tuple[OrderedDict[bytes, Any], ...] = (self._entries, self._compact)
+        for tier in tiers:
+            # Both entry shapes start with exp.
+            expired = [digest for digest, entry in tier.items() if entry[_EXPIRES_AT] <= now]
+            for digest in expired:
+                del tier[digest]
+            earliest = min(earliest, min((entry[_EXPIRES_AT] for entry in tier.values()), default=earliest))
         self._swept_at = now
         self._next_sweep_at = max(earliest, now + SWEEP_INTERVAL_SECONDS)
 
     def keep_only_held_keys(self, held_key: Callable[[str], object | None]) -> None:
-        """Drop every entry whose key is no longer held under its kid (``held_key(kid)``)."""
+        """Drop every entry whose key is no longer held under its kid.
+
+        ``held_key(kid)`` answers with what :meth:`put` was given as ``key``.
+        """
+        tiers: tuple[OrderedDict[bytes, Any], ...] = (self._entries, self._compact)
         with self._lock:
-            entries = self._entries
-            stale = [digest for digest, entry in entries.items() if held_key(entry.kid) is not entry.key]
-            for digest in stale:
-                del entries[digest]
+            for tier in tiers:
+                # ``!=``: a key serial is compared by value, any other key object by identity.
+                stale = [digest for digest, entry in tier.items() if held_key(entry[_KID]) != entry[_KEY]]
+                for digest in stale:
+                    del tier[digest]
 
     def __len__(self) -> int:
         with self._lock:
-            return len(self._entries)
+            return len(self._entries) + len(self._compact)

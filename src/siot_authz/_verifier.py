@@ -46,7 +46,7 @@ from ._observe import Observer
 from ._pools import Pool, PoolRouter
 from ._principal import Principal
 from ._settings import AuthSettings, as_pool_list
-from ._token import ParsedToken, parse_token, strip_bearer
+from ._token import ParsedToken, claims_segment_of, parse_token, strip_bearer
 from ._verified_cache import VerifiedTokenCache
 from .revocation import MemoryRevocations, Revocation, RevocationBackend
 
@@ -138,7 +138,9 @@ class TokenVerifier:
             ]
         )
         self.pools: tuple[Pool, ...] = self._router.pools
-        self._caches = tuple((pool.verified.entries, pool) for pool in self.pools)
+        self._caches = tuple(
+            (pool.verified.hot_entries, pool.verified.cold_entries, pool) for pool in self.pools
+        )
         self.revocations: RevocationBackend = revocations if revocations is not None else MemoryRevocations()
         self._revoked = self.revocations.mirror
         # Only a shared store can go unconfirmed; the in-process default never fails closed.
@@ -246,8 +248,8 @@ class TokenVerifier:
         # Most tokens are repeats: look in the pool caches first. A membership
         # test per pool (a C-level dict lookup) finds the one to ask, so a
         # hit costs one full lookup however many pools there are.
-        for entries, pool in self._caches:
-            if digest in entries:
+        for hot, cold, pool in self._caches:
+            if digest in hot or digest in cold:
                 principal = pool.verified.get(digest, pool.is_key_trusted)
                 if principal is not None:
                     self._refuse_if_revoked(principal)
@@ -286,7 +288,8 @@ class TokenVerifier:
     def _finish(self, unverified: _Unverified, principal: Principal, key: RS256PublicKey) -> Principal:
         """Steps 9 and 10: revocation, then remember the result."""
         self._refuse_if_revoked(principal)
-        unverified.pool.remember(unverified.digest, principal, unverified.parsed.kid, key)
+        parsed = unverified.parsed
+        unverified.pool.remember(unverified.digest, principal, parsed.kid, key, claims_segment_of(parsed))
         self._accepted(principal, cache_hit=False)
         return principal
 
