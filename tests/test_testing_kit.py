@@ -9,6 +9,7 @@ from fastapi import Depends, FastAPI
 from fastapi.testclient import TestClient
 
 from siot_authz import AuthSettings, CognitoAuth, Principal, TokenVerifier
+from siot_authz.revocation import MemoryRevocations
 from siot_authz.testing import LocalIssuer, make_principal, override_principal, override_settings
 
 pytest_plugins = ["pytester"]
@@ -295,3 +296,33 @@ def test_override_principal_keeps_the_lifespan_off_the_network(auth: CognitoAuth
     with override_principal(app, auth, make_principal()), TestClient(app):
         assert auth.verifier.settings.user_pool_id == "us-east-1_Overridden0"
     assert auth.verifier.settings.user_pool_id != "us-east-1_Overridden0"
+
+
+def test_override_settings_keeps_the_apps_own_check_and_revocations(issuer: LocalIssuer) -> None:
+    revocations = MemoryRevocations()
+    auth = CognitoAuth(
+        lambda: AuthSettings(region="us-west-2", user_pool_id="us-west-2_RealPool1", client_ids=["abc"]),
+        check=lambda principal: principal.username != "mallory",
+        revocations=revocations,
+    )
+    app = FastAPI(lifespan=auth.lifespan)
+
+    @app.get("/me")
+    async def me(principal: Principal = Depends(auth)) -> dict[str, str]:
+        return {"username": principal.username}
+
+    with override_settings(app, auth, issuer.settings()) as local, TestClient(app) as client:
+        assert client.get("/me", headers={"Authorization": issuer.mint(username="gus")}).status_code == 200
+        refused = client.get("/me", headers={"Authorization": issuer.mint(username="mallory")})
+        assert refused.json()["detail"]["code"] == "check_failed"
+        victim = issuer.mint(username="vic")
+        local.verifier.revoke_user_sync(issuer.user_pool_id, make_sub(issuer, "vic"))
+        assert (
+            client.get("/me", headers={"Authorization": victim}).json()["detail"]["code"] == "token_revoked"
+        )
+    assert local.verifier.revocations is revocations
+
+
+def make_sub(issuer: LocalIssuer, username: str) -> str:
+    sub: str = issuer.claims(username=username)["sub"]
+    return sub

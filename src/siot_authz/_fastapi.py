@@ -160,6 +160,19 @@ class CognitoAuth(SecurityBase):
         settings = source() if callable(source) else source
         return TokenVerifier(settings, **self._verifier_options)  # type: ignore[arg-type]
 
+    def verifier_for(self, settings: AuthSettings | Sequence[AuthSettings]) -> TokenVerifier:
+        """A verifier for other pools that keeps this dependency's ``check``, ``revocations``,
+        ``observer`` and log level: what tests swap in to trust a local issuer.
+
+        Keys handed in (``jwks``) and transports belong to the real pools and are not carried over.
+        """
+        options = {
+            name: value
+            for name, value in self._verifier_options.items()
+            if name not in ("jwks", "async_transport")
+        }
+        return TokenVerifier(settings, **options)  # type: ignore[arg-type]
+
     @property
     def verifier(self) -> TokenVerifier:
         """The verifier behind this dependency, built from the settings on first use."""

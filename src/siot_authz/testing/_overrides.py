@@ -117,11 +117,13 @@ def override_settings(app: FastAPI, auth: CognitoAuth, settings: AuthSettings) -
 
     Use it with ``LocalIssuer.settings()`` to send real minted tokens through
     the whole verification pipeline of an app built for a real user pool.
-    ``require_groups`` and ``require_scopes`` still apply, and the app's
+    ``require_groups``, ``require_scopes`` and ``require_roles`` still apply,
+    and so do the app's ``check``, revocations and observer; the app's
     lifespan prefetches keys from ``settings``. The app's own settings are
     never resolved: when they come from a function, it is not called.
     """
-    local_auth = CognitoAuth(settings, auto_error=auth.auto_error)
+    # The app's own check, revocations and observer still apply; only the pool changes.
+    local_auth = CognitoAuth(verifier=auth.verifier_for(settings), auto_error=auth.auto_error)
     try:
         with _verifier_swapped(auth, local_auth.verifier), _overridden(app, auth, local_auth):
             yield local_auth
