@@ -56,7 +56,7 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from jose import jwk, jwt
 
 from siot_authz import TokenVerifier
-from siot_authz.testing import LocalIssuer, b64url
+from siot_authz.testing import LocalIssuer
 
 BENCH_DIR = Path(__file__).resolve().parent
 HOST = "127.0.0.1"
@@ -538,8 +538,7 @@ def run_memory_child(checkpoints: list[int], real_tokens: int) -> None:
             for i in range(done, checkpoint):
                 claims = issuer.claims(username=f"flood-{i}", expires_in=7200)
                 principal = rules.check(claims, time.time())
-                segment = b64url(json.dumps(claims).encode()).encode()
-                pool.remember(cache.digest(f"synthetic-token-{i}"), principal, kid, key, segment)
+                pool.remember(cache.digest(f"synthetic-token-{i}"), principal, kid, key)
             done = checkpoint
             gc.collect()
             print(

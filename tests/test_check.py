@@ -22,6 +22,7 @@ from siot_authz import (
     CognitoAuth,
     InvalidToken,
     MissingRole,
+    MissingToken,
     Principal,
     TokenVerifier,
 )
@@ -279,3 +280,28 @@ def test_async_check_under_verify_sync_from_several_threads(issuer: LocalIssuer)
 
     assert results == [f"user{n}" for n in range(8)] + ["check_failed"]
     verifier.close()
+
+
+@pytest.mark.parametrize("is_async", [False, True], ids=["sync check", "async check"])
+def test_a_check_raising_missing_token_is_check_failed_even_where_login_is_optional(
+    issuer: LocalIssuer, is_async: bool
+) -> None:
+    def refuse(principal: Principal) -> bool:
+        raise MissingToken()
+
+    async def refuse_async(principal: Principal) -> bool:
+        raise MissingToken()
+
+    auth = CognitoAuth(issuer.settings(), auto_error=False, check=refuse_async if is_async else refuse)
+    app = FastAPI()
+
+    @app.get("/maybe")
+    async def maybe(principal: Principal | None = Depends(auth)) -> dict[str, bool]:
+        return {"anonymous": principal is None}
+
+    with TestClient(app) as client:
+        response = client.get("/maybe", headers={"Authorization": issuer.mint()})
+
+    # A token was sent and refused: never treated as "no credentials", so never anonymous.
+    assert response.status_code == 401
+    assert response.json()["detail"]["code"] == "check_failed"

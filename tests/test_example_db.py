@@ -213,14 +213,30 @@ def test_an_admin_revokes_a_users_tokens(api: TestClient, issuer: LocalIssuer) -
     assert after.json()["code"] == "token_revoked"
 
 
-def test_revoking_in_a_pool_the_api_does_not_trust_is_404(api: TestClient, issuer: LocalIssuer) -> None:
+def test_an_admin_revokes_only_in_their_own_pool(api: TestClient, issuer: LocalIssuer) -> None:
     response = api.post(
         "/v1/admin/revoke",
-        json={"sub": "someone", "user_pool_id": "eu-west-1_NotOurs"},
+        json={"sub": "someone", "user_pool_id": "eu-west-1_NotOurs"},  # the extra field is ignored
         headers=as_user(issuer, "ada"),
     )
-    assert response.status_code == 404
-    assert response.json()["status"] == "error"
+    assert response.status_code == 200
+    assert response.json()["revocation"]["user_pool_id"] == issuer.user_pool_id
+
+
+def test_a_same_named_user_of_another_pool_gets_none_of_the_teams_roles(tmp_path: Path) -> None:
+    with LocalIssuer() as team_a, LocalIssuer(user_pool_id="us-east-1_TeamB0001") as team_b:
+        app = create_app([team_a.settings(), team_b.settings()], database=tmp_path / "siot.db")
+        with TestClient(app) as client:
+            own_ada = client.get("/v1/me/roles", headers={"Authorization": team_a.mint(username="ada")})
+            other_ada = client.get("/v1/me/roles", headers={"Authorization": team_b.mint(username="ada")})
+            refused = client.post(
+                "/v1/admin/revoke",
+                json={"sub": "bob"},
+                headers={"Authorization": team_b.mint(username="ada")},
+            )
+    assert own_ada.json()["roles"] == ["admin"]
+    assert other_ada.json()["roles"] == []
+    assert refused.status_code == 403
 
 
 def test_python_m_examples_app_printed_tokens_are_an_admin_and_a_non_admin_in_its_database() -> None:

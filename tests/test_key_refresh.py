@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 import httpx
 import pytest
 from fastapi import Depends, FastAPI
+from fastapi.testclient import TestClient
 
 from siot_authz import AuthError, CognitoAuth, Principal, TokenVerifier
 from siot_authz.testing import JwksResponse, JwksServer, LocalIssuer
@@ -222,3 +223,52 @@ def test_a_refresh_lost_with_its_event_loop_does_not_stop_later_refreshes(
         return "never dropped"
 
     assert asyncio.run(until_dropped()) == "kid_unknown"
+
+
+def test_keys_still_refresh_after_the_app_has_started_and_stopped_once(
+    pool: tuple[LocalIssuer, JwksServer],
+) -> None:
+    issuer, _ = pool
+    auth = CognitoAuth(verifier=_verifier(issuer))
+    app = FastAPI(lifespan=auth.lifespan)
+
+    @app.get("/me")
+    async def me(principal: Principal = Depends(auth)) -> dict[str, str]:
+        return {"username": principal.username}
+
+    old_token = issuer.mint()
+    with TestClient(app) as client:  # a first run of the lifespan, as in an earlier test
+        assert client.get("/me", headers={"Authorization": old_token}).status_code == 200
+    issuer.rotate_key(keep_old=False)
+    with TestClient(app) as client:
+        deadline = time.monotonic() + 10
+        while (status := client.get("/me", headers={"Authorization": old_token}).status_code) == 200:
+            assert time.monotonic() < deadline, "the withdrawn key was never dropped"
+            time.sleep(0.05)
+        assert status == 401
+        assert client.get("/me", headers={"Authorization": issuer.mint()}).status_code == 200
+
+
+def test_cache_hits_start_no_thread_while_another_fetch_holds_the_lock(
+    pool: tuple[LocalIssuer, JwksServer],
+) -> None:
+    issuer, server = pool
+    verifier = _verifier(issuer)
+    token = issuer.mint()
+    verifier.verify_sync(token)
+    server.response = JwksResponse(delay_seconds=1.0)
+    time.sleep(TTL + 0.05)
+    # An unknown kid makes this thread fetch, holding the fetch lock for a second.
+    rotated = issuer.rotate_key()
+    waiting = threading.Thread(target=lambda: verifier.verify_sync(issuer.mint()), daemon=True)
+    waiting.start()
+    time.sleep(0.1)
+    before = threading.active_count()
+
+    for _ in range(2000):
+        verifier.verify_sync(token)
+
+    assert threading.active_count() - before <= 2
+    waiting.join(timeout=10)
+    assert rotated.kid in verifier.keys.kids
+    verifier.close()

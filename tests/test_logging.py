@@ -138,3 +138,19 @@ def test_optional_auth_logs_nothing_for_an_anonymous_request(
         assert client.get("/maybe").json() == {"user": None}
 
     assert _lines(caplog) == []
+
+
+def test_an_anonymous_request_to_an_authorizing_route_is_logged_once(
+    issuer: LocalIssuer, caplog: pytest.LogCaptureFixture
+) -> None:
+    auth = CognitoAuth(issuer.settings(), auto_error=False)
+    app = FastAPI()
+
+    @app.get("/admin")
+    async def admin(principal: Principal = Depends(auth.require_groups("admin"))) -> dict[str, str]:
+        return {"user": principal.username}
+
+    with caplog.at_level(logging.INFO, logger="siot_authz"), TestClient(app) as client:
+        assert client.get("/admin").status_code == 401
+
+    assert _lines(caplog) == ["token_refused code=missing_token"]

@@ -271,3 +271,25 @@ def test_a_failed_closed_backend_answers_503_revocation_unavailable(issuer: Loca
     assert response.json()["detail"]["code"] == "revocation_unavailable"
     with pytest.raises(RevocationUnavailable):
         auth.verifier.verify_sync(issuer.mint())
+
+
+@pytest.mark.parametrize("before", [float("nan"), float("inf"), float("-inf"), True, "now"])
+def test_a_revocation_time_must_be_a_finite_time(issuer: LocalIssuer, before: object) -> None:
+    verifier = TokenVerifier(issuer.settings())
+    with pytest.raises(ValueError, match="finite"):
+        verifier.revoke_user_sync(issuer.user_pool_id, "sub-1", before=before)  # type: ignore[arg-type]
+    assert verifier.revocation_entries_sync() == []
+
+
+@pytest.mark.parametrize("field", ["before", "expires_at"])
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_an_entry_with_a_non_finite_time_is_not_a_revocation(field: str, value: float) -> None:
+    data = {
+        "kind": "user",
+        "user_pool_id": "eu-west-1_pool",
+        "subject": "bob",
+        "before": 1.0,
+        "expires_at": 2.0,
+    }
+    with pytest.raises(ValueError, match="finite"):
+        Revocation.from_json({**data, field: value})

@@ -90,6 +90,29 @@ def as_user(issuer: LocalIssuer, username: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {issuer.mint(username=username)}"}
 
 
+@pytest.mark.anyio
+async def test_forget_discards_the_answer_of_a_lookup_already_under_way() -> None:
+    roles = {"ada": ["admin"]}
+    started, release = asyncio.Event(), asyncio.Event()
+
+    async def slow_source(principal: Principal) -> list[str]:
+        answer = list(roles[principal.username])  # read before the change below
+        started.set()
+        await release.wait()
+        return answer
+
+    cache = RolesCache(slow_source)
+    ada = make_principal("ada")
+    in_flight = asyncio.ensure_future(cache.roles_of(ada))
+    await started.wait()
+    roles["ada"] = []  # the application removes the role...
+    cache.forget(ada.user_pool_id, ada.sub)  # ...and says so
+    release.set()
+    await in_flight
+
+    assert await cache.roles_of(ada) == ()
+
+
 @pytest.mark.parametrize("is_async", [False, True], ids=["sync source", "async source"])
 def test_route_gets_the_roles_of_a_user_who_has_a_required_one(issuer: LocalIssuer, is_async: bool) -> None:
     source = CountingSource(is_async=is_async)

@@ -61,8 +61,7 @@ class DataIn(BaseModel):
 
 
 class RevokeIn(BaseModel):
-    sub: str = Field(min_length=1, max_length=128, description="The user's 'sub', as /v1/me shows it.")
-    user_pool_id: str | None = Field(default=None, description="Their pool; default: the caller's.")
+    sub: str = Field(min_length=1, max_length=128, description="The user's 'sub' (in the caller's own pool).")
 
 
 class _DataFeed:
@@ -134,10 +133,18 @@ def create_app(auth: CognitoAuth | PoolSettings, *, database: Database | str | P
     db = database if isinstance(database, Database) else Database(database)
     db.seed_demo_users()
     metrics = _prometheus_metrics()
+
+    def team_roles(principal: Principal) -> list[str]:
+        # The database holds one team's users, as SimpleIOT's does: the first
+        # configured pool's. A same-named user of another pool is not them.
+        if principal.user_pool_id != cognito.verifier.pools[0].user_pool_id:
+            return []
+        return db.roles_of(principal)
+
     if not isinstance(auth, CognitoAuth):
-        auth = CognitoAuth(auth, roles=db.roles_of, observer=metrics)
+        auth = CognitoAuth(auth, roles=team_roles, observer=metrics)
     elif auth.roles is None:
-        auth.roles = RolesCache(db.roles_of)
+        auth.roles = RolesCache(team_roles)
     if metrics is not None:
         metrics.watch(auth)
     cognito = auth
@@ -275,9 +282,8 @@ def create_app(auth: CognitoAuth | PoolSettings, *, database: Database | str | P
     async def revoke_user(body: RevokeIn, principal: RolesPrincipal = Depends(admin_only)) -> dict[str, Any]:
         """Refuse every token the user holds now (say, after removing them from the team); new logins pass."""
         try:
-            entry = await cognito.verifier.revoke_user(body.user_pool_id or principal.user_pool_id, body.sub)
-        except ValueError as exc:  # a pool this API does not trust
-            raise HTTPException(404, str(exc)) from None
+            # An admin of one team revokes in that team only.
+            entry = await cognito.verifier.revoke_user(principal.user_pool_id, body.sub)
         except RevocationStoreUnavailable:
             raise HTTPException(503, "the revocation store is unreachable; nothing was revoked") from None
         return {"status": "ok", "revocation": entry.to_json()}

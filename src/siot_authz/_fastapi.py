@@ -341,5 +341,8 @@ class CognitoAuth(SecurityBase):
         # With auto_error=False the base dependency yields None; authorization
         # still needs someone to authorize.
         if principal is None:
+            # auto_error=False let an anonymous request through the base
+            # dependency; a route that authorizes refuses it, and says so.
+            logger.info("token_refused code=missing_token")
             raise self._refusal(connection, MissingToken())
         return principal

@@ -121,7 +121,6 @@ class JwksCache:
         self._sync_lock = threading.Lock()
         self._sync_client: httpx.Client | None = None
         self._ssl_context: ssl.SSLContext | None = None
-        self._is_closed = False
         #: Incremented on every successful fetch; lets callers notice a new key set.
         self.generation = 0
 
@@ -161,11 +160,6 @@ class JwksCache:
             last_error_age_seconds=now - last_attempt if failed and last_attempt is not None else None,
         )
 
-    def holds_kid(self, kid: str) -> bool:
-        """True when the held key set still has a usable key with this kid."""
-        key_set = self._key_set
-        return key_set is not None and kid in key_set.keys
-
     def held_key(self, kid: str) -> RS256PublicKey | None:
         """The key now held for ``kid``, fresh or stale; the same object while the JWK is unchanged."""
         key_set = self._key_set
@@ -192,7 +186,7 @@ class JwksCache:
 
     def _is_refresh_due(self, now: float) -> bool:
         """True when the held keys are past their TTL and a background refresh should start now."""
-        if self._is_closed or now - self._fetched_at < self._ttl:
+        if now - self._fetched_at < self._ttl:
             return False
         if self._is_background_refresh_running(now):
             return False
@@ -241,14 +235,15 @@ class JwksCache:
             self._background_started_at = None
 
     def _refresh_in_thread(self) -> None:
+        # Not blocking: a thread already fetching is doing this work. The
+        # mark stays set until that fetch's deadline lets it lapse, so cache
+        # hits meanwhile do not start a thread each.
+        if not self._sync_lock.acquire(blocking=False):
+            return
         try:
-            # Not blocking: a thread already fetching is doing this work.
-            if self._sync_lock.acquire(blocking=False):
-                try:
-                    self._refresh_locked()
-                finally:
-                    self._sync_lock.release()
+            self._refresh_locked()
         finally:
+            self._sync_lock.release()
             self._background_started_at = None
 
     def _key_after_fetch(self, kid: str) -> RS256PublicKey:
@@ -392,8 +387,11 @@ class JwksCache:
     # -- lifecycle ------------------------------------------------------------
 
     async def aclose(self) -> None:
-        """Stop fetches under way and release HTTP resources."""
-        self._is_closed = True
+        """Stop fetches under way and release HTTP resources.
+
+        The cache stays usable: a later request fetches again, and an
+        application whose lifespan runs twice keeps refreshing its keys.
+        """
         loop = asyncio.get_running_loop()
         tasks = [task for task in (self._inflight, *self._background_tasks) if task is not None]
         for task in tasks:
@@ -404,8 +402,7 @@ class JwksCache:
         self.close()
 
     def close(self) -> None:
-        """Release the sync HTTP client, if one was made; no background refresh starts afterwards."""
-        self._is_closed = True
+        """Release the sync HTTP client, if one was made (a later fetch makes another)."""
         client, self._sync_client = self._sync_client, None
         if client is not None:
             client.close()

@@ -23,7 +23,6 @@ from ._key_cache import JwksCache, JwksDocument
 from ._observe import Observer
 from ._principal import Principal
 from ._settings import AuthSettings
-from ._token import decode_claims_segment
 from ._verified_cache import VerifiedTokenCache
 
 if TYPE_CHECKING:
@@ -55,8 +54,7 @@ class Pool:
             observer=observer,
         )
         self.rules = ClaimRules(settings)
-        self._clock = clock
-        self.verified = VerifiedTokenCache(settings.verified_cache_size, clock=clock, rebuild=self._rebuild)
+        self.verified = VerifiedTokenCache(settings.verified_cache_size, clock=clock)
         self._seen_key_generation = self.keys.generation
 
     def is_key_trusted(self, kid: str, serial: object) -> bool:
@@ -74,20 +72,13 @@ class Pool:
         key = self.keys.held_key(kid)
         return key.serial if key is not None else None
 
-    def remember(
-        self, digest: bytes, principal: Principal, kid: str, key: RS256PublicKey, claims_segment: bytes
-    ) -> None:
+    def remember(self, digest: bytes, principal: Principal, kid: str, key: RS256PublicKey) -> None:
         """Cache a verified token, first dropping entries whose key a new key set withdrew."""
         keys = self.keys
         if keys.generation != self._seen_key_generation:
             self._seen_key_generation = keys.generation
             self.verified.keep_only_held_keys(self._held_serial)
-        self.verified.put(digest, principal, kid, key.serial, claims_segment)
-
-    def _rebuild(self, claims_segment: bytes) -> Principal:
-        # The same strict parse and claim rules the token passed when its
-        # signature was checked; the custom check's pass is cached with it.
-        return self.rules.check(decode_claims_segment(claims_segment), self._clock())
+        self.verified.put(digest, principal, kid, key.serial)
 
 
 class PoolRouter:

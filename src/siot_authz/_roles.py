@@ -110,6 +110,8 @@ class RolesCache:
         # cachetools caches are not thread-safe; an app may run several event loops (test clients).
         self._lock = threading.Lock()
         self._pending: dict[_Key, tuple[asyncio.AbstractEventLoop, asyncio.Task[tuple[str, ...]]]] = {}
+        # Bumped by forget() and clear(): a lookup that started before stores nothing.
+        self._generation = 0
         self._max_threads = max_threads
         # One per event loop: a limiter belongs to the loop it was first used on.
         self._limiters: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, anyio.CapacityLimiter] = (
@@ -138,16 +140,24 @@ class RolesCache:
         return await asyncio.shield(task)
 
     def forget(self, user_pool_id: str, sub: str) -> None:
-        """Drop one user's cached roles and back-off, after the application changed their roles."""
+        """Drop one user's cached roles and back-off, after the application changed their roles.
+
+        A lookup already under way for them is not reused, and its answer
+        (read before the change) is not kept.
+        """
         with self._lock:
+            self._generation += 1
             self._roles.pop((user_pool_id, sub), None)
             self._failures.pop((user_pool_id, sub), None)
+            self._pending.pop((user_pool_id, sub), None)
 
     def clear(self) -> None:
-        """Drop every cached role and back-off."""
+        """Drop every cached role and back-off, and every lookup's answer still to come."""
         with self._lock:
+            self._generation += 1
             self._roles.clear()
             self._failures.clear()
+            self._pending.clear()
 
     def _forget_pending(self, key: _Key, task: asyncio.Task[tuple[str, ...]]) -> None:
         pending = self._pending.get(key)
@@ -155,6 +165,7 @@ class RolesCache:
             del self._pending[key]
 
     async def _look_up(self, key: _Key, principal: Principal) -> tuple[str, ...]:
+        generation = self._generation
         failure: str
         try:
             async with asyncio.timeout(self.timeout_seconds):
@@ -167,10 +178,12 @@ class RolesCache:
             failure = type(exc).__name__
         else:
             with self._lock:
-                self._roles[key] = roles
+                if generation == self._generation:
+                    self._roles[key] = roles
             return roles
         with self._lock:
-            self._failures[key] = True
+            if generation == self._generation:
+                self._failures[key] = True
         # The pool and the cause, no claim value: a sub stays out of logs.
         logger.warning(
             "roles_unavailable pool=%s cause=%s: the roles source failed; retried after the back-off",

@@ -26,9 +26,6 @@ from ._errors import (
 
 __all__ = [
     "ParsedToken",
-    "claims_segment_of",
-    "decode_claims_segment",
-    "decode_segment_json",
     "parse_token",
     "strip_bearer",
 ]
@@ -109,13 +106,6 @@ def _decode_base64url(segment: bytes) -> bytes:
     return raw
 
 
-def decode_base64url(segment: str) -> bytes:
-    """Decode one segment, accepting only canonical unpadded base64url."""
-    if not segment.isascii():
-        raise TokenMalformed("A token segment is not canonical base64url.")
-    return _decode_base64url(segment.encode("ascii"))
-
-
 def _refuse_duplicate_names(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     result = dict(pairs)
     if len(result) != len(pairs):
@@ -150,13 +140,6 @@ def _is_utf8_encodable(value: Any) -> bool:
     return True
 
 
-def decode_segment_json(segment: str) -> dict[str, Any]:
-    """Decode one segment to a JSON object, refusing anything ambiguous."""
-    if not segment.isascii():
-        raise TokenMalformed("A token segment is not canonical base64url.")
-    return _decode_json_object(segment.encode("ascii"))
-
-
 def _decode_json_object(segment: bytes) -> dict[str, Any]:
     raw = _decode_base64url(segment)
     is_json = True
@@ -180,17 +163,6 @@ def _decode_json_object(segment: bytes) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise TokenMalformed("A token segment is not a JSON object.")
     return value
-
-
-def decode_claims_segment(segment: bytes) -> dict[str, Any]:
-    """The claims of a base64url segment, as strictly as :func:`parse_token` reads them."""
-    return _decode_json_object(segment)
-
-
-def claims_segment_of(parsed: ParsedToken) -> bytes:
-    """The base64url claims segment of a parsed token (what its signature covered)."""
-    signing_input = parsed.signing_input
-    return signing_input[signing_input.index(b".") + 1 :]
 
 
 def _check_header(header: dict[str, Any]) -> str:

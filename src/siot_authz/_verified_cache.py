@@ -19,12 +19,13 @@ Two tiers keep garbage-collection pauses short. A principal is a handful
 of objects the cyclic collector must visit, and ten thousand of them made
 every full collection (which stops every request) tens of milliseconds
 longer. So only the :data:`HOT_ENTRIES` most recently used tokens keep
-their principal. Older entries shrink to one tuple of the token's
-``exp``, kid, key serial and verified claims segment: plain values only,
-which the collector stops visiting, in about a third of the memory; a hit on one rebuilds the
-principal by running the same strict parse and claim rules again, which
-costs a fraction of the RSA check it still saves, and moves it back to the
-hot tier. Revocation and the key check apply to both tiers alike.
+their principal object. Older entries shrink to one tuple of plain values
+(the token's ``exp``, kid and key serial, the principal's fields, and its
+claims with arrays as tuples), which the collector stops visiting, in
+about a third of the memory. A hit on one builds the principal object again
+from those values, without parsing or validating anything (about a
+microsecond), and moves it back to the hot tier. Revocation and the key
+check apply to both tiers alike.
 
 The hot path is a digest, one dict lookup and two comparisons, under a lock
 held for a few C-level dict operations only.
@@ -39,15 +40,15 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
-from ._principal import Principal
+from ._principal import Principal, PrincipalParts, principal_from_parts, principal_parts
 
-__all__ = ["HOT_ENTRIES", "SWEEP_INTERVAL_SECONDS", "KeyCheck", "Rebuild", "VerifiedTokenCache"]
+__all__ = ["HOT_ENTRIES", "SWEEP_INTERVAL_SECONDS", "KeyCheck", "VerifiedTokenCache"]
 
 #: The longest an expired entry may stay in memory (it is never served).
 SWEEP_INTERVAL_SECONDS = 1.0
 
 #: How many of the most recently used tokens keep their principal object.
-HOT_ENTRIES = 256
+HOT_ENTRIES = 512
 
 
 class _Entry(NamedTuple):
@@ -56,26 +57,20 @@ class _Entry(NamedTuple):
     expires_at: float
     kid: str
     key: object  # what identifies the key that verified the token (the verifier passes its serial)
-    # The token's verified claims segment, kept to shrink the entry to a
-    # compact one later; None when the caller gave none (then it is dropped instead).
-    claims_segment: bytes | None
     principal: Principal
 
+
+#: A cold entry: ``(expires_at, kid, key, parts)`` with the principal as plain
+#: values (:func:`principal_parts`). A plain tuple, not a NamedTuple: the
+#: collector stops tracking an exact tuple of plain values, never an
+#: instance of a subclass.
+_Compact = tuple[float, str, object, PrincipalParts]
 
 # Where both entry shapes keep exp, the kid and the key.
 _EXPIRES_AT, _KID, _KEY = 0, 1, 2
 
-#: A cold entry: ``(expires_at, kid, key, claims_segment)``, what it takes to
-#: rebuild the principal. A plain tuple, not a NamedTuple: the collector stops
-#: tracking an exact tuple of plain values, never an instance of a subclass.
-_Compact = tuple[float, str, object, bytes]
 
-
-#: Builds the principal again from a verified claims segment; raises when it no longer passes.
-Rebuild = Callable[[bytes], Principal]
-
-
-#: Answers "does the JWKS hold this key object under this kid now?".
+#: Answers "does the JWKS hold this key under this kid now?" (given what ``put`` was given as ``key``).
 KeyCheck = Callable[[str, object], bool]
 
 
@@ -83,19 +78,12 @@ class VerifiedTokenCache:
     """A bounded map from token digest to the principal it verified as; safe to share between threads."""
 
     def __init__(
-        self,
-        max_size: int,
-        *,
-        clock: Callable[[], float] = time.time,
-        rebuild: Rebuild | None = None,
-        hot_entries: int = HOT_ENTRIES,
+        self, max_size: int, *, clock: Callable[[], float] = time.time, hot_entries: int = HOT_ENTRIES
     ) -> None:
         self._clock = clock
         self._max_size = max_size
         self._is_enabled = max_size > 0
-        self._rebuild = rebuild
-        # Without a way to rebuild, every entry stays hot.
-        self._hot_size = min(hot_entries, max_size) if rebuild is not None else max_size
+        self._hot_size = min(hot_entries, max_size)
         # Insertion order is recency order: a hit moves its entry to the end,
         # eviction pops from the front. Entries leave the hot tier for the cold one.
         self._entries: OrderedDict[bytes, _Entry] = OrderedDict()
@@ -154,39 +142,27 @@ class VerifiedTokenCache:
     def _revive(
         self, digest: bytes, compact: _Compact, now: float, is_key_trusted: KeyCheck
     ) -> Principal | None:
-        """A cold hit: rebuild the principal and bring the entry back to the hot tier."""
-        expires_at, kid, key, claims_segment = compact
+        """A cold hit: build the principal object again and bring the entry back to the hot tier."""
+        expires_at, kid, key, parts = compact
         if now >= expires_at or not is_key_trusted(kid, key):
             return None  # already popped: a key that returns is checked afresh on the slow path
-        assert self._rebuild is not None  # cold entries exist only with a rebuild
-        try:
-            principal = self._rebuild(claims_segment)
-        except Exception:
-            # It no longer passes (an exp inside the leeway, say): the slow
-            # path gives the right answer, and says why.
-            return None
-        self._insert(digest, _Entry(expires_at, kid, key, claims_segment, principal), now)
+        principal = principal_from_parts(parts)
+        self._insert(digest, _Entry(expires_at, kid, key, principal), now)
         return principal
 
-    def put(
-        self, digest: bytes, principal: Principal, kid: str, key: object, claims_segment: bytes | None = None
-    ) -> None:
-        """Remember a freshly verified token until its ``exp``.
-
-        ``claims_segment`` (the token's base64url claims, as verified) lets
-        the entry shrink to the cold tier instead of being dropped when it
-        leaves the hot one.
-        """
+    def put(self, digest: bytes, principal: Principal, kid: str, key: object) -> None:
+        """Remember a freshly verified token until its ``exp``."""
         if not self._is_enabled:
             return
         expires_at = principal.expires_at.timestamp()
         now = self._clock()
         if now >= expires_at:
             return  # accepted only thanks to leeway: never cache it
-        self._insert(digest, _Entry(expires_at, kid, key, claims_segment, principal), now)
+        self._insert(digest, _Entry(expires_at, kid, key, principal), now)
 
     def _insert(self, digest: bytes, entry: _Entry, now: float) -> None:
         entries, compact = self._entries, self._compact
+        demoted: tuple[bytes, _Entry] | None = None
         with self._lock:
             if now >= self._next_sweep_at:
                 self._sweep_locked(now)
@@ -194,13 +170,20 @@ class VerifiedTokenCache:
             entries[digest] = entry
             entries.move_to_end(digest)
             if len(entries) > self._hot_size:
-                old_digest, old = entries.popitem(last=False)
-                if old.claims_segment is not None:
-                    compact[old_digest] = (old.expires_at, old.kid, old.key, old.claims_segment)
-            if len(entries) + len(compact) > self._max_size:
+                demoted = entries.popitem(last=False)
+            elif len(entries) + len(compact) > self._max_size:
                 compact.popitem(last=False)
             if entry.expires_at < self._next_sweep_at:
                 self._next_sweep_at = max(entry.expires_at, self._swept_at + SWEEP_INTERVAL_SECONDS)
+        if demoted is not None:
+            # Taken apart outside the lock: it is a few microseconds of Python.
+            old_digest, old = demoted
+            parts = principal_parts(old.principal)
+            with self._lock:
+                if old_digest not in entries:
+                    compact[old_digest] = (old.expires_at, old.kid, old.key, parts)
+                while compact and len(entries) + len(compact) > self._max_size:
+                    compact.popitem(last=False)
 
     def _sweep_locked(self, now: float) -> None:
         # O(n), but at most once per SWEEP_INTERVAL_SECONDS: about a millisecond

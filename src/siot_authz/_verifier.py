@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
@@ -46,7 +47,7 @@ from ._observe import Observer
 from ._pools import Pool, PoolRouter
 from ._principal import Principal
 from ._settings import AuthSettings, as_pool_list
-from ._token import ParsedToken, claims_segment_of, parse_token, strip_bearer
+from ._token import ParsedToken, parse_token, strip_bearer
 from ._verified_cache import VerifiedTokenCache
 from .revocation import MemoryRevocations, Revocation, RevocationBackend
 
@@ -86,6 +87,8 @@ def _timestamp(moment: float | datetime | None, clock: Callable[[], float]) -> f
         if moment.tzinfo is None:
             raise ValueError("a revocation time must be timezone-aware")
         return moment.timestamp()
+    if isinstance(moment, bool) or not isinstance(moment, (int, float)) or not math.isfinite(moment):
+        raise ValueError("a revocation time must be a finite Unix time or an aware datetime")
     return float(moment)
 
 
@@ -270,13 +273,17 @@ class TokenVerifier:
 
     def _run_check(self, principal: Principal) -> bool | Awaitable[bool]:
         assert self._check is not None
+        bug = None
         try:
             return self._check(principal)
+        except MissingToken:
+            pass  # a token was sent: "no credentials" would let auto_error=False routes in anonymously
         except AuthError:
             raise
         except Exception as exc:
             bug = type(exc).__name__
-        raise _check_crashed(bug)
+        # Raised outside the except block, so the refusal carries no context from the check.
+        raise CheckFailed() if bug is None else _check_crashed(bug)
 
     @staticmethod
     def _check_passed(result: object) -> None:
@@ -288,8 +295,7 @@ class TokenVerifier:
     def _finish(self, unverified: _Unverified, principal: Principal, key: RS256PublicKey) -> Principal:
         """Steps 9 and 10: revocation, then remember the result."""
         self._refuse_if_revoked(principal)
-        parsed = unverified.parsed
-        unverified.pool.remember(unverified.digest, principal, parsed.kid, key, claims_segment_of(parsed))
+        unverified.pool.remember(unverified.digest, principal, unverified.parsed.kid, key)
         self._accepted(principal, cache_hit=False)
         return principal
 
@@ -442,10 +448,13 @@ def _check_crashed(exception_type: str) -> CheckFailed:
 
 async def _awaited_check(result: Awaitable[bool]) -> bool:
     """An async check's answer; what it raises is handled as a sync check's would be."""
+    bug = None
     try:
         return await result
+    except MissingToken:
+        pass  # a token was sent: see TokenVerifier._run_check
     except AuthError:
         raise
     except Exception as exc:
         bug = type(exc).__name__
-    raise _check_crashed(bug)
+    raise CheckFailed() if bug is None else _check_crashed(bug)

@@ -76,8 +76,11 @@ def websocket_token(scope: Scope, query_param: str | None) -> str | None:
 
 def _chosen_subprotocol(offered: Iterable[str], preferred: str | None) -> str | None:
     offers = list(offered)
-    if any(protocol.lower() == BEARER_SUBPROTOCOL for protocol in offers):
-        return BEARER_SUBPROTOCOL
+    for protocol in offers:
+        if protocol.lower() == BEARER_SUBPROTOCOL:
+            # The client's own spelling: a client accepts only an answer equal
+            # to one of its offers, and "Bearer" is not "bearer" to it.
+            return protocol
     if preferred is not None and preferred in offers:
         return preferred
     return None

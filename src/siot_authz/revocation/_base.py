@@ -9,7 +9,7 @@ A revocation is one of two rules:
   since Cognito puts the refresh token's ``origin_jti`` in every ID and
   access token issued from it.
 
-The verifier asks :meth:`RevocationMirror.is_revoked` on every request,
+The verifier asks :meth:`RevocationMirror.covers` on every request,
 verified-cache hits included, so the answer must come from memory: two dict
 lookups, never the network. A backend that shares revocations between
 processes (Redis) keeps this mirror up to date in the background.
@@ -20,6 +20,7 @@ An entry expires by itself once no token it could match can still be valid:
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -50,7 +51,9 @@ class RevocationStoreUnavailable(RuntimeError):
 
 
 def _is_number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+    # Finite only: a NaN compares false with everything, so a NaN entry would
+    # match no token and hide every later revocation of the same user.
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 @dataclass(frozen=True)
@@ -65,6 +68,10 @@ class Revocation:
     before: float
     #: Unix time after which no token the entry could match is still valid; the entry is then dropped.
     expires_at: float
+
+    def __post_init__(self) -> None:
+        if not _is_number(self.before) or not _is_number(self.expires_at):
+            raise ValueError("a revocation needs finite numeric before and expires_at")
 
     def to_json(self) -> dict[str, object]:
         """The entry as a JSON object (its shape on the wire and in ``siot-authz revocations``)."""
@@ -86,7 +93,7 @@ class Revocation:
         if kind not in ("user", "session") or not isinstance(pool, str) or not isinstance(subject, str):
             raise ValueError("a revocation entry needs kind, user_pool_id and subject")
         if not _is_number(before) or not _is_number(expires_at):
-            raise ValueError("a revocation entry needs numeric before and expires_at")
+            raise ValueError("a revocation entry needs finite numeric before and expires_at")
         return cls(kind, pool, subject, float(before), float(expires_at))  # type: ignore[arg-type]
 
 
@@ -117,22 +124,14 @@ class RevocationMirror:
         #: False while empty, so the request path skips the lookups entirely.
         self.has_entries = False
 
-    def is_revoked(self, user_pool_id: str, sub: str, issued_at: float, origin_jti: str | None) -> bool:
-        """True when an entry covers a token with these claims.
+    def covers(self, principal: Principal) -> bool:
+        """True when an entry covers this verified principal's token.
 
+        Its ``iat`` and ``origin_jti`` are read only when an entry could match.
         ``iat`` has whole seconds, so a token issued in the same second as a
         user's revocation, even just after it, is refused too: erring that
         way never lets a signed-out token through.
         """
-        user = self._users.get((user_pool_id, sub))
-        if user is not None and issued_at < user.before:
-            return True
-        if origin_jti is not None:
-            return (user_pool_id, origin_jti) in self._sessions
-        return False
-
-    def covers(self, principal: Principal) -> bool:
-        """:meth:`is_revoked` for a verified principal, reading its ``iat`` and ``origin_jti`` only when needed."""
         pool_id = principal.user_pool_id
         users = self._users
         if users:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import functools
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -122,8 +123,11 @@ def override_settings(app: FastAPI, auth: CognitoAuth, settings: AuthSettings) -
     lifespan prefetches keys from ``settings``. The app's own settings are
     never resolved: when they come from a function, it is not called.
     """
-    # The app's own check, revocations and observer still apply; only the pool changes.
-    local_auth = CognitoAuth(verifier=auth.verifier_for(settings), auto_error=auth.auto_error)
+    # A copy of the app's own dependency (auto_error, WebSocket options, roles,
+    # any overridden method), with its check, revocations and observer; only
+    # the pools change.
+    local_auth = copy.copy(auth)
+    local_auth.verifier = auth.verifier_for(settings)
     try:
         with _verifier_swapped(auth, local_auth.verifier), _overridden(app, auth, local_auth):
             yield local_auth
