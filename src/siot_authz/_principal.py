@@ -191,8 +191,13 @@ def verified_principal(
 # Every field but ``claims``, in verified_principal's order.
 _PART_NAMES = tuple(name for name in Principal.model_fields if name != "claims")
 
-#: A principal as plain values: its fields, and its claims as (name, value) pairs with arrays as tuples.
-PrincipalParts = tuple[tuple[Any, ...], tuple[tuple[str, Any], ...]]
+#: A principal as plain values: its fields, its claim names, and its claim values (arrays as tuples).
+PrincipalParts = tuple[tuple[Any, ...], tuple[str, ...], tuple[Any, ...]]
+
+# Tokens of one pool share a few claim-name layouts; each layout is kept once
+# instead of once per cached token. Bounded: layouts past this are not shared.
+_shared_names: dict[tuple[str, ...], tuple[str, ...]] = {}
+_MAX_SHARED_LAYOUTS = 64
 
 
 def principal_parts(principal: Principal) -> PrincipalParts:
@@ -201,18 +206,26 @@ def principal_parts(principal: Principal) -> PrincipalParts:
     Strings, numbers, datetimes and tuples of them are not containers the
     collector must visit, so a cached entry held this way costs a full
     collection nothing, where a principal object costs several visits. The
-    claims are pairs rather than a dict: the collector never stops tracking
-    a tuple that holds a dict.
+    claims are a tuple of names (shared by every token with the same
+    layout) and a tuple of values, not a dict: the collector never stops
+    tracking a tuple that holds a dict, and the names need not be stored
+    once per token.
     """
     values = principal.__dict__
     claims = values["claims"]
     raw = claims._claims if isinstance(claims, Claims) else dict(claims)
-    pairs = tuple((name, _frozen(value) if isinstance(value, list) else value) for name, value in raw.items())
-    return tuple(values[name] for name in _PART_NAMES), pairs
+    names = tuple(raw)
+    shared = _shared_names.get(names)
+    if shared is None:
+        if len(_shared_names) < _MAX_SHARED_LAYOUTS:
+            _shared_names[names] = names
+        shared = names
+    claim_values = tuple(_frozen(value) if isinstance(value, list) else value for value in raw.values())
+    return tuple(values[name] for name in _PART_NAMES), shared, claim_values
 
 
 def principal_from_parts(parts: PrincipalParts) -> Principal:
     """The principal again, equal to the one :func:`principal_parts` took apart; nothing is re-validated."""
-    fields, pairs = parts
+    fields, names, claim_values = parts
     build: Callable[..., Principal] = verified_principal  # fields are in its order, claims last
-    return build(*fields, dict(pairs))
+    return build(*fields, dict(zip(names, claim_values, strict=True)))
