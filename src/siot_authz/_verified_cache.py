@@ -48,7 +48,7 @@ __all__ = ["HOT_ENTRIES", "SWEEP_INTERVAL_SECONDS", "KeyCheck", "VerifiedTokenCa
 SWEEP_INTERVAL_SECONDS = 1.0
 
 #: How many of the most recently used tokens keep their principal object.
-HOT_ENTRIES = 512
+HOT_ENTRIES = 4096
 
 
 class _Entry(NamedTuple):
