@@ -58,6 +58,9 @@ class _Entry(NamedTuple):
     kid: str
     key: object  # what identifies the key that verified the token (the verifier passes its serial)
     principal: Principal
+    # The principal as plain values, once taken apart: a revived entry keeps
+    # them, so going cold again costs nothing.
+    parts: PrincipalParts | None = None
 
 
 #: A cold entry: ``(expires_at, kid, key, parts)`` with the principal as plain
@@ -147,7 +150,7 @@ class VerifiedTokenCache:
         if now >= expires_at or not is_key_trusted(kid, key):
             return None  # already popped: a key that returns is checked afresh on the slow path
         principal = principal_from_parts(parts)
-        self._insert(digest, _Entry(expires_at, kid, key, principal), now)
+        self._insert(digest, _Entry(expires_at, kid, key, principal, parts), now)
         return principal
 
     def put(self, digest: bytes, principal: Principal, kid: str, key: object) -> None:
@@ -178,7 +181,7 @@ class VerifiedTokenCache:
         if demoted is not None:
             # Taken apart outside the lock: it is a few microseconds of Python.
             old_digest, old = demoted
-            parts = principal_parts(old.principal)
+            parts = old.parts if old.parts is not None else principal_parts(old.principal)
             with self._lock:
                 if old_digest not in entries:
                     compact[old_digest] = (old.expires_at, old.kid, old.key, parts)
