@@ -22,10 +22,15 @@ __all__ = [
 _ATOMS = (str, int, float, bool, type(None))
 
 
+_ATOM_TYPES = frozenset(_ATOMS)
+
+
 def _frozen(value: Any) -> Any:
     """An immutable copy of a JSON value: arrays become tuples and objects :class:`Claims`."""
     if isinstance(value, (list, tuple)):
-        return tuple(_frozen(item) for item in value)
+        if _ATOM_TYPES.issuperset(map(type, value)):
+            return tuple(value)  # the common case, an array of strings: no walk in Python
+        return tuple([_frozen(item) for item in value])
     if isinstance(value, Claims):
         return value
     if isinstance(value, Mapping):
@@ -218,7 +223,7 @@ def principal_parts(principal: Principal) -> PrincipalParts:
     names = tuple(raw)
     claim_values = tuple(raw.values())
     if list in set(map(type, claim_values)):
-        claim_values = tuple(_frozen(value) if isinstance(value, list) else value for value in claim_values)
+        claim_values = tuple([_frozen(value) if type(value) is list else value for value in claim_values])
     shared = _shared_names.get(names)
     if shared is None:
         if len(_shared_names) < _MAX_SHARED_LAYOUTS:
