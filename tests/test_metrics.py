@@ -347,8 +347,8 @@ def test_reports_memory_revocation_entries_and_counts_revoked_tokens(
     for state in ("starting", "degraded", "failed"):
         assert value(samples, "siot_authz_revocation_state", verifier="", backend="memory", state=state) == 0
     assert value(samples, "siot_authz_revocation_unconfirmed_seconds", verifier="", backend="memory") is None
-    # A revoked token is refused on a verified-cache hit, and counted as a miss like every refusal.
-    assert verifications(samples, issuer.user_pool_id, code="token_revoked") == 1
+    # A revoked token is refused on a verified-cache hit, and counted as the hit it was.
+    assert verifications(samples, issuer.user_pool_id, code="token_revoked", cache="hit") == 1
 
 
 @pytest.mark.parametrize(

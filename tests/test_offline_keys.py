@@ -332,3 +332,13 @@ def test_model_dump_gives_plain_json(principal: Principal) -> None:
     assert type(claims["profile"]) is dict
     assert json.loads(principal.model_dump_json())["claims"] == claims
     assert json.loads(json.dumps(principal.model_dump(mode="json")))["claims"]["cognito:groups"] == ["admin"]
+
+
+def test_jwks_file_may_start_with_a_tilde(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with LocalIssuer() as issuer:
+        monkeypatch.setenv("HOME", str(tmp_path))
+        (tmp_path / "jwks.json").write_text(json.dumps(issuer.jwks()))
+        settings = issuer.settings(for_transport=True, jwks_file="~/jwks.json")
+
+        assert settings.jwks_file == tmp_path / "jwks.json"
+        assert TokenVerifier(settings).verify_sync(issuer.mint()).username == "alice"

@@ -293,3 +293,25 @@ def test_an_entry_with_a_non_finite_time_is_not_a_revocation(field: str, value: 
     }
     with pytest.raises(ValueError, match="finite"):
         Revocation.from_json({**data, field: value})
+
+
+def test_a_revoked_token_refused_from_the_cache_is_reported_as_a_cache_hit(issuer: LocalIssuer) -> None:
+    seen: list[tuple[str, str | None, bool]] = []
+
+    class Recorder:
+        def verification(self, pool_id: str, code: str | None, cache_hit: bool) -> None:
+            seen.append((pool_id, code, cache_hit))
+
+        def jwks_fetch(self, pool_id: str, outcome: str, seconds: float) -> None:
+            pass
+
+    verifier = TokenVerifier(issuer.settings(), observer=Recorder())
+    token = issuer.mint(iat=int(time.time()) - 60)
+    principal = verifier.verify_sync(token)
+    verifier.verify_sync(token)
+    verifier.revoke_user_sync(principal.user_pool_id, principal.sub)
+    with pytest.raises(TokenRevoked):
+        verifier.verify_sync(token)
+
+    pool = issuer.user_pool_id
+    assert seen == [(pool, None, False), (pool, None, True), (pool, "token_revoked", True)]

@@ -196,6 +196,11 @@ class AuthSettings(BaseSettings):
             return tuple(part.strip() for part in value.split(",") if part.strip())
         return value
 
+    @field_validator("jwks_file")
+    @classmethod
+    def _expand_jwks_file(cls, value: Path | None) -> Path | None:
+        return value.expanduser() if value is not None else None
+
     @field_validator("additional_regions")
     @classmethod
     def _check_additional_regions(cls, value: tuple[str, ...]) -> tuple[str, ...]:

@@ -184,11 +184,15 @@ class TokenVerifier:
         Raises an :class:`AuthError` subclass and nothing else.
         """
         pool_id = ""
+        cache_hit = False
         try:
             found = self._look_up(token)
             if isinstance(found, Principal):
+                pool_id = found.user_pool_id
+                cache_hit = True
+                self._refuse_if_revoked(found)
                 if self._observer is not None:
-                    self._observer.verification(found.user_pool_id, None, True)
+                    self._observer.verification(pool_id, None, True)
                 return found
             pool_id = found.pool.user_pool_id
             key = await found.pool.keys.get_key(found.parsed.kid)
@@ -200,7 +204,7 @@ class TokenVerifier:
                 self._check_passed(result)
             return self._finish(found, principal, key)
         except AuthError as error:
-            self._refused(error, pool_id)
+            self._refused(error, pool_id, cache_hit)
             raise
         except Exception as exc:
             bug = type(exc).__name__
@@ -216,11 +220,15 @@ class TokenVerifier:
         An async ``check`` is run to completion on a private event loop.
         """
         pool_id = ""
+        cache_hit = False
         try:
             found = self._look_up(token)
             if isinstance(found, Principal):
+                pool_id = found.user_pool_id
+                cache_hit = True
+                self._refuse_if_revoked(found)
                 if self._observer is not None:
-                    self._observer.verification(found.user_pool_id, None, True)
+                    self._observer.verification(pool_id, None, True)
                 return found
             pool_id = found.pool.user_pool_id
             key = found.pool.keys.get_key_sync(found.parsed.kid)
@@ -232,7 +240,7 @@ class TokenVerifier:
                 self._check_passed(result)
             return self._finish(found, principal, key)
         except AuthError as error:
-            self._refused(error, pool_id)
+            self._refused(error, pool_id, cache_hit)
             raise
         except Exception as exc:
             bug = type(exc).__name__
@@ -255,8 +263,7 @@ class TokenVerifier:
             if digest in hot or digest in cold:
                 principal = pool.verified.get(digest, pool.is_key_trusted)
                 if principal is not None:
-                    self._refuse_if_revoked(principal)
-                    return principal
+                    return principal  # the caller checks revocation: it counts as a hit either way
                 break
         parsed = parse_token(token, self._max_token_bytes)
         pool = self._router.route(parsed.claims)
@@ -314,7 +321,7 @@ class TokenVerifier:
         if observer is not None:
             observer.verification(principal.user_pool_id, None, cache_hit)
 
-    def _refused(self, error: AuthError, pool_id: str) -> None:
+    def _refused(self, error: AuthError, pool_id: str, cache_hit: bool) -> None:
         pool_id = pool_id or error.log_context.get("pool", "")
         context = "".join(
             f" {name}={_safe(value)}" for name, value in error.log_context.items() if name != "pool"
@@ -332,7 +339,7 @@ class TokenVerifier:
         else:
             logger.log(self._refusal_log_level, "token_refused code=%s%s%s", error.code, pool, context)
         if self._observer is not None:
-            self._observer.verification(pool_id, error.code, False)
+            self._observer.verification(pool_id, error.code, cache_hit)
 
     def _internal_error(self, exception_type: str, pool_id: str) -> InvalidToken:
         # A bug must still end as a refusal, not a 500. Only the exception's
