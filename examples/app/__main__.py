@@ -139,11 +139,11 @@ siot_authz example API on an embedded local issuer
   JWKS:   {issuer.jwks_url}
   tokens below are valid for {_TOKEN_HOURS} hours; restart for new ones (the key is made at start)
 
-Admin (group 'admin'), sent raw as SimpleIOT's Python clients do:
+Admin (ada, role 'admin' in the example's SQLite database), sent raw as SimpleIOT's Python clients do:
   export ADMIN_TOKEN='{admin}'
   curl -s -H "Authorization: $ADMIN_TOKEN" {base_url}/v1/me
 
-Non-admin, with a Bearer prefix as SimpleIOT's JavaScript clients do:
+Non-admin (bob, role 'member'), with a Bearer prefix as SimpleIOT's JavaScript clients do:
   export USER_TOKEN='{user}'
   curl -s -H "Authorization: Bearer $USER_TOKEN" {base_url}/v1/me
 
@@ -153,6 +153,9 @@ Try:
   curl -s -X DELETE -H "Authorization: $USER_TOKEN" '{base_url}/v1/project?name=greenhouse'   # 403
   curl -s -X DELETE -H "Authorization: $ADMIN_TOKEN" '{base_url}/v1/project?name=greenhouse'  # ok
   curl -s {base_url}/v1/me                                                                  # 401
+  curl -s -H "Authorization: $USER_TOKEN" {base_url}/v1/me/roles                            # roles from the database
+  curl -s {base_url}/readyz                                                                 # readiness
+  curl -s {base_url}/metrics                                                                # Prometheus, with the extra
   browse to {base_url}/docs and use 'Authorize' with either token (paste it without 'Bearer ')
 """,
         flush=True,
