@@ -450,6 +450,18 @@ def test_token_signed_by_replaced_key_under_same_kid_is_refused(
 # -- the cache object itself ----------------------------------------------------------------
 
 
+def test_a_refetch_of_unchanged_keys_keeps_the_generation(
+    settings: AuthSettings, clock: FakeClock, issuer: LocalIssuer, jwks_server: JwksServer
+) -> None:
+    cache = JwksCache(settings, clock=clock)
+    cache.get_key_sync(issuer.signing_key.kid)
+    cache.refresh_sync()
+
+    assert jwks_server.request_count == 2
+    assert cache.generation == 1  # nothing changed: no purge of the verified cache is due
+    cache.close()
+
+
 def test_unchanged_keys_are_the_same_objects_after_refetch(
     settings: AuthSettings, clock: FakeClock, issuer: LocalIssuer
 ) -> None:

@@ -121,7 +121,7 @@ class JwksCache:
         self._sync_lock = threading.Lock()
         self._sync_client: httpx.Client | None = None
         self._ssl_context: ssl.SSLContext | None = None
-        #: Incremented on every successful fetch; lets callers notice a new key set.
+        #: Incremented when a fetch brings a different key set; lets callers notice it.
         self.generation = 0
 
         source = f"the JWKS handed in for {self._pool_id}"
@@ -262,11 +262,15 @@ class JwksCache:
             dropped = set(previous.keys) - set(key_set.keys)
             if dropped:
                 logger.info("jwks_keys_dropped kids=%s", ",".join(safe_kid(kid) for kid in sorted(dropped)))
+        # Unchanged JWKs give back the same key objects, so an unchanged set
+        # keeps its generation and the verified cache is not purged for nothing.
+        is_changed = previous is None or dict(previous.keys) != dict(key_set.keys)
         self._key_set = key_set
         self._fetched_at = self._clock()
         self._is_last_attempt_failed = False
         self._last_error = None
-        self.generation += 1
+        if is_changed:
+            self.generation += 1
         logger.info("jwks_fetched kids=%s", ",".join(safe_kid(kid) for kid in sorted(key_set.keys)))
 
     def _record_failure(self, exc: Exception) -> None:
