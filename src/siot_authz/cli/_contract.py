@@ -21,7 +21,7 @@ from dataclasses import dataclass, replace
 
 import httpx
 
-from ._cognito import Tokens
+from .._cognito_client import Tokens
 from ._config import load_configs
 from ._exit import EXIT_OK, EXIT_REFUSED, CommandFailed
 from ._login import log_in
@@ -198,7 +198,7 @@ def _probes_for_every_pool(args: argparse.Namespace, terminal: Terminal) -> list
     if len(configs) == 1:
         return build_probes(log_in(args, configs[0], terminal), token_use=args.token_use)
     # One login per pool: the password is asked for (or read from stdin, one line) each time.
-    tokens = {config.require("user_pool_id"): log_in(args, config, terminal) for config in configs}
+    tokens = {config.require("user_pool_id")[0]: log_in(args, config, terminal) for config in configs}
     probes = [
         replace(probe, name=f"{pool}: {probe.name}")
         for pool, pool_tokens in tokens.items()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from ._cognito import CognitoApiError, CognitoClient, CognitoUnreachable, NewPasswordRequired, Tokens
+from .._cognito_client import CognitoApiError, CognitoClient, CognitoUnreachable, NewPasswordRequired, Tokens
 from ._config import CliConfig
 from ._exit import EXIT_ERROR, EXIT_REFUSED, CommandFailed
 from ._output import Spinner

@@ -1,5 +1,9 @@
 """A tiny client for the two Cognito calls a password login needs, over plain httpx.
 
+It sits below both the CLI (``siot-authz login`` and ``contract``) and the
+test kit (the pytest plugin's real-pool fixtures), so neither reaches into
+the other for it.
+
 ``InitiateAuth`` with ``USER_PASSWORD_AUTH`` and ``RespondToAuthChallenge``
 are unauthenticated JSON calls for app clients without a secret (as
 SimpleIOT's are), so neither boto3 nor AWS credentials are needed.
