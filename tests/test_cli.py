@@ -1172,3 +1172,39 @@ def test_contract_probes_for_two_pools_pass_against_an_api_trusting_both(
         f"{TEAM_POOLS[1]} token relabelled as {TEAM_POOLS[0]}",
     ]
     assert {o.status_code for o in cross} == {401}
+
+
+# -- the unattended login the test kit shares (siot_authz._cognito_client) ---------------------------
+
+
+@pytest.mark.parametrize(
+    ("case", "is_setup_problem", "says"),
+    [
+        ("wrong-password", False, "wrong username or password"),
+        ("new-password-required", False, "choose a new password first"),
+        ("unreachable", True, "cannot reach Cognito"),
+    ],
+)
+def test_unattended_login_says_why_it_cannot_end_in_tokens(
+    moto_pool: MotoPool, unused_port: int, case: str, is_setup_problem: bool, says: str
+) -> None:
+    from siot_authz._cognito_client import LoginFailed, log_in_unattended
+
+    username = moto_pool.add_user(f"u{time.monotonic_ns()}", permanent=case != "new-password-required")
+    endpoint = f"http://127.0.0.1:{unused_port}/" if case == "unreachable" else moto_pool.endpoint_url
+    password = "Wrong-Horse-9" if case == "wrong-password" else PASSWORD
+    if case == "new-password-required":
+        password = TEMPORARY_PASSWORD
+    with pytest.raises(LoginFailed) as caught:
+        log_in_unattended(endpoint, moto_pool.client_id, username, password, timeout=5)
+    assert caught.value.is_setup_problem is is_setup_problem
+    assert says in caught.value.message
+    assert password not in caught.value.message
+
+
+def test_unattended_login_returns_the_tokens(moto_pool: MotoPool) -> None:
+    from siot_authz._cognito_client import log_in_unattended
+
+    username = moto_pool.add_user(f"u{time.monotonic_ns()}")
+    tokens = log_in_unattended(moto_pool.endpoint_url, moto_pool.client_id, username, PASSWORD)
+    assert claims_of(tokens.id_token)["cognito:username"] == username
