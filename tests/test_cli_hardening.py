@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import subprocess
 import sys
 
 import pytest
 
 from siot_authz.cli import main
+from siot_authz.testing import LocalIssuer
 
 SECRET = "Tr0ub4dor-and-3"  # a password or a token typed where it must not go
 TOKEN = "eyJraWQiOiJrIiwiYWxnIjoiUlMyNTYifQ.eyJzdWIiOiJ4In0.c2lnbmF0dXJl"
@@ -110,26 +112,30 @@ def test_decode_still_shows_a_token_nested_as_deep_as_real_ones_go(
     assert json.loads(capsys.readouterr().out)["verified"] is False
 
 
-@pytest.mark.parametrize("command", [["decode", "-"], ["decode", "--json", "-"]])
+@pytest.mark.parametrize("command", ["verify", "decode", "decode --json"])
 def test_a_reader_that_closes_the_pipe_early_gets_no_traceback_and_the_real_status(
-    command: list[str],
+    command: str, issuer: LocalIssuer
 ) -> None:
     # Issue 17: "siot-authz verify ... | head -3" printed a BrokenPipeError traceback and exited 1 ("refused").
-    token = f"{_segment({'alg': 'RS256'})}.{_segment({'sub': 'x', 'exp': 2_000_000_000})}.sig"
+    argv = command.split()
+    if command == "verify":
+        argv += ["--region", issuer.region, "--user-pool-id", issuer.user_pool_id]
+        argv += ["--client-id", issuer.client_id, "--jwks-url", issuer.jwks_url]
     process = subprocess.Popen(
-        [sys.executable, "-m", "siot_authz.cli", *command],
+        [sys.executable, "-m", "siot_authz.cli", *argv, "-"],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        env={key: value for key, value in os.environ.items() if not key.startswith("SIOT_AUTHZ_")},
     )
     assert process.stdout is not None
     assert process.stdin is not None
     assert process.stderr is not None
     process.stdout.close()  # the reader has gone before the first line is written
-    process.stdin.write(token)
+    process.stdin.write(issuer.mint(username="ada"))
     process.stdin.close()
     errors = process.stderr.read()
-    assert process.wait(timeout=60) == 0
+    assert process.wait(timeout=60) == 0, errors  # a valid token, whoever stopped reading
     assert "Traceback" not in errors
     assert "BrokenPipeError" not in errors
