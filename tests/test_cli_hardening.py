@@ -139,3 +139,22 @@ def test_a_reader_that_closes_the_pipe_early_gets_no_traceback_and_the_real_stat
     assert process.wait(timeout=60) == 0, errors  # a valid token, whoever stopped reading
     assert "Traceback" not in errors
     assert "BrokenPipeError" not in errors
+
+
+@pytest.mark.parametrize(
+    "command", [["revocations"], ["revoke", "session", "--pool", "us-east-1_P", "--origin-jti", "j"]]
+)
+def test_a_redis_url_the_parser_chokes_on_is_never_quoted(
+    command: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Issue 19.1: an unencoded password made redis-py's parser quote it back ("...as 'S3cr3t'").
+    url = "redis://:S3cr3tPw/x+y=@127.0.0.1:1/0"
+    assert main([*command, "--redis-url", url]) == 2
+    errors = capsys.readouterr().err
+    assert "S3cr3tPw" not in errors
+    assert "cannot use the revocation store" in errors
+
+
+def test_a_bad_prefix_is_still_explained(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["revocations", "--redis-url", "redis://127.0.0.1:1/0", "--redis-prefix", "a:b"]) == 2
+    assert "prefix must be non-empty and contain no ':'" in capsys.readouterr().err

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -84,7 +85,25 @@ def revocation_store(args: argparse.Namespace, environ: Mapping[str, str] | None
     try:
         return RedisRevocations(url, prefix=args.redis_prefix)
     except ValueError as exc:
-        raise CommandFailed(f"--redis-prefix {exc}") from None
+        raise CommandFailed(f"cannot use the revocation store: {store_message(exc, url)}") from None
+
+
+# Parts of a Redis URL that are its shape, not its secrets.
+_URL_WORDS = {"redis", "rediss", "cluster", "sentinel", "unix"}
+
+
+def store_message(error: BaseException, url: str) -> str:
+    """``error``'s text, unless it quotes any part of ``url``: then a fixed sentence.
+
+    A password pasted into a URL unencoded can make a parser (redis-py's
+    included) quote a piece of it back (issue 19.1); the CLI prints none of
+    it, whatever the library beneath does.
+    """
+    message = str(error)
+    pieces = [piece for piece in re.split(r"[^A-Za-z0-9]+", url) if len(piece) >= 4]
+    if any(piece in message for piece in pieces if piece.lower() not in _URL_WORDS):
+        return "the Redis URL cannot be used as given (its text is not shown: it may hold a password)"
+    return message
 
 
 def is_revoked(store: RevocationBackend, principal: Principal) -> bool:
