@@ -131,6 +131,10 @@ def test_banner_prints_only_the_commands_that_work_here(
     banner = local_banner(issuer, "http://127.0.0.1:8123", websockets=websockets, metrics=metrics)
     assert ("/metrics" in banner) is metrics
     assert ("new WebSocket(" in banner) is (websockets is not None)
+    if websockets is not None:  # pasteable as is: bob's own token, not a shell variable a console lacks
+        user_token = re.search(r"export USER_TOKEN='([^']+)'", banner)
+        assert user_token is not None
+        assert f'["bearer", "{user_token.group(1)}"]' in banner
     assert ("pip install websockets" in banner) is (websockets is None)
     assert f"client id: {issuer.client_id}" in banner
     assert "ws://127.0.0.1:8123/v1/ws/data?serial=gh-1" in banner

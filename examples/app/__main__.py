@@ -164,16 +164,17 @@ def local_banner(
     ws_url = base_url.replace("http://", "ws://", 1) + f"/v1/ws/data?serial={DEMO_DEVICE}"
     if websockets is not None:
         stream = (
-            f"  Device {DEMO_DEVICE}'s data as it is posted (a browser console, or any WebSocket client):\n"
-            f'    new WebSocket("{ws_url}", ["bearer", USER_TOKEN]).onmessage = (m) => console.log(m.data)\n'
-            f"    curl -s -X POST -H \"Authorization: $USER_TOKEN\" -H 'Content-Type: application/json' \\\n"
-            f'         -d \'{{"serial": "{DEMO_DEVICE}", "name": "temp", "value": 21.5}}\' {base_url}/v1/data\n'
+            f"\nDevice {DEMO_DEVICE}'s data as it is posted, over a WebSocket: paste this into a browser's console\n"
+            "(a browser sends its token as the 'bearer' subprotocol), then post a value from the shell:\n"
+            f'  new WebSocket("{ws_url}", ["bearer", "{user}"]).onmessage = (m) => console.log(m.data)\n'
+            f"  curl -s -X POST -H \"Authorization: $USER_TOKEN\" -H 'Content-Type: application/json' \\\n"
+            f'       -d \'{{"serial": "{DEMO_DEVICE}", "name": "temp", "value": 21.5}}\' {base_url}/v1/data\n'
         )
     else:
         stream = (
-            f"  The WebSocket stream at {ws_url} is OFF: uvicorn has no WebSocket library here,\n"
-            "  so every WebSocket would be closed (1006) as if its token were bad. To turn it on:\n"
-            "    python -m pip install websockets   # then restart\n"
+            f"\nThe WebSocket stream at {ws_url} is OFF: uvicorn has no WebSocket library here,\n"
+            "so it would close every WebSocket (1006) as if its token were bad. To turn it on:\n"
+            "  python -m pip install websockets   # then restart\n"
         )
     metrics_line = (
         f"  curl -s {base_url}/metrics                                                                # Prometheus\n"
