@@ -223,6 +223,22 @@ def test_counts_are_exact_when_many_threads_verify_at_once(
     assert verifications(samples, "direct", cache="hit") == threads * calls
 
 
+def test_scraping_leaves_every_count_as_it_was(
+    issuer: LocalIssuer, make_client: Callable[..., TestClient]
+) -> None:
+    client = make_client(issuer.settings())
+    token = issuer.mint()
+    assert [get_me(client, token) for _ in range(3)] == [200, 200, 200]
+    assert get_me(client, "not-a-jwt") == 401
+
+    scrapes = [scrape(client) for _ in range(3)]
+
+    for samples in scrapes:
+        assert verifications(samples, issuer.user_pool_id, cache="miss") == 1
+        assert verifications(samples, issuer.user_pool_id, cache="hit") == 2
+        assert verifications(samples, "", code="token_malformed") == 1
+
+
 def _text(metrics: PrometheusMetrics) -> str:
     from prometheus_client import generate_latest
 
