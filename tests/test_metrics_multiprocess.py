@@ -1,6 +1,6 @@
 """Metrics across worker processes: prometheus_client's multiprocess mode, with real uvicorn workers.
 
-``uvicorn --workers 2`` serves ``tests/metrics_app.py`` with a
+``uvicorn --workers 2`` serves ``tests/served_app.py`` with a
 ``PROMETHEUS_MULTIPROC_DIR`` of the test's own. Requests go over new
 connections, so the kernel hands each to either worker; every response
 names its worker (``X-Worker-Pid``), so the tests can insist that both
@@ -116,7 +116,7 @@ def workers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Workers]:
         }
         log = (directory.parent / "uvicorn.log").open("wb")
         process = subprocess.Popen(
-            [*UVICORN, "metrics_app:app", "--app-dir", str(TESTS), "--port", str(port), "--workers", "2"],
+            [*UVICORN, "served_app:app", "--app-dir", str(TESTS), "--port", str(port), "--workers", "2"],
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -1,6 +1,6 @@
-"""An app with Prometheus metrics, served by real uvicorn worker processes in the multiprocess tests.
+"""An app with Prometheus metrics, served by real uvicorn (and gunicorn) processes in the metrics and logging tests.
 
-``uvicorn metrics_app:app --workers 2`` (with ``--app-dir tests``) reads one
+``uvicorn served_app:app --workers 2`` (with ``--app-dir tests``) reads one
 pool's settings as JSON from ``SIOT_AUTHZ_TEST_SETTINGS`` and how often each
 worker writes its gauges from ``SIOT_AUTHZ_TEST_PUBLISH_SECONDS``;
 ``PROMETHEUS_MULTIPROC_DIR`` is the test's. Every response carries the
