@@ -263,12 +263,19 @@ _EXITS_NORMALLY = textwrap.dedent(
     metrics.watch(verifier)
     verifier.verify_sync(issuer.mint())
     list(metrics.registry.collect())  # a scrape: writes this process's gauges
-    print(json.dumps({"pid": os.getpid(), "files": sorted(os.listdir(sys.argv[1]))}))
+    try:
+        PrometheusMetrics()
+        second = "accepted"
+    except ValueError as error:
+        second = str(error)
+    print(json.dumps({"pid": os.getpid(), "files": sorted(os.listdir(sys.argv[1])), "second": second}))
     """
 )
 
 
-def test_a_worker_that_exits_normally_removes_its_gauges_and_keeps_its_counts(tmp_path: Path) -> None:
+def test_a_worker_that_exits_normally_removes_its_gauges_and_keeps_its_counts_and_holds_one_instance(
+    tmp_path: Path,
+) -> None:
     env = {key: value for key, value in os.environ.items() if not key.startswith("SIOT_AUTHZ_")}
     env["PROMETHEUS_MULTIPROC_DIR"] = str(tmp_path)
     result = subprocess.run(
@@ -288,3 +295,5 @@ def test_a_worker_that_exits_normally_removes_its_gauges_and_keeps_its_counts(tm
     left = sorted(path.name for path in tmp_path.iterdir())
     assert left == sorted(name for name in seen["files"] if not name.startswith("gauge_live"))
     assert f"counter_{pid}.db" in left
+    # Two instances in one process would overwrite each other's counts in the same file.
+    assert "Duplicated PrometheusMetrics for namespace 'siot_authz'" in seen["second"]

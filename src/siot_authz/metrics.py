@@ -28,6 +28,14 @@ Everything slower (key ages, key counts, revocation state, readiness) is
 read from :meth:`TokenVerifier.health` when scraped, so it costs requests
 nothing. JWKS fetches are rare and use ordinary prometheus_client metrics.
 
+Several worker processes (``uvicorn --workers``, gunicorn) share their
+metrics through prometheus_client's multiprocess mode when
+``PROMETHEUS_MULTIPROC_DIR`` is set: a count kept in one worker's memory
+cannot be read by the worker a scrape reaches, so verifications are then
+counted in prometheus_client's files (about 1 µs a call), and each worker
+writes its gauges there from a thread. :mod:`siot_authz._prometheus_files`
+holds that mode; without the variable, none of it runs.
+
 Label sets are bounded. A pool id comes from configuration (``""`` for a
 token refused before it was routed to a pool), a code is one of the
 :class:`AuthError` codes (``"unknown"`` for anything else), and a watched
