@@ -297,3 +297,82 @@ def test_a_worker_that_exits_normally_removes_its_gauges_and_keeps_its_counts_an
     assert f"counter_{pid}.db" in left
     # Two instances in one process would overwrite each other's counts in the same file.
     assert "Duplicated PrometheusMetrics for namespace 'siot_authz'" in seen["second"]
+
+
+# -- how gauges combine: the worst worker ---------------------------------------------------------
+
+_WORKER = textwrap.dedent(
+    """
+    import sys
+    from revocation_stub import StubRevocations
+    from siot_authz import TokenVerifier
+    from siot_authz.metrics import PrometheusMetrics
+    from siot_authz.testing import LocalIssuer
+
+    state, unconfirmed = sys.argv[1], float(sys.argv[2])
+    issuer = LocalIssuer()
+    metrics = PrometheusMetrics(publish_interval_seconds=60)
+    verifier = TokenVerifier(
+        issuer.settings(for_transport=True),
+        sync_transport=issuer.transport(),
+        revocations=StubRevocations(state, unconfirmed),
+        observer=metrics,
+    )
+    metrics.watch(verifier)
+    verifier.pools[0].keys.refresh_sync()
+    list(metrics.registry.collect())  # as if scraped: this worker writes its gauges
+    print("published", flush=True)
+    sys.stdin.read()  # until the test closes stdin, or kills it
+    """
+)
+
+
+def _merged(directory: Path) -> Samples:
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from siot_authz._prometheus_files import SharedFilesCollector
+
+    registry = CollectorRegistry()
+    registry.register(SharedFilesCollector(str(directory), lambda: None))  # what a scrape serves
+    return parse(generate_latest(registry).decode())
+
+
+def test_gauges_show_the_worst_live_worker(tmp_path: Path) -> None:
+    env = {key: value for key, value in os.environ.items() if not key.startswith("SIOT_AUTHZ_")}
+    env["PROMETHEUS_MULTIPROC_DIR"] = str(tmp_path)
+    workers = {
+        state: subprocess.Popen(
+            [sys.executable, "-c", _WORKER, state, unconfirmed],
+            cwd=TESTS,
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+        )
+        for state, unconfirmed in (("ok", "0.5"), ("failed", "400"))
+    }
+    try:
+        for worker in workers.values():
+            assert worker.stdout is not None
+            assert worker.stdout.readline() == b"published\n"
+
+        both = _merged(tmp_path)
+        workers["failed"].kill()
+        workers["failed"].wait(timeout=10)
+        healthy = _merged(tmp_path)
+    finally:
+        for worker in workers.values():
+            worker.kill()
+            worker.wait(timeout=10)
+
+    def revocation(samples: Samples, state: str) -> float | None:
+        return value(samples, "siot_authz_revocation_state", verifier="", backend="stub", state=state)
+
+    # With both: every state some worker is in, the least current mirror, and not ready.
+    assert [revocation(both, state) for state in ("ok", "starting", "degraded", "failed")] == [1, 0, 0, 1]
+    assert value(both, "siot_authz_revocation_unconfirmed_seconds", verifier="", backend="stub") == 400
+    assert value(both, "siot_authz_ready", verifier="") == 0
+    # Once the failed worker is gone, only the healthy one's values remain.
+    assert [revocation(healthy, state) for state in ("ok", "starting", "degraded", "failed")] == [1, 0, 0, 0]
+    assert value(healthy, "siot_authz_revocation_unconfirmed_seconds", verifier="", backend="stub") == 0.5
+    assert value(healthy, "siot_authz_ready", verifier="") == 1
+    assert value(healthy, "siot_authz_jwks_keys", verifier="", pool="us-east-1_LocalPool1") == 1
