@@ -207,18 +207,17 @@ def _served_output(command: list[str], issuer: LocalIssuer, tmp_path: Path, *, e
         )
         try:
             deadline = time.monotonic() + 60
-            while True:
+            while True:  # until it serves, asking for something that logs no refusal
                 assert process.poll() is None, output.read_text(errors="replace")
                 assert time.monotonic() < deadline, "the server did not answer within 60 s"
                 try:
-                    response = httpx.get(
-                        f"http://127.0.0.1:{port}/me",
-                        headers={"Authorization": "Bearer not-a-jwt"},
-                        timeout=5,
-                    )
+                    httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5)
                     break
                 except httpx.TransportError:
                     time.sleep(0.1)
+            response = httpx.get(
+                f"http://127.0.0.1:{port}/me", headers={"Authorization": "Bearer not-a-jwt"}, timeout=30
+            )
             assert response.status_code == 401
             deadline = time.monotonic() + 10
             while expect is not None and expect not in output.read_text(errors="replace"):

@@ -81,7 +81,7 @@ class Workers:
     def get(self, path: str, token: str | None = None) -> httpx.Response:
         # A new client per request: a new connection, to whichever worker accepts it.
         headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
-        with httpx.Client(base_url=self.base_url, timeout=10) as client:
+        with httpx.Client(base_url=self.base_url, timeout=30) as client:
             return client.get(path, headers=headers)
 
     def scrape(self) -> tuple[int, Samples]:
