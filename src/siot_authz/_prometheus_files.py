@@ -21,10 +21,12 @@ not:
 - the scrape side: first forget the gauges of processes that have exited,
   then merge the directory.
 
-A gauge's files belong to one process id. A worker that exits normally
-removes its own (at exit); one that is killed is noticed at the next scrape,
-which removes the gauge files of every process id that no longer exists.
-Counters and histograms of exited processes stay, so totals never go back.
+A gauge's files belong to one process id. Each scrape removes the gauge
+files of every process id that no longer exists, however it ended: uvicorn
+and gunicorn end a stopped worker by re-raising the signal, so no exit
+handler runs there. A process ending through Python's normal exit removes
+its own at once. Counters and histograms of exited processes stay, so totals
+never go back.
 """
 
 from __future__ import annotations
