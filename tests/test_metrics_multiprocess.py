@@ -1,7 +1,8 @@
 """Metrics across worker processes: prometheus_client's multiprocess mode, with real uvicorn workers.
 
-``uvicorn --workers 2`` serves ``tests/served_app.py`` with a
-``PROMETHEUS_MULTIPROC_DIR`` of the test's own. Requests go over new
+``uvicorn --workers 2`` (and gunicorn with ``--preload``, whose workers are
+forked from a master that imported the app) serves ``tests/served_app.py``
+with a ``PROMETHEUS_MULTIPROC_DIR`` of the test's own. Requests go over new
 connections, so the kernel hands each to either worker; every response
 names its worker (``X-Worker-Pid``), so the tests can insist that both
 workers counted and both answered scrapes.
@@ -18,6 +19,7 @@ import sys
 import textwrap
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,7 +33,11 @@ TESTS = Path(__file__).resolve().parent
 REPO_ROOT = TESTS.parent
 #: How often each worker writes its gauges here; the default is 5 s.
 PUBLISH_SECONDS = 0.2
-UVICORN = (sys.executable, "-m", "uvicorn", "--host", "127.0.0.1", "--log-level", "warning")
+UVICORN = [sys.executable, "-m", "uvicorn", "served_app:app", "--host", "127.0.0.1", "--port", "{port}"]
+UVICORN += ["--workers", "2", "--log-level", "warning"]
+#: gunicorn imports the app in its master with --preload, then forks the workers.
+GUNICORN = [sys.executable, "-m", "gunicorn", "served_app:app", "-k", "uvicorn.workers.UvicornWorker"]
+GUNICORN += ["-w", "2", "--preload", "-b", "127.0.0.1:{port}"]
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -93,8 +99,9 @@ class Workers:
         return sorted(path.name for path in self.directory.glob(f"gauge_live*_{pid}.db"))
 
 
-@pytest.fixture(scope="module")
-def workers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Workers]:
+@contextmanager
+def serving(server: list[str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Workers]:
+    """Run ``server`` (a command ending in the port to use, and two workers) with a directory of its own."""
     directory = tmp_path_factory.mktemp("prometheus")
     with LocalIssuer(user_pool_id="us-east-1_Workers01") as issuer:
         settings = issuer.settings(jwks_refetch_cooldown_seconds=0, http_timeout_seconds=2)
@@ -102,6 +109,7 @@ def workers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Workers]:
         env = {key: value for key, value in os.environ.items() if not key.startswith("SIOT_AUTHZ_")}
         env |= {
             "PROMETHEUS_MULTIPROC_DIR": str(directory),
+            "XDG_RUNTIME_DIR": str(directory.parent),  # gunicorn's control socket, rather than ~/.gunicorn
             "SIOT_AUTHZ_TEST_SETTINGS": settings.model_dump_json(
                 include={
                     "region",
@@ -114,16 +122,17 @@ def workers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Workers]:
             ),
             "SIOT_AUTHZ_TEST_PUBLISH_SECONDS": str(PUBLISH_SECONDS),
         }
-        log = (directory.parent / "uvicorn.log").open("wb")
+        log = (directory.parent / "server.log").open("wb")
         process = subprocess.Popen(
-            [*UVICORN, "served_app:app", "--app-dir", str(TESTS), "--port", str(port), "--workers", "2"],
+            [part.format(port=port) for part in server],
+            cwd=TESTS,
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
         )
         running = Workers(process, f"http://127.0.0.1:{port}", directory, issuer)
         try:
-            wait_until(lambda: _answers(running), 60, "uvicorn serves /metrics")
+            wait_until(lambda: _answers(running), 60, "the server answers /metrics")
             yield running
         finally:
             process.terminate()
@@ -133,6 +142,13 @@ def workers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Workers]:
                 process.kill()
                 process.wait(timeout=10)
             log.close()
+
+
+@pytest.fixture(scope="module")
+def workers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Workers]:
+    """``uvicorn --workers 2``, as docs/deployment.md runs it."""
+    with serving(UVICORN, tmp_path_factory) as running:
+        yield running
 
 
 def _answers(workers: Workers) -> bool:
@@ -150,6 +166,19 @@ def _both_ready(workers: Workers) -> bool:
 
 
 def test_every_scrape_counts_every_workers_refusals_exactly(workers: Workers) -> None:
+    every_scrape_counts_every_workers_refusals_exactly(workers)
+
+
+def test_every_scrape_counts_exactly_under_gunicorn_with_workers_forked_from_a_preloaded_app(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    with serving(GUNICORN, tmp_path_factory) as gunicorn_workers:
+        every_scrape_counts_every_workers_refusals_exactly(gunicorn_workers)
+        master = gunicorn_workers.process.pid
+        assert gunicorn_workers.gauge_files_of(master) == []  # it serves nothing, so it publishes nothing
+
+
+def every_scrape_counts_every_workers_refusals_exactly(workers: Workers) -> None:
     wait_until(lambda: _both_ready(workers), 30, "every worker ready")
     _, before = workers.scrape()
     counted_by: dict[int, int] = {}
