@@ -405,3 +405,36 @@ def test_gauges_show_the_worst_live_worker(tmp_path: Path) -> None:
     assert value(healthy, "siot_authz_revocation_unconfirmed_seconds", verifier="", backend="stub") == 0.5
     assert value(healthy, "siot_authz_ready", verifier="") == 1
     assert value(healthy, "siot_authz_jwks_keys", verifier="", pool="us-east-1_LocalPool1") == 1
+
+
+def _pid_of_an_ended_process() -> int:
+    ended = subprocess.Popen([sys.executable, "-c", "pass"])
+    ended.wait(timeout=30)
+    return ended.pid
+
+
+def test_a_scrape_forgets_only_processes_that_have_ended_even_while_another_scrape_does_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from siot_authz import _prometheus_files
+
+    ended, running = _pid_of_an_ended_process(), os.getpid()
+    names = [f"gauge_{mode}_{pid}.db" for pid in (ended, running) for mode in ("livemin", "livemax")]
+    names += [f"counter_{ended}.db", f"gauge_all_{ended}.db"]
+    for name in names:
+        (tmp_path / name).touch()
+
+    assert _prometheus_files.forget_exited_processes(str(tmp_path)) == [ended]
+
+    left = sorted(path.name for path in tmp_path.iterdir())
+    gone = {f"gauge_livemin_{ended}.db", f"gauge_livemax_{ended}.db"}
+    assert left == sorted(set(names) - gone)
+    # A second scrape, in another worker, got there first: not an error.
+    (tmp_path / f"gauge_livemin_{ended}.db").touch()
+
+    def removed_meanwhile(pid: int, path: str) -> None:
+        (tmp_path / f"gauge_livemin_{pid}.db").unlink()
+        raise FileNotFoundError(path)
+
+    monkeypatch.setattr(_prometheus_files, "mark_process_dead", removed_meanwhile)
+    assert _prometheus_files.forget_exited_processes(str(tmp_path)) == [ended]

@@ -269,7 +269,9 @@ def forget_exited_processes(directory: str) -> list[int]:
             continue
         pid = int(pid_text)
         if pid not in forgotten and not _is_running(pid):
-            mark_process_dead(pid, directory)  # type: ignore[no-untyped-call]
+            # Another worker's scrape may be removing the same files right now.
+            with contextlib.suppress(FileNotFoundError):
+                mark_process_dead(pid, directory)  # type: ignore[no-untyped-call]
             forgotten.append(pid)
     return forgotten
 
