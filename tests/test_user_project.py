@@ -45,6 +45,6 @@ def test_a_users_suite_passes_without_real_config_and_without_warnings(tmp_path:
     )
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
-    assert "7 passed" in output, output
+    assert "8 passed" in output, output
     assert "warning" not in output.lower(), output
     assert not (home / ".simpleiot").exists()
