@@ -221,7 +221,9 @@ def test_and_the_apps_own_source_is_back_after_it(siot_override_principal):
 
 def test_fixtures_work_in_a_users_project_without_any_conftest(pytester: pytest.Pytester) -> None:
     # One run for both apps: each pytester run costs seconds.
-    pytester.makepyfile(myapp=USER_APP, test_routes=USER_TESTS, rolesapp=ROLES_APP, test_user_roles=ROLES_TESTS)
+    pytester.makepyfile(
+        myapp=USER_APP, test_routes=USER_TESTS, rolesapp=ROLES_APP, test_user_roles=ROLES_TESTS
+    )
     result = pytester.runpytest_inprocess("-p", "no:cacheprovider", "-p", "no:randomly")
     result.assert_outcomes(passed=8 + 6)
 
