@@ -76,8 +76,10 @@ def workers(_session_issuer: LocalIssuer, shared_redis: RedisServer) -> Iterator
     env = worker_env(settings_json(_session_issuer), shared_redis.url)
     first, second = Worker(env), Worker(env)
     try:
-        first.start()
-        second.start()
+        first.launch()
+        second.launch()
+        first.wait_until_ready()
+        second.wait_until_ready()
         yield first, second
     finally:
         first.stop()
