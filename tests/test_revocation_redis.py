@@ -7,6 +7,8 @@ another: there is no "unrevoke", by design.
 from __future__ import annotations
 
 import json
+import socket
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -326,3 +328,96 @@ def test_a_malformed_entry_in_redis_is_ignored(own_redis: RedisServer) -> None:
 def test_refuses_a_limit_that_would_fail_closed_at_once(limit: float) -> None:
     with pytest.raises(ValueError, match="max_unconfirmed_seconds"):
         RedisRevocations(max_unconfirmed_seconds=limit)
+
+
+# -- what confirms the mirror, and what unsettles it (issue 14's mutant rows) -------------------------
+
+
+def test_pongs_keep_a_healthy_mirror_confirmed_past_its_limit(own_redis: RedisServer) -> None:
+    # Only PONGs confirm the mirror after the first load: without them it would fail closed after 1 s.
+    revocations = RedisRevocations(own_redis.url, max_unconfirmed_seconds=1)
+    revocations.start_sync()
+    try:
+        time.sleep(2.5)
+
+        assert revocations.status().state == "ok"
+        assert not revocations.is_failed_closed()
+    finally:
+        revocations.stop_sync()
+
+
+def test_a_dropped_connection_shows_as_degraded_within_a_second(own_redis: RedisServer) -> None:
+    revocations = RedisRevocations(own_redis.url)
+    revocations.start_sync()
+    try:
+        assert revocations.status().state == "ok"
+
+        own_redis.kill()
+
+        wait_until(lambda: revocations.status().state == "degraded", 1.0)
+        assert revocations.status().last_error is not None
+    finally:
+        revocations.stop_sync()
+
+
+class _SubscribeDelayingProxy:
+    """A loopback TCP proxy to Redis that holds back the first SUBSCRIBE for ``hold`` seconds.
+
+    Until Redis receives the SUBSCRIBE, the follower is not subscribed: a
+    follower that loaded without waiting for Redis's confirmation would miss
+    a write made meanwhile.
+    """
+
+    def __init__(self, upstream_port: int, hold: float) -> None:
+        self.hold = hold
+        self.holding = threading.Event()
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        self._sockets: list[socket.socket] = [self._listener]
+        self._upstream_port = upstream_port
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(("127.0.0.1", self._upstream_port))
+            self._sockets += [client, upstream]
+            threading.Thread(target=self._pump, args=(client, upstream, True), daemon=True).start()
+            threading.Thread(target=self._pump, args=(upstream, client, False), daemon=True).start()
+
+    def _pump(self, source: socket.socket, sink: socket.socket, is_to_redis: bool) -> None:
+        try:
+            while data := source.recv(65536):
+                if is_to_redis and b"SUBSCRIBE" in data.upper() and not self.holding.is_set():
+                    self.holding.set()
+                    time.sleep(self.hold)
+                sink.sendall(data)
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        for sock in self._sockets:
+            sock.close()
+
+
+def test_a_write_made_before_the_subscription_is_confirmed_is_not_lost(own_redis: RedisServer) -> None:
+    proxy = _SubscribeDelayingProxy(own_redis.port, hold=0.8)
+    follower = RedisRevocations(f"redis://127.0.0.1:{proxy.port}/0")
+    writer = RedisRevocations(own_redis.url)
+    starting = threading.Thread(target=follower.start_sync)
+    try:
+        starting.start()
+        assert proxy.holding.wait(5)
+        time.sleep(0.3)  # a follower that did not wait would have loaded (an empty set) by now
+
+        writer.add_sync(entry("written-in-the-gap"))
+        starting.join(10)
+
+        wait_until(lambda: "written-in-the-gap" in [e.subject for e in follower.mirror.entries()], 2)
+    finally:
+        follower.stop_sync()
+        writer.stop_sync()
+        proxy.close()
