@@ -104,19 +104,30 @@ def _port_of(server: RedisServer) -> str:
     return f"127.0.0.1:{server.port}"
 
 
-@pytest.fixture(scope="module", params=["tls", "acl-user", "auth-token", "cluster"])
-def setup(request: pytest.FixtureRequest, test_ca: CertificateAuthority) -> Setup:
-    if request.param == "tls":
+def _setup(name: str, request: pytest.FixtureRequest, test_ca: CertificateAuthority) -> Setup:
+    if name == "tls":
         server: RedisServer = request.getfixturevalue("tls_redis")
         return Setup("tls", server.url, tls_ca_file=test_ca.ca_file)
-    if request.param == "acl-user":
+    if name == "acl-user":
         server = request.getfixturevalue("acl_redis")
         return Setup("acl-user", f"redis://{ACL_USER}:{ACL_PASSWORD}@{_port_of(server)}/0")
-    if request.param == "auth-token":
+    if name == "auth-token":
         server = request.getfixturevalue("acl_redis")
         return Setup("auth-token", f"redis://:{AUTH_PASSWORD}@{_port_of(server)}/0")
     nodes: RedisClusterNodes = request.getfixturevalue("cluster")
     return Setup("cluster", nodes.url, cluster=nodes)
+
+
+@pytest.fixture(scope="module", params=["tls", "acl-user", "cluster"])
+def setup(request: pytest.FixtureRequest, test_ca: CertificateAuthority) -> Setup:
+    """The three setups two real workers follow (the AUTH token's server is the ACL user's)."""
+    return _setup(request.param, request, test_ca)
+
+
+@pytest.fixture(params=["tls", "acl-user", "auth-token", "cluster"])
+def any_setup(request: pytest.FixtureRequest, test_ca: CertificateAuthority) -> Setup:
+    """Every setup, for what runs in this process only."""
+    return _setup(request.param, request, test_ca)
 
 
 @pytest.fixture(scope="module")
@@ -175,12 +186,27 @@ def test_a_session_revoked_from_a_process_without_event_loop_reaches_both_worker
         verifier.close()
 
 
-def test_the_lookup_mode_reads_what_the_followers_store(issuer: LocalIssuer, setup: Setup) -> None:
+def test_a_follower_in_this_process_sees_what_another_process_writes(any_setup: Setup) -> None:
+    follower, writer = any_setup.revocations(), any_setup.revocations()
+    subject = f"follower-{uuid.uuid4().hex[:8]}"
+    try:
+        follower.start_sync()
+        assert follower.status().state == "ok"
+
+        writer.add_sync(entry(subject))
+
+        wait_until(lambda: subject in [item.subject for item in follower.mirror.entries()], PROPAGATION_BOUND)
+    finally:
+        follower.stop_sync()
+        writer.stop_sync()
+
+
+def test_the_lookup_mode_reads_what_the_followers_store(issuer: LocalIssuer, any_setup: Setup) -> None:
     username, sub = new_user(issuer)
     token = issuer.mint(username=username)
-    lookup = RedisLookupRevocations(setup.url, tls_ca_file=setup.tls_ca_file, cache_seconds=0)
+    lookup = RedisLookupRevocations(any_setup.url, tls_ca_file=any_setup.tls_ca_file, cache_seconds=0)
     verifier = TokenVerifier(issuer.settings(), revocations=lookup)
-    writer = setup.revocations()
+    writer = any_setup.revocations()
     try:
         assert verifier.verify_sync(token).sub == sub
 
