@@ -190,34 +190,52 @@ class RedisClusterNodes:
     primary within a few seconds.
     """
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, *, tls: CertificateAuthority | None = None) -> None:
+        self.tls = tls
         self.servers: list[RedisServer] = []
+        # TLS everywhere, as ElastiCache Serverless runs it: clients, the cluster bus and replication.
+        tls_options = [["tls-cluster", "yes"], ["tls-replication", "yes"]] if tls else []
         for index in range(6):
             node_dir = directory / f"node{index}"
             node_dir.mkdir()
             self.servers.append(
                 RedisServer(
                     directory=node_dir,
+                    tls=tls,
                     options=[
                         ["cluster-enabled", "yes"],
                         ["cluster-config-file", str(node_dir / "nodes.conf")],
                         ["cluster-node-timeout", "1000"],
                         ["cluster-port", str(_free_port())],
+                        *tls_options,
                     ],
                 )
             )
 
     @property
     def url(self) -> str:
-        """A ``redis+cluster://`` URL naming one node, as an ElastiCache configuration endpoint does."""
-        return f"redis+cluster://127.0.0.1:{self.servers[0].port}"
+        """A ``redis[s]+cluster://`` URL naming one node, as an ElastiCache configuration endpoint does."""
+        return f"{'rediss' if self.tls else 'redis'}+cluster://127.0.0.1:{self.servers[0].port}"
+
+    @property
+    def _cli_tls(self) -> list[str]:
+        return ["--tls", "--cacert", str(self.tls.ca_file)] if self.tls else []
 
     def start(self, *, timeout: float = 30) -> None:
         for server in self.servers:
             server.start()
         addresses = [f"127.0.0.1:{server.port}" for server in self.servers]
         subprocess.run(
-            ["redis-cli", "--cluster", "create", *addresses, "--cluster-replicas", "1", "--cluster-yes"],
+            [
+                "redis-cli",
+                *self._cli_tls,
+                "--cluster",
+                "create",
+                *addresses,
+                "--cluster-replicas",
+                "1",
+                "--cluster-yes",
+            ],
             check=True,
             capture_output=True,
             timeout=timeout,
@@ -226,7 +244,11 @@ class RedisClusterNodes:
 
     def cli(self, port: int, *args: str) -> str:
         done = subprocess.run(
-            ["redis-cli", "-p", str(port), *args], capture_output=True, text=True, timeout=10, check=False
+            ["redis-cli", *self._cli_tls, "-p", str(port), *args],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
         )
         return done.stdout
 

@@ -100,6 +100,19 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClusterNo
         nodes.close()
 
 
+@pytest.fixture(scope="module")
+def tls_cluster(
+    tmp_path_factory: pytest.TempPathFactory, test_ca: CertificateAuthority
+) -> Iterator[RedisClusterNodes]:
+    """ElastiCache Serverless's shape: cluster mode, TLS only."""
+    nodes = RedisClusterNodes(tmp_path_factory.mktemp("tls-cluster"), tls=test_ca)
+    try:
+        nodes.start()
+        yield nodes
+    finally:
+        nodes.close()
+
+
 def _port_of(server: RedisServer) -> str:
     return f"127.0.0.1:{server.port}"
 
@@ -114,7 +127,10 @@ def _setup(name: str, request: pytest.FixtureRequest, test_ca: CertificateAuthor
     if name == "auth-token":
         server = request.getfixturevalue("acl_redis")
         return Setup("auth-token", f"redis://:{AUTH_PASSWORD}@{_port_of(server)}/0")
-    nodes: RedisClusterNodes = request.getfixturevalue("cluster")
+    if name == "tls-cluster":
+        nodes: RedisClusterNodes = request.getfixturevalue("tls_cluster")
+        return Setup("tls-cluster", nodes.url, tls_ca_file=test_ca.ca_file, cluster=nodes)
+    nodes = request.getfixturevalue("cluster")
     return Setup("cluster", nodes.url, cluster=nodes)
 
 
@@ -124,7 +140,7 @@ def setup(request: pytest.FixtureRequest, test_ca: CertificateAuthority) -> Setu
     return _setup(request.param, request, test_ca)
 
 
-@pytest.fixture(params=["tls", "acl-user", "auth-token", "cluster"])
+@pytest.fixture(params=["tls", "acl-user", "auth-token", "cluster", "tls-cluster"])
 def any_setup(request: pytest.FixtureRequest, test_ca: CertificateAuthority) -> Setup:
     """Every setup, for what runs in this process only."""
     return _setup(request.param, request, test_ca)
