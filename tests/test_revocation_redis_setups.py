@@ -279,27 +279,37 @@ def test_wrong_or_missing_credentials_are_refused_without_showing_them(
 # -- cluster ---------------------------------------------------------------------------------------
 
 
-def test_entries_spread_over_every_primary_and_a_full_load_finds_them_all(cluster: RedisClusterNodes) -> None:
+def test_entries_spread_over_every_primary_reach_a_subscriber_and_a_full_load_finds_them_all(
+    cluster: RedisClusterNodes,
+) -> None:
     prefix = f"spread{uuid.uuid4().hex[:6]}"
-    writer = RedisRevocations(cluster.url, prefix=prefix)
+    subscriber, writer = (
+        RedisRevocations(cluster.url, prefix=prefix),
+        RedisRevocations(cluster.url, prefix=prefix),
+    )
+    loader = RedisRevocations(cluster.url, prefix=prefix)
     subjects = {f"user-{index}" for index in range(60)}
-    for subject in subjects:
-        writer.add_sync(entry(subject))
-
-    held = {
-        server.port: redis.Redis(port=server.port).dbsize()  # type: ignore[no-untyped-call]
-        for server in cluster.primaries()
-    }
-    assert len(held) == 3
-    assert all(count > 0 for count in held.values()), held
-    follower = RedisRevocations(cluster.url, prefix=prefix)
     try:
-        follower.start_sync()
-        assert {item.subject for item in follower.mirror.entries()} == subjects
+        subscriber.start_sync()  # subscribed on one node, with nothing to load yet
+        for subject in subjects:
+            writer.add_sync(entry(subject))
+
+        held = {
+            server.port: redis.Redis(port=server.port).dbsize()  # type: ignore[no-untyped-call]
+            for server in cluster.primaries()
+        }
+        assert len(held) == 3
+        assert all(count > 0 for count in held.values()), held
+        # Published on whichever primary holds each key, every entry reaches the one subscription.
+        wait_until(
+            lambda: {item.subject for item in subscriber.mirror.entries()} == subjects, PROPAGATION_BOUND
+        )
+        loader.start_sync()
+        assert {item.subject for item in loader.mirror.entries()} == subjects
         assert {item.subject for item in writer.entries_sync()} == subjects
     finally:
-        follower.stop_sync()
-        writer.stop_sync()
+        for revocations in (subscriber, writer, loader):
+            revocations.stop_sync()
 
 
 def _subscribed_primary(cluster: RedisClusterNodes, channel: str) -> RedisServer:
