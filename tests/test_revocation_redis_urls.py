@@ -21,47 +21,51 @@ from siot_authz.revocation import (
 from siot_authz.revocation._redis_client import RedisTarget, redacted_url
 
 
-def _closed_port() -> int:
+@pytest.fixture(scope="module")
+def port() -> int:
+    """A loopback port nothing listens on."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
 
 
-PORT = _closed_port()
-
-#: URL, the secrets it holds, and what messages show instead.
+#: URL, the secrets it holds, and what messages show instead; PORT is the closed port.
 SHAPES = [
     (
-        f"redis://app:8842/TopSecretPw@127.0.0.1:{PORT}/0",
+        "redis://app:8842/TopSecretPw@127.0.0.1:PORT/0",
         ["8842", "TopSecretPw"],
-        f"redis://***@127.0.0.1:{PORT}/0",
+        "redis://***@127.0.0.1:PORT/0",
     ),
-    (f"redis://:S3cr3t/Pw+x=@127.0.0.1:{PORT}", ["S3cr3t", "Pw+x="], f"redis://***@127.0.0.1:{PORT}"),
+    ("redis://:S3cr3t/Pw+x=@127.0.0.1:PORT", ["S3cr3t", "Pw+x="], "redis://***@127.0.0.1:PORT"),
     (
-        f"redis://appuser:p@ss:w@rd@127.0.0.1:{PORT}/0",
+        "redis://appuser:p@ss:w@rd@127.0.0.1:PORT/0",
         ["appuser", "p@ss", "w@rd"],
-        f"redis://***@127.0.0.1:{PORT}/0",
+        "redis://***@127.0.0.1:PORT/0",
     ),
     (
-        f"rediss://svc:Se%2Fcret@127.0.0.1:{PORT}/0",
+        "rediss://svc:Se%2Fcret@127.0.0.1:PORT/0",
         ["svc", "Se%2Fcret", "Se/cret"],
-        f"rediss://***@127.0.0.1:{PORT}/0",
+        "rediss://***@127.0.0.1:PORT/0",
     ),
-    (f"redis://OnlyAToken99@127.0.0.1:{PORT}", ["OnlyAToken99"], f"redis://***@127.0.0.1:{PORT}"),
+    ("redis://OnlyAToken99@127.0.0.1:PORT", ["OnlyAToken99"], "redis://***@127.0.0.1:PORT"),
     (
-        f"redis+cluster://u5er:Cl?ust#er@127.0.0.1:{PORT}",
+        "redis+cluster://u5er:Cl?ust#er@127.0.0.1:PORT",
         ["u5er", "Cl?ust#er"],
-        f"redis+cluster://***@127.0.0.1:{PORT}",
+        "redis+cluster://***@127.0.0.1:PORT",
     ),
 ]
+SHAPE_IDS = ["slash-in-password", "token-with-slash", "at-signs", "percent-encoded", "token-only", "cluster"]
 
 
 def _has_no_secret(text: str, secrets: list[str]) -> bool:
     return not any(secret in text for secret in secrets)
 
 
-@pytest.mark.parametrize(("url", "secrets", "shown"), SHAPES)
-def test_messages_show_where_redis_is_never_its_credentials(url: str, secrets: list[str], shown: str) -> None:
+@pytest.mark.parametrize(("url", "secrets", "shown"), SHAPES, ids=SHAPE_IDS)
+def test_messages_show_where_redis_is_never_its_credentials(
+    url: str, secrets: list[str], shown: str, port: int
+) -> None:
+    url, shown = url.replace("PORT", str(port)), shown.replace("PORT", str(port))
     assert redacted_url(url) == shown
     revocations = RedisRevocations(url)
     assert revocations.where == shown
@@ -70,15 +74,16 @@ def test_messages_show_where_redis_is_never_its_credentials(url: str, secrets: l
     with pytest.raises(RevocationStoreUnavailable) as refused:
         revocations.add_sync(Revocation("user", "eu-west-1_pool", "alice", 1.0, 4e9))
 
-    assert f"127.0.0.1:{PORT}" in str(refused.value)
+    assert f"127.0.0.1:{port}" in str(refused.value)
     assert _has_no_secret(str(refused.value), secrets)
     assert _has_no_secret(revocations.status().last_error or "", secrets)
 
 
-@pytest.mark.parametrize(("url", "secrets", "shown"), SHAPES)
+@pytest.mark.parametrize(("url", "secrets", "shown"), SHAPES, ids=SHAPE_IDS)
 def test_the_reconnect_warnings_never_show_credentials(
-    url: str, secrets: list[str], shown: str, caplog: pytest.LogCaptureFixture
+    url: str, secrets: list[str], shown: str, port: int, caplog: pytest.LogCaptureFixture
 ) -> None:
+    url, shown = url.replace("PORT", str(port)), shown.replace("PORT", str(port))
     revocations = RedisRevocations(url, start_timeout_seconds=0.5)
     with caplog.at_level(logging.INFO, logger="siot_authz"):
         revocations.start_sync()
