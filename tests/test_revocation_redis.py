@@ -7,7 +7,6 @@ another: there is no "unrevoke", by design.
 from __future__ import annotations
 
 import json
-import socket
 import threading
 import time
 import uuid
@@ -22,6 +21,7 @@ from revocation_app import Worker, worker_env
 from siot_authz import RevocationUnavailable, TokenVerifier
 from siot_authz.revocation import RedisRevocations, Revocation, RevocationStoreUnavailable
 from siot_authz.testing import LocalIssuer
+from tcp_proxy import TcpProxy
 
 pytestmark = pytest.mark.skipif(not is_redis_installed(), reason="needs redis-server on PATH")
 
@@ -360,51 +360,8 @@ def test_a_dropped_connection_shows_as_degraded_within_a_second(own_redis: Redis
         revocations.stop_sync()
 
 
-class _SubscribeDelayingProxy:
-    """A loopback TCP proxy to Redis that holds back the first SUBSCRIBE for ``hold`` seconds.
-
-    Until Redis receives the SUBSCRIBE, the follower is not subscribed: a
-    follower that loaded without waiting for Redis's confirmation would miss
-    a write made meanwhile.
-    """
-
-    def __init__(self, upstream_port: int, hold: float) -> None:
-        self.hold = hold
-        self.holding = threading.Event()
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self._listener.getsockname()[1]
-        self._sockets: list[socket.socket] = [self._listener]
-        self._upstream_port = upstream_port
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self._listener.accept()
-            except OSError:
-                return
-            upstream = socket.create_connection(("127.0.0.1", self._upstream_port))
-            self._sockets += [client, upstream]
-            threading.Thread(target=self._pump, args=(client, upstream, True), daemon=True).start()
-            threading.Thread(target=self._pump, args=(upstream, client, False), daemon=True).start()
-
-    def _pump(self, source: socket.socket, sink: socket.socket, is_to_redis: bool) -> None:
-        try:
-            while data := source.recv(65536):
-                if is_to_redis and b"SUBSCRIBE" in data.upper() and not self.holding.is_set():
-                    self.holding.set()
-                    time.sleep(self.hold)
-                sink.sendall(data)
-        except OSError:
-            pass
-
-    def close(self) -> None:
-        for sock in self._sockets:
-            sock.close()
-
-
 def test_a_write_made_before_the_subscription_is_confirmed_is_not_lost(own_redis: RedisServer) -> None:
-    proxy = _SubscribeDelayingProxy(own_redis.port, hold=0.8)
+    proxy = TcpProxy(own_redis.port, hold_subscribe=0.8)
     follower = RedisRevocations(f"redis://127.0.0.1:{proxy.port}/0")
     writer = RedisRevocations(own_redis.url)
     starting = threading.Thread(target=follower.start_sync)
@@ -421,3 +378,27 @@ def test_a_write_made_before_the_subscription_is_confirmed_is_not_lost(own_redis
         follower.stop_sync()
         writer.stop_sync()
         proxy.close()
+
+
+def test_a_write_after_a_failover_reaches_the_new_primary_behind_the_same_endpoint(
+    own_redis: RedisServer,
+) -> None:
+    # The endpoint (a proxy here, a DNS name on ElastiCache) moves to the promoted replica; the
+    # connection already open still reaches the old primary, now a replica that answers READONLY.
+    with running_redis() as promoted:
+        endpoint = TcpProxy(own_redis.port)
+        revocations = RedisRevocations(f"redis://127.0.0.1:{endpoint.port}/0")
+        try:
+            revocations.add_sync(entry("before-the-failover"))
+            demoted = redis.Redis(port=own_redis.port)
+            demoted.replicaof("127.0.0.1", str(promoted.port))
+            demoted.close()
+            endpoint.upstream_port = promoted.port
+
+            revocations.add_sync(entry("after-the-failover"))
+
+            listed = RedisRevocations(promoted.url).entries_sync()
+            assert "after-the-failover" in [item.subject for item in listed]
+        finally:
+            revocations.stop_sync()
+            endpoint.close()

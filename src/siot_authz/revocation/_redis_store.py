@@ -26,6 +26,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import redis
+from redis.exceptions import ReadOnlyError
 
 from ._base import Revocation
 from ._redis_client import RedisTarget
@@ -107,9 +108,16 @@ class RedisStore:
         expires_ms = math.ceil(entry.expires_at * 1000)
         payload = json.dumps(entry.to_json(), separators=(",", ":"))
         key = self.key(entry.kind, entry.user_pool_id, entry.subject)
-        held = self._connected().eval(
-            _STORE_SCRIPT, 1, key, payload, repr(entry.before), str(expires_ms), self.channel
-        )
+        args = (payload, repr(entry.before), str(expires_ms), self.channel)
+        try:
+            held = self._connected().eval(_STORE_SCRIPT, 1, key, *args)
+        except ReadOnlyError:
+            # The server this connection reaches was demoted to a replica by a
+            # failover, and the endpoint's name now points at the new primary
+            # (ElastiCache's primary endpoint): drop the pooled connections,
+            # which would keep reaching the old one, and write once more.
+            self.close()
+            held = self._connected().eval(_STORE_SCRIPT, 1, key, *args)
         return parse_entry(held)
 
     def fetch(self, keys: Sequence[str]) -> list[Revocation | None]:
