@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import shutil
 import subprocess
 import time
@@ -33,13 +32,13 @@ from starlette.websockets import WebSocketDisconnect
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
+from chromium import closed_in_page, launched_chromium, open_in_page
 from siot_authz import CognitoAuth, Principal, accept_websocket
 from siot_authz._websocket import WS_4401_TOKEN_EXPIRED, WS_4403_TOKEN_REVOKED, open_socket_count
 from siot_authz.testing import LocalIssuer
 from uvicorn_thread import ThreadedUvicorn
 
 NODE_CLIENT = Path(__file__).with_name("ws_client.mjs")
-CHROMIUM = os.environ.get("SIOT_AUTHZ_TEST_CHROMIUM", "/usr/bin/chromium")
 #: The verifier's leeway in these tests: a socket ends at exp + leeway, when HTTP would refuse the token.
 LEEWAY = 1.0
 #: The promise: a revocation closes a covered socket within a second.
@@ -406,37 +405,11 @@ def test_node_sees_4403_within_a_second_of_a_revocation(app: Served) -> None:
 
 # -- Chromium -------------------------------------------------------------------------------
 
-# Opens a socket as a dashboard does and keeps what it saw in window.seen.
-OPEN_IN_PAGE = """([url, token]) => new Promise((opened, failed) => {
-  const seen = (window.seen = { messages: [], code: null, reason: null, closedAt: null });
-  const socket = new WebSocket(url, ["bearer", token]);
-  socket.onopen = () => { seen.protocol = socket.protocol; socket.send("ping"); opened(socket.protocol); };
-  socket.onmessage = (event) => seen.messages.push(String(event.data));
-  socket.onerror = () => failed(new Error("refused"));
-  socket.onclose = (event) => { seen.code = event.code; seen.reason = event.reason; seen.closedAt = Date.now(); };
-})"""
-
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    sync_api = pytest.importorskip("playwright.sync_api")
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium)")
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM,
-            args=[
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--no-first-run",
-            ],
-        )
+    with launched_chromium() as browser:
         yield browser
-        browser.close()
 
 
 @pytest.fixture
@@ -446,18 +419,12 @@ def page(browser: Any) -> Iterator[Any]:
     context.close()
 
 
-def closed_in_page(page: Any, timeout: float = 10) -> dict[str, Any]:
-    page.wait_for_function("window.seen && window.seen.code !== null", timeout=timeout * 1000)
-    seen: dict[str, Any] = page.evaluate("window.seen")
-    return seen
-
-
 def test_chromium_sees_4401_at_exp_and_nothing_after_it(app: Served, page: Any) -> None:
     name = f"chromium-exp-{uuid.uuid4().hex}"
     token, exp = short_lived(app.issuer)
 
-    assert page.evaluate(OPEN_IN_PAGE, [app.url("/ws/stream", name), token]) == "bearer"
-    seen = closed_in_page(page)
+    assert open_in_page(page, name, app.url("/ws/stream", name), token) == "bearer"
+    seen = closed_in_page(page, name)
 
     assert (seen["code"], seen["reason"]) == (4401, "token_expired")
     assert exp + LEEWAY - 0.05 <= seen["closedAt"] / 1000 <= exp + LEEWAY + 3
@@ -468,13 +435,12 @@ def test_chromium_sees_4401_at_exp_and_nothing_after_it(app: Served, page: Any) 
 
 def test_chromium_sees_4403_within_a_second_of_a_revocation(app: Served, page: Any) -> None:
     user, name = unique_user(), f"chromium-rev-{uuid.uuid4().hex}"
-    assert (
-        page.evaluate(OPEN_IN_PAGE, [app.url("/ws/echo", name), app.issuer.mint(username=user)]) == "bearer"
-    )
+    token = app.issuer.mint(username=user)
+    assert open_in_page(page, name, app.url("/ws/echo", name), token) == "bearer"
     app.route_log(name, ended=False)
 
     revoked_at = app.revoke_user(user)
-    seen = closed_in_page(page)
+    seen = closed_in_page(page, name)
 
     assert (seen["code"], seen["reason"]) == (4403, "token_revoked")
     assert seen["closedAt"] / 1000 - revoked_at < REVOCATION_LIMIT
