@@ -82,7 +82,7 @@ def _fits(text: str, limit: int) -> bool:
     return len(text) <= limit and len(text.encode("utf-8", "surrogatepass")) <= limit
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Revocation:
     """One revocation entry, as stored and as listed."""
 
@@ -175,13 +175,15 @@ class RevocationMirror:
         Its ``iat`` and ``origin_jti`` are read only when an entry could match.
         ``iat`` has whole seconds, so a token issued in the same second as a
         user's revocation, even just after it, is refused too: erring that
-        way never lets a signed-out token through.
+        way never lets a signed-out token through. Hence ``<=``: with a
+        ``before`` on a whole second (the CLI's ``--before ...Z``), a token
+        whose ``iat`` equals it was issued in that second.
         """
         pool_id = principal.user_pool_id
         users = self._users
         if users:
             user = users.get((pool_id, principal.sub))
-            if user is not None and principal.issued_at.timestamp() < user.before:
+            if user is not None and principal.issued_at.timestamp() <= user.before:
                 return True
         sessions = self._sessions
         if sessions:
