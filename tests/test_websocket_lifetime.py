@@ -28,6 +28,7 @@ from typing import Any
 
 import pytest
 from fastapi import Depends, FastAPI, WebSocket
+from fastapi.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
@@ -445,3 +446,24 @@ def test_chromium_sees_4403_within_a_second_of_a_revocation(app: Served, page: A
     assert (seen["code"], seen["reason"]) == (4403, "token_revoked")
     assert seen["closedAt"] / 1000 - revoked_at < REVOCATION_LIMIT
     assert app.route_log(name).ended == ("receive", WS_4403_TOKEN_REVOKED)
+
+
+def test_a_pending_receive_ends_even_where_the_server_waits_for_the_client(issuer: LocalIssuer) -> None:
+    """Starlette's TestClient, unlike uvicorn, queues no disconnect when the app closes: the route still learns at once."""
+    auth = CognitoAuth(issuer.settings())
+    logs: dict[str, RouteLog] = {}
+    user = unique_user()
+    with TestClient(lifetime_app(auth, CognitoAuth(issuer.settings()), logs)) as client:
+        with client.websocket_connect(
+            "/ws/echo?name=pending", subprotocols=["bearer", issuer.mint(username=user)]
+        ) as ws:
+            ws.send_text("x")
+            assert ws.receive_text() == "echo:x"
+            auth.verifier.revoke_user_sync(issuer.user_pool_id, issuer.claims(username=user)["sub"])
+            assert ws.receive() == {"type": "websocket.close", "code": 4403, "reason": "token_revoked"}
+            # Before the client leaves: the route's receive has already ended.
+            deadline = time.monotonic() + 5
+            while logs["pending"].ended is None and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert logs["pending"].ended == ("receive", WS_4403_TOKEN_REVOKED)
+        assert open_socket_count(auth.verifier.revocations.mirror) == 0

@@ -32,7 +32,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
 from starlette.exceptions import WebSocketException
@@ -160,6 +160,9 @@ class _TokenWatch:
         self._send: Send = websocket._send
         self._timer: asyncio.TimerHandle | None = None
         self._closing: asyncio.Task[None] | None = None
+        # The task waiting in receive(), and the one _close interrupted.
+        self._receiver: asyncio.Task[Any] | None = None
+        self._interrupted: asyncio.Task[Any] | None = None
         #: (code, reason) once the token has ended.
         self.ended: tuple[int, str] | None = None
         self.is_stopped = False
@@ -169,14 +172,34 @@ class _TokenWatch:
     # -- the route's side ---------------------------------------------------------------
 
     async def receive(self) -> Message:
-        message = await self._receive()
-        ended = self.ended
-        if ended is not None and message["type"] == "websocket.receive":
+        if self.ended is not None:
+            return self._disconnect()
+        task = asyncio.current_task()
+        self._receiver = task
+        try:
+            message = await self._receive()
+        except asyncio.CancelledError:
+            # Interrupted by _close (not every server ends a pending receive when the app closes):
+            # take back that one cancellation and hand the route its disconnect. Any other
+            # cancellation still propagates.
+            if task is None or self._interrupted is not task:
+                raise
+            self._interrupted = None
+            if task.uncancel() > 0:
+                raise
+            return self._disconnect()
+        finally:
+            self._receiver = None
+        if self.ended is not None:
             # Sent by the client before it saw the close: not the route's to act on any more.
-            return {"type": "websocket.disconnect", "code": ended[0], "reason": ended[1]}
+            return self._disconnect()
         if message["type"] == "websocket.disconnect":
             self.stop()
         return message
+
+    def _disconnect(self) -> Message:
+        assert self.ended is not None
+        return {"type": "websocket.disconnect", "code": self.ended[0], "reason": self.ended[1]}
 
     async def send(self, message: Message) -> None:
         ended = self.ended
@@ -218,6 +241,11 @@ class _TokenWatch:
             logger.debug("websocket_close_failed type=%s", type(exc).__name__)
         finally:
             self._closing = None
+            receiver = self._receiver
+            if receiver is not None:
+                # The route is waiting for a message: end its wait now, whatever the server does.
+                self._interrupted = receiver
+                receiver.cancel()
 
     def stop(self) -> None:
         """Forget the socket: cancel the timer and leave the index. Idempotent."""
