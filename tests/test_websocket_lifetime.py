@@ -467,3 +467,40 @@ def test_a_pending_receive_ends_even_where_the_server_waits_for_the_client(issue
                 time.sleep(0.01)
             assert logs["pending"].ended == ("receive", WS_4403_TOKEN_REVOKED)
         assert open_socket_count(auth.verifier.revocations.mirror) == 0
+
+
+# uvicorn's legacy "websockets" implementation warns that it is deprecated, as is what it uses.
+@pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::uvicorn.config.UvicornDeprecationWarning")
+@pytest.mark.parametrize("implementation", ["websockets", "wsproto"])
+def test_every_uvicorn_websocket_implementation_ends_sockets_the_same_way(
+    issuer: LocalIssuer, implementation: str
+) -> None:
+    """The default (websockets-sansio) runs above; the legacy websockets one and wsproto behave alike."""
+    if implementation == "wsproto":
+        pytest.importorskip("wsproto")
+    auth = CognitoAuth(issuer.settings())
+    logs: dict[str, RouteLog] = {}
+    user = unique_user()
+    header = {"Authorization": issuer.mint(username=user)}
+    with ThreadedUvicorn(
+        lifetime_app(auth, CognitoAuth(issuer.settings()), logs), ws=implementation
+    ) as server:
+        with (
+            connect(f"{server.url}/ws/stream?name=stream", additional_headers=header) as stream,
+            connect(f"{server.url}/ws/echo?name=echo", additional_headers=header) as echo,
+        ):
+            stream.recv(timeout=5)
+            echo.send("x")
+            echo.recv(timeout=5)
+            auth.verifier.revoke_user_sync(issuer.user_pool_id, issuer.claims(username=user)["sub"])
+            streamed, stream_code, _, _ = read_until_closed(stream)
+            _, echo_code, _, _ = read_until_closed(echo)
+        deadline = time.monotonic() + 5
+        while None in (logs["stream"].ended, logs["echo"].ended) and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+    assert (stream_code, echo_code) == (WS_4403_TOKEN_REVOKED, WS_4403_TOKEN_REVOKED)
+    assert logs["stream"].ended == ("send", WS_4403_TOKEN_REVOKED)
+    assert logs["stream"].sent == len(streamed) + 1
+    assert logs["echo"].ended == ("receive", WS_4403_TOKEN_REVOKED)
+    assert open_socket_count(auth.verifier.revocations.mirror) == 0

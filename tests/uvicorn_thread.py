@@ -21,16 +21,25 @@ T = TypeVar("T")
 
 
 class ThreadedUvicorn:
-    """``with ThreadedUvicorn(app) as server:`` serves ``app`` at ``server.url`` (ws://) until the block ends."""
+    """``with ThreadedUvicorn(app) as server:`` serves ``app`` at ``server.url`` (ws://) until the block ends.
 
-    def __init__(self, app: ASGIApp) -> None:
+    ``ws`` picks uvicorn's WebSocket implementation (``auto``: websockets-sansio).
+    """
+
+    def __init__(self, app: ASGIApp, *, ws: str = "auto") -> None:
         self._app = app
         self.port = free_port()
         self.url = f"ws://127.0.0.1:{self.port}"
         self.http_url = f"http://127.0.0.1:{self.port}"
         self.loop: asyncio.AbstractEventLoop | None = None
         config = uvicorn.Config(
-            self._asgi, host="127.0.0.1", port=self.port, log_config=None, lifespan="on", interface="asgi3"
+            self._asgi,
+            host="127.0.0.1",
+            port=self.port,
+            log_config=None,
+            lifespan="on",
+            interface="asgi3",
+            ws=ws,  # type: ignore[arg-type]  # one of uvicorn's names
         )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, daemon=True)

@@ -18,6 +18,7 @@ from fastapi import Depends, FastAPI, HTTPException
 from fastapi.openapi.models import HTTPBearer as HTTPBearerModel
 from fastapi.security.base import SecurityBase
 from starlette.requests import HTTPConnection
+from starlette.websockets import WebSocket
 
 from ._errors import (
     AuthError,
@@ -218,17 +219,17 @@ class CognitoAuth(SecurityBase):
             raise self._refusal(connection, error) from None
         except AuthError as error:
             raise self._refusal(connection, error) from None
-        if connection.scope["type"] == "websocket" and self.ends_websockets_with_token:
+        if isinstance(connection, WebSocket) and self.ends_websockets_with_token:
             self._end_with_token(connection, principal)
         return principal
 
     # -- WebSockets that end with their token (see _websocket) ------------------------
 
     #: Close an open WebSocket when its token expires (4401) or is revoked (4403). Set False on
-    #: an instance to keep sockets open for as long as the route likes (the pre-0.2 behaviour).
+    #: an instance to leave open sockets to the route: they then outlive their token.
     ends_websockets_with_token: bool = True
 
-    def _end_with_token(self, connection: HTTPConnection, principal: Principal) -> None:
+    def _end_with_token(self, websocket: WebSocket, principal: Principal) -> None:
         # The moment an HTTP request with this token starts getting token_expired: exp plus leeway.
         verifier = self.verifier
         leeway = next(
@@ -240,7 +241,7 @@ class CognitoAuth(SecurityBase):
             0.0,
         )
         end_with_token(
-            connection,  # type: ignore[arg-type]  # a WebSocket: the scope says so
+            websocket,
             principal,
             verifier.revocations.mirror,
             expires_at=principal.expires_at.timestamp() + leeway,
