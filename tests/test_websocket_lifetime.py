@@ -504,3 +504,40 @@ def test_every_uvicorn_websocket_implementation_ends_sockets_the_same_way(
     assert logs["stream"].sent == len(streamed) + 1
     assert logs["echo"].ended == ("receive", WS_4403_TOKEN_REVOKED)
     assert open_socket_count(auth.verifier.revocations.mirror) == 0
+
+
+def test_the_close_frame_goes_out_before_a_route_that_wakes_first_can_return(issuer: LocalIssuer) -> None:
+    """A route that runs between the end and the watcher's close, and returns at once, must not have the
+    server drop the connection without a close frame (which a browser reports as 1006, not 4403)."""
+    auth = CognitoAuth(issuer.settings())
+    mirror = auth.verifier.revocations.mirror
+    woken: dict[str, Any] = {}
+    app = FastAPI(lifespan=auth.lifespan)
+
+    @app.websocket("/ws/wakes")
+    async def wakes(websocket: WebSocket, principal: Principal = Depends(auth)) -> None:
+        woken["event"] = asyncio.Event()
+        await accept_websocket(websocket)
+        await woken["event"].wait()
+        try:
+            await websocket.send_text("after the end")
+        except WebSocketDisconnect as end:
+            woken["ended"] = end.code
+
+    user = unique_user()
+    token = issuer.mint(username=user)
+    with (
+        ThreadedUvicorn(app) as server,
+        connect(f"{server.url}/ws/wakes", additional_headers={"Authorization": token}) as ws,
+    ):
+        deadline = time.monotonic() + 5
+        while "event" not in woken and time.monotonic() < deadline:
+            time.sleep(0.01)
+        # Subscribed after the socket's watch, and revoked on the loop: the watch ends the socket
+        # first, then this wakes the route, which runs before the watch's close task.
+        mirror.add_listener(lambda entries: woken["event"].set())
+        server.run(auth.verifier.revoke_user(issuer.user_pool_id, issuer.claims(username=user)["sub"]))
+        messages, code, reason, _ = read_until_closed(ws)
+
+    assert (messages, code, reason) == ([], WS_4403_TOKEN_REVOKED, "token_revoked")
+    assert woken["ended"] == WS_4403_TOKEN_REVOKED

@@ -173,6 +173,7 @@ class _TokenWatch:
 
     async def receive(self) -> Message:
         if self.ended is not None:
+            await self._closed()
             return self._disconnect()
         task = asyncio.current_task()
         self._receiver = task
@@ -192,10 +193,18 @@ class _TokenWatch:
             self._receiver = None
         if self.ended is not None:
             # Sent by the client before it saw the close: not the route's to act on any more.
+            await self._closed()
             return self._disconnect()
         if message["type"] == "websocket.disconnect":
             self.stop()
         return message
+
+    async def _closed(self) -> None:
+        """Wait for the close frame to be sent: a route that returned first would have the server
+        drop the connection without one (browsers then see 1006, not the code)."""
+        closing = self._closing
+        if closing is not None:
+            await asyncio.shield(closing)
 
     def _disconnect(self) -> Message:
         assert self.ended is not None
@@ -205,6 +214,7 @@ class _TokenWatch:
         ended = self.ended
         kind = message["type"]
         if ended is not None:
+            await self._closed()
             if kind == "websocket.close":
                 return  # already closed, as the route wanted
             # Ended before an accept too: the watcher's close declines the handshake (a 403).
