@@ -143,3 +143,15 @@ def test_refuses_a_url_it_cannot_parse_quoting_none_of_it(url: str, backend: typ
     assert "h0st" not in message
     assert "secret" not in redacted_url(url)
     assert "us3r" not in redacted_url(url)
+
+
+def test_a_stored_entry_too_large_to_be_a_revocation_is_ignored_before_parsing(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from siot_authz.revocation._redis_store import MAX_ENTRY_BYTES, parse_entry
+
+    huge = b'{"kind": "user", "pool": "us-east-1_P", "subject": "' + b"x" * MAX_ENTRY_BYTES + b'"}'
+    with caplog.at_level("WARNING", logger="siot_authz"):
+        assert parse_entry(huge) is None
+    assert "revocation_entry_malformed" in caplog.text
+    assert "xxxx" not in caplog.text

@@ -10,9 +10,11 @@ background thread, for processes frozen between calls (AWS Lambda).
 from typing import TYPE_CHECKING
 
 from ._base import (
+    MAX_SUBJECT_BYTES,
     BackendState,
     Revocation,
     RevocationBackend,
+    RevocationListener,
     RevocationMirror,
     RevocationStatus,
     RevocationStoreUnavailable,
@@ -24,12 +26,14 @@ if TYPE_CHECKING:
     from ._redis_lookup import RedisLookupRevocations
 
 __all__ = [
+    "MAX_SUBJECT_BYTES",
     "BackendState",
     "MemoryRevocations",
     "RedisLookupRevocations",
     "RedisRevocations",
     "Revocation",
     "RevocationBackend",
+    "RevocationListener",
     "RevocationMirror",
     "RevocationStatus",
     "RevocationStoreUnavailable",

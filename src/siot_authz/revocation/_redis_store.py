@@ -28,7 +28,7 @@ from typing import Any
 import redis
 from redis.exceptions import ReadOnlyError
 
-from ._base import Revocation
+from ._base import MAX_SUBJECT_BYTES, Revocation
 from ._redis_client import RedisTarget
 
 __all__ = ["RedisStore", "parse_entry"]
@@ -37,6 +37,10 @@ logger = logging.getLogger("siot_authz")
 
 #: Keys per SCAN step, and per MGET.
 _BATCH = 500
+
+#: The largest stored entry parsed: a subject of MAX_SUBJECT_BYTES, escaped
+#: at worst six bytes a character, plus the pool id and the JSON around them.
+MAX_ENTRY_BYTES = 6 * MAX_SUBJECT_BYTES + 1024
 
 # Stores an entry unless Redis holds a later ``before`` for the same key,
 # sets its expiry, and publishes what it stored, all in one atomic step, so a
@@ -63,6 +67,11 @@ def parse_entry(raw: bytes | str | None) -> Revocation | None:
     """An entry as stored or published, or None (logged) for anything malformed."""
     if raw is None:
         return None  # expired between SCAN and fetch
+    if len(raw) > MAX_ENTRY_BYTES:
+        # Refused before parsing: a huge value written to the store by anyone
+        # with access must not cost every follower a parse of its size.
+        logger.warning("revocation_entry_malformed: ignored an entry of %d bytes", len(raw))
+        return None
     try:
         return Revocation.from_json(json.loads(raw))
     except ValueError:
