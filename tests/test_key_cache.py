@@ -53,9 +53,7 @@ class Caller:
 
     def __init__(self, face: str, settings: AuthSettings, clock: Callable[[], float] | None = None) -> None:
         self.face = face
-        self.verifier = TokenVerifier(settings)
-        if clock is not None:
-            self.verifier.keys = JwksCache(settings, clock=clock)
+        self.verifier = TokenVerifier(settings) if clock is None else TokenVerifier(settings, key_timer=clock)
         auth = CognitoAuth(verifier=self.verifier)
         app = FastAPI()
 

@@ -224,7 +224,7 @@ def test_an_unreachable_key_url_does_not_stop_handed_in_keys_serving_after_the_t
         ({}, "jwks_keys_not_an_array"),
         ({"keys": "none"}, "jwks_keys_not_an_array"),
         ({"keys": []}, "jwks_no_usable_key"),
-        ({"keys": [{"kty": "oct", "kid": "k", "k": "c2VjcmV0"}]}, "jwks_no_usable_key"),
+        ({"keys": [{"kty": "oct", "kid": "k", "k": "c2VjcmV0"}]}, "jwks_holds_private_key_material"),
     ],
     ids=["not-json", "not-utf8", "array", "no-keys", "keys-not-array", "empty", "only-hmac-key"],
 )

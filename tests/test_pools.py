@@ -19,7 +19,6 @@ from fastapi import Depends, FastAPI
 from fastapi.testclient import TestClient
 
 from siot_authz import AuthError, AuthSettings, CognitoAuth, Principal, TokenVerifier
-from siot_authz._key_cache import JwksCache
 from siot_authz.testing import LocalIssuer, SigningKey
 
 FACES = ("fastapi", "async", "sync")
@@ -96,10 +95,6 @@ class Service:
             return {"pool": principal.user_pool_id, "username": principal.username}
 
         self.client = TestClient(app)
-
-    def use_clock(self, clock: Callable[[], float]) -> None:
-        for pool in self.verifier.pools:
-            pool.keys = JwksCache(pool.settings, clock=clock)
 
     def outcome(self, token: str) -> str:
         if self.face == "fastapi":
@@ -299,9 +294,8 @@ def test_kid_spray_against_one_pool_does_not_use_up_the_other_pools_cooldown(
     make_service: Callable[..., Service], alpha: LocalIssuer, bravo: LocalIssuer, face: str
 ) -> None:
     cooldown = {"jwks_refetch_cooldown_seconds": 30.0}
-    service = make_service(face, _settings(alpha, **cooldown), _settings(bravo, **cooldown))
     clock = FakeClock()
-    service.use_clock(clock)
+    service = make_service(face, _settings(alpha, **cooldown), _settings(bravo, **cooldown), key_timer=clock)
     assert service.outcome(alpha.mint()) == f"ok {POOL_A}"
     assert service.outcome(bravo.mint()) == f"ok {POOL_B}"
     clock.advance(31)
@@ -357,11 +351,10 @@ def test_verified_tokens_are_cached_in_their_own_pool(
 def test_a_key_withdrawn_by_one_pool_ends_only_that_pools_cached_tokens(
     make_service: Callable[..., Service], alpha: LocalIssuer, bravo: LocalIssuer
 ) -> None:
-    service = make_service(
-        "sync", _settings(alpha, jwks_ttl_seconds=60), _settings(bravo, jwks_ttl_seconds=60)
-    )
     clock = FakeClock()
-    service.use_clock(clock)
+    service = make_service(
+        "sync", _settings(alpha, jwks_ttl_seconds=60), _settings(bravo, jwks_ttl_seconds=60), key_timer=clock
+    )
     alpha_token, bravo_token = alpha.mint(), bravo.mint()
     assert service.outcome(alpha_token) == f"ok {POOL_A}"
     assert service.outcome(bravo_token) == f"ok {POOL_B}"
