@@ -110,8 +110,26 @@ class _CheckWanted(NamedTuple):
 _Wanted = _KeyWanted | _CheckWanted
 
 
-class _CheckCancelled(Exception):
-    """The check itself was cancelled, not the request: refused as a check failure."""
+class _CheckAborted(Exception):
+    """The check ended in a BaseException that is not the request's own (a cancellation, GeneratorExit, SystemExit).
+
+    Carried as an ordinary exception, so it crosses threads and event loops
+    as data, and refused as a check that raised.
+    """
+
+    def __init__(self, exception_type: str) -> None:
+        super().__init__(exception_type)
+        self.exception_type = exception_type
+
+
+def _call_in_thread(check: Check, principal: Principal) -> object:
+    """Run a sync check in a worker thread; nothing but an ordinary exception goes back to the loop."""
+    try:
+        return check(principal)
+    except Exception:
+        raise
+    except BaseException as exc:
+        raise _CheckAborted(type(exc).__name__) from None
 
 
 class TokenVerifier:
@@ -264,7 +282,7 @@ class TokenVerifier:
             task = asyncio.current_task()
             if task is not None and task.cancelling():
                 raise  # the request itself is being cancelled (a client went away)
-            raise _CheckCancelled() from None
+            raise _CheckAborted("CancelledError") from None
 
     def _wait_sync(self, wanted: _Wanted) -> Any:
         if type(wanted) is _KeyWanted:
@@ -275,7 +293,7 @@ class TokenVerifier:
             if inspect.isawaitable(result):
                 result = asyncio.run(self._within_check_timeout(_awaited(result)))
         except asyncio.CancelledError:
-            raise _CheckCancelled() from None  # no request task here: only the check can be cancelled
+            raise _CheckAborted("CancelledError") from None  # no request task here: only the check can be
         return result
 
     # -- pipeline steps -------------------------------------------------------
@@ -345,10 +363,12 @@ class TokenVerifier:
             # fails closed, loudly, instead of letting everyone in.
             if result:
                 return
-        except (MissingToken, _CheckCancelled):
+        except MissingToken:
             pass  # a token was sent: "no credentials" would let auto_error=False routes in anonymously
         except AuthError:
             raise
+        except _CheckAborted as exc:
+            crash = exc.exception_type
         except (asyncio.CancelledError, KeyboardInterrupt):
             raise  # the request's own cancellation, or the operator's Ctrl-C
         except (
@@ -369,7 +389,7 @@ class TokenVerifier:
         if self._is_async_check:
             result: object = check(principal)
         else:
-            run = functools.partial(contextvars.copy_context().run, check, principal)
+            run = functools.partial(contextvars.copy_context().run, _call_in_thread, check, principal)
             result = await asyncio.get_running_loop().run_in_executor(self._check_executor(), run)
         return await result if inspect.isawaitable(result) else result
 
