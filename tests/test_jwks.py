@@ -112,7 +112,7 @@ def test_a_document_holding_private_key_material_is_refused_as_a_whole(
     numbers = issuer.signing_key.private_key.private_numbers()
     leaked = {**issuer.signing_key.public_jwk(), member: b64url(numbers.d.to_bytes(256, "big"))}
 
-    with pytest.raises(InvalidJwks, match="^jwks_holds_private_key_material$"):
+    with pytest.raises(InvalidJwks, match=r"^jwks_holds_private_key_material$"):
         parse_jwks(document(rsa_jwks[0], leaked))
 
 

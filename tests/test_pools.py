@@ -139,6 +139,21 @@ def service(
 # -- routing --------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("face", FACES)
+def test_each_pool_holds_its_tokens_to_its_own_size_cap(
+    make_service: Callable[..., Service], alpha: LocalIssuer, bravo: LocalIssuer, face: str
+) -> None:
+    """The header cap is the largest pool's; a pool's own smaller cap applies once the token is routed to it."""
+    service = make_service(
+        face, _settings(alpha, max_token_bytes=512), _settings(bravo, max_token_bytes=8192)
+    )
+    alpha_token, bravo_token = alpha.mint(), bravo.mint()  # about 1 KB each
+    assert 512 < len(alpha_token) < 8192 and 512 < len(bravo_token) < 8192
+
+    assert service.outcome(alpha_token) == "401 token_too_large"
+    assert service.outcome(bravo_token) == f"ok {POOL_B}"
+
+
 def test_each_pools_tokens_are_accepted_and_name_their_pool(
     service: Service, alpha: LocalIssuer, bravo: LocalIssuer
 ) -> None:

@@ -171,10 +171,15 @@ class JwksCache:
             age_seconds=now - self._fetched_at if key_set is not None else None,
             is_stale=key_set is not None and now - self._fetched_at >= self._ttl,
             is_refreshing=self._policy.is_refresh_running(self._refresh_state(), now)
-            or (self._inflight is not None and not self._inflight.done()),
+            or self._is_fetch_in_flight(),
             last_error=self._last_error if failed else None,
             last_error_age_seconds=now - last_attempt if failed and last_attempt is not None else None,
         )
+
+    def _is_fetch_in_flight(self) -> bool:
+        # A fetch task on a loop closed under it will never end: it is not in flight.
+        task = self._inflight
+        return task is not None and not task.done() and not task.get_loop().is_closed()
 
     def held_key(self, kid: str) -> RS256PublicKey | None:
         """The key now held for ``kid``, fresh or stale; the same object while the JWK is unchanged."""
