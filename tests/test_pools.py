@@ -148,7 +148,8 @@ def test_each_pool_holds_its_tokens_to_its_own_size_cap(
         face, _settings(alpha, max_token_bytes=512), _settings(bravo, max_token_bytes=8192)
     )
     alpha_token, bravo_token = alpha.mint(), bravo.mint()  # about 1 KB each
-    assert 512 < len(alpha_token) < 8192 and 512 < len(bravo_token) < 8192
+    assert 512 < len(alpha_token) < 8192
+    assert 512 < len(bravo_token) < 8192
 
     assert service.outcome(alpha_token) == "401 token_too_large"
     assert service.outcome(bravo_token) == f"ok {POOL_B}"

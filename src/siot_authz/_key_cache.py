@@ -72,6 +72,15 @@ _RETRY_FIRST_DELAY_SECONDS = 0.5
 _RETRY_MAX_DELAY_SECONDS = 30.0
 
 
+# What to do about a refused document, where the reason's code alone does not say.
+_HINTS = {
+    "jwks_holds_private_key_material": (
+        " (it contains private key members such as 'd' or a symmetric 'k': that key is leaked and"
+        " must be rotated; a JWKS for verification holds public members only)"
+    ),
+}
+
+
 @dataclass(frozen=True)
 class KeyStatus:
     """What a pool's key cache holds now, for health checks and metrics."""
@@ -151,7 +160,8 @@ class JwksCache:
                 self._store(_document_bytes(jwks))
             except InvalidJwks as exc:
                 source = jwks_source or f"the JWKS handed in for {self._pool_id}"
-                raise ValueError(f"{source} is unusable: {exc}") from None
+                hint = _HINTS.get(str(exc), "")
+                raise ValueError(f"{source} is unusable: {exc}{hint}") from None
 
     # -- state queries (cheap; used on the verified-token fast path) ----------
 
