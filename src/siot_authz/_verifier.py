@@ -108,6 +108,32 @@ class _CheckWanted(NamedTuple):
 
 
 _Wanted = _KeyWanted | _CheckWanted
+#: How a wait ended: its answer, or what it raised (then the answer is None).
+_Outcome = tuple[Any, BaseException | None]
+
+
+class _Steps:
+    """The rest of the pipeline for one new token: what it waits for now, until it ends with a principal.
+
+    Each face waits in its own way and hands the outcome to :meth:`resume`;
+    a refusal raises out of it.
+    """
+
+    __slots__ = ("_pipeline", "principal", "wanted")
+
+    def __init__(self, pipeline: Generator[_Wanted, Any, Principal]) -> None:
+        self._pipeline = pipeline
+        self.principal: Principal
+        self.wanted: _Wanted | None = next(pipeline)
+
+    def resume(self, answer: Any, failure: BaseException | None) -> None:
+        """Hand in how the wait ended: an answer, or what it raised."""
+        pipeline = self._pipeline
+        try:
+            self.wanted = pipeline.send(answer) if failure is None else pipeline.throw(failure)
+        except StopIteration as done:
+            self.wanted = None
+            self.principal = done.value
 
 
 class _CheckAborted(Exception):
@@ -233,20 +259,11 @@ class TokenVerifier:
         of the calling task (a client that went away) still propagates.
         """
         found = self._cached_or_routed(token)
-        if not isinstance(found, _Unverified):
+        if isinstance(found, Principal):
             return found
-        steps = self._verify_new(found)
-        wanted = next(steps)
-        while True:
-            try:
-                answer, failure = await self._wait(wanted), None
-            except BaseException as exc:  # handed back to the pipeline, which decides
-                answer, failure = None, exc
-            try:
-                wanted = steps.send(answer) if failure is None else steps.throw(failure)
-            except StopIteration as done:
-                principal: Principal = done.value
-                return principal
+        while found.wanted is not None:
+            found.resume(*await self._wait(found.wanted))
+        return found.principal
 
     def verify_sync(self, token: str) -> Principal:
         """Blocking face of :meth:`verify`, for Lambda handlers, scripts and WSGI apps.
@@ -257,49 +274,44 @@ class TokenVerifier:
         completion on a private event loop.
         """
         found = self._cached_or_routed(token)
-        if not isinstance(found, _Unverified):
+        if isinstance(found, Principal):
             return found
-        steps = self._verify_new(found)
-        wanted = next(steps)
-        while True:
-            try:
-                answer, failure = self._wait_sync(wanted), None
-            except BaseException as exc:  # handed back to the pipeline, which decides
-                answer, failure = None, exc
-            try:
-                wanted = steps.send(answer) if failure is None else steps.throw(failure)
-            except StopIteration as done:
-                principal: Principal = done.value
-                return principal
+        while found.wanted is not None:
+            found.resume(*self._wait_sync(found.wanted))
+        return found.principal
 
-    async def _wait(self, wanted: _Wanted) -> Any:
-        if type(wanted) is _KeyWanted:
-            return await wanted.keys.get_key(wanted.kid)
-        assert type(wanted) is _CheckWanted
+    async def _wait(self, wanted: _Wanted) -> _Outcome:
+        """Await what the pipeline wants; what it raised is handed back too, for the pipeline to judge."""
         try:
-            return await self._within_check_timeout(self._start_check_async(wanted.principal))
-        except asyncio.CancelledError:
+            if isinstance(wanted, _KeyWanted):
+                return await wanted.keys.get_key(wanted.kid), None
+            return await self._within_check_timeout(self._start_check_async(wanted.principal)), None
+        except asyncio.CancelledError as exc:
             task = asyncio.current_task()
-            if task is not None and task.cancelling():
-                raise  # the request itself is being cancelled (a client went away)
-            raise _CheckAborted("CancelledError") from None
+            if isinstance(wanted, _CheckWanted) and not (task is not None and task.cancelling()):
+                return None, _CheckAborted("CancelledError")  # the check's own, not the request's
+            return None, exc  # the request itself is being cancelled (a client went away)
+        except BaseException as exc:
+            return None, exc
 
-    def _wait_sync(self, wanted: _Wanted) -> Any:
-        if type(wanted) is _KeyWanted:
-            return wanted.keys.get_key_sync(wanted.kid)
-        assert type(wanted) is _CheckWanted
+    def _wait_sync(self, wanted: _Wanted) -> _Outcome:
+        """Block on what the pipeline wants; what it raised is handed back too, for the pipeline to judge."""
         try:
+            if isinstance(wanted, _KeyWanted):
+                return wanted.keys.get_key_sync(wanted.kid), None
             result: object = self._check_or_fail()(wanted.principal)
             if inspect.isawaitable(result):
                 result = asyncio.run(self._within_check_timeout(_awaited(result)))
+            return result, None
         except asyncio.CancelledError:
-            raise _CheckAborted("CancelledError") from None  # no request task here: only the check can be
-        return result
+            return None, _CheckAborted("CancelledError")  # no request task here: only the check's own
+        except BaseException as exc:
+            return None, exc
 
     # -- pipeline steps -------------------------------------------------------
 
-    def _cached_or_routed(self, token: str) -> Principal | _Unverified:
-        """Steps 1 to 5: a cached principal (revocation checked, reported), or the parsed, routed token."""
+    def _cached_or_routed(self, token: str) -> Principal | _Steps:
+        """Steps 1 to 5: a cached principal (revocation checked, reported), or the rest of the pipeline to run."""
         cache_hit = False
         pool_id = ""
         try:
@@ -328,9 +340,11 @@ class TokenVerifier:
             # Each pool's own cap, once the token is routed to it: the cap above is the largest of them.
             if len(token) > pool.settings.max_token_bytes:
                 raise TokenTooLarge()
-            return _Unverified(parsed, digest, pool)
+            unverified = _Unverified(parsed, digest, pool)
         except Exception as exc:
             refusal = self._refusal(exc, pool_id, cache_hit)
+        else:
+            return _Steps(self._verify_new(unverified))
         # Raised outside the except block, so the refusal does not carry the
         # original exception (which might quote token bytes) as its context.
         raise refusal
