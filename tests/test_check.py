@@ -453,3 +453,123 @@ def test_a_check_cancelled_under_uvicorn_like_serving_is_a_401_not_a_500(issuer:
 
     assert response.status_code == 401
     assert response.json()["detail"]["code"] == "check_failed"
+
+
+# -- under a real uvicorn ------------------------------------------------------------------------
+
+BEHAVIOURS: dict[str, Callable[[Principal], Any]] = {
+    "pass": lambda p: True,
+    "cancelled": _raise(asyncio.CancelledError()),
+    "generator-exit": _raise(GeneratorExit()),
+    "system-exit": _raise(SystemExit(3)),
+}
+
+
+def _behave(principal: Principal) -> Any:
+    behaviour = principal.claims["behaviour"]
+    if behaviour == "slow":
+        time.sleep(2.0)
+        return True
+    return BEHAVIOURS[behaviour](principal)
+
+
+async def _behave_async(principal: Principal) -> Any:
+    if principal.claims["behaviour"] == "hang":
+        await asyncio.sleep(3600)
+    return _behave(principal)
+
+
+@pytest.fixture(scope="module")
+def served(_session_issuer: LocalIssuer) -> Iterator[str]:
+    """One uvicorn on loopback for the module: /async-check and /sync-check routes, and an open /ping."""
+    import uvicorn
+
+    from example_server import free_port
+
+    issuer = _session_issuer
+    settings = issuer.settings()
+    jwks = {issuer.user_pool_id: issuer.jwks()}
+    with_async = CognitoAuth(
+        verifier=TokenVerifier(settings, jwks=jwks, check=_behave_async, check_timeout_seconds=0.5)
+    )
+    with_sync = CognitoAuth(verifier=TokenVerifier(settings, jwks=jwks, check=_behave))
+    app = FastAPI()
+
+    @app.get("/async-check")
+    async def async_route(principal: Principal = Depends(with_async)) -> dict[str, str]:
+        return {"username": principal.username}
+
+    @app.get("/sync-check")
+    async def sync_route(principal: Principal = Depends(with_sync)) -> dict[str, str]:
+        return {"username": principal.username}
+
+    @app.get("/ping")
+    async def ping() -> dict[str, str]:
+        return {"status": "ok"}
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="critical"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        assert time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.02)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+def _served_outcome(base_url: str, route: str, token: str) -> str:
+    import httpx
+
+    response = httpx.get(f"{base_url}{route}", headers={"Authorization": token}, timeout=20)
+    if response.status_code == 200:
+        return "ok"
+    if response.status_code >= 500 and response.status_code != 503:
+        return f"{response.status_code} server error"
+    return f"{response.status_code} {response.json()['detail']['code']}"
+
+
+@pytest.mark.parametrize("route", ["/async-check", "/sync-check"])
+@pytest.mark.parametrize(
+    ("behaviour", "expected"),
+    [
+        ("pass", "ok"),
+        ("cancelled", "401 check_failed"),
+        ("generator-exit", "401 check_failed"),
+        ("system-exit", "401 check_failed"),
+    ],
+)
+def test_under_uvicorn_a_check_ending_in_a_base_exception_is_a_401_never_a_500(
+    served: str, issuer: LocalIssuer, route: str, behaviour: str, expected: str
+) -> None:
+    assert _served_outcome(served, route, issuer.mint(behaviour=behaviour)) == expected
+    assert _served_outcome(served, "/ping", "") == "ok"  # the server is still serving
+
+
+def test_under_uvicorn_a_hung_async_check_is_answered_503_check_unavailable(
+    served: str, issuer: LocalIssuer
+) -> None:
+    assert _served_outcome(served, "/async-check", issuer.mint(behaviour="hang")) == "503 check_unavailable"
+
+
+def test_under_uvicorn_a_slow_sync_check_does_not_delay_other_requests(
+    served: str, issuer: LocalIssuer
+) -> None:
+    """A 2 s sync check once delayed an unauthenticated /ping by 1.8 s: it ran on the event loop."""
+    import httpx
+
+    outcome: list[str] = []
+    slow = threading.Thread(
+        target=lambda: outcome.append(_served_outcome(served, "/sync-check", issuer.mint(behaviour="slow")))
+    )
+    slow.start()
+    time.sleep(0.3)  # the slow check is running now
+    started = time.monotonic()
+    assert httpx.get(f"{served}/ping", timeout=20).status_code == 200
+    ping_seconds = time.monotonic() - started
+    slow.join(timeout=20)
+
+    assert outcome == ["ok"]
+    assert ping_seconds < 1.5  # on the loop, the ping would wait out the remaining 1.7 s of the check
