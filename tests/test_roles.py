@@ -262,11 +262,19 @@ def test_failing_source_gives_503_once_per_backoff_not_500(
 
 
 @pytest.mark.anyio
-@pytest.mark.anyio
 @pytest.mark.parametrize(
     "answer",
-    ["admin", b"admin", None, 42, ["admin", 7]],
-    ids=["a bare string", "bytes", "None", "a number", "a non-string name"],
+    ["admin", b"admin", None, 42, ["admin", 7], {"admin": False}, {"admin": True}, iter(["admin"])],
+    ids=[
+        "a bare string",
+        "bytes",
+        "None",
+        "a number",
+        "a non-string name",
+        "a mapping whose keys look like roles",
+        "a mapping saying yes",
+        "an iterator",
+    ],
 )
 async def test_a_source_answer_that_is_not_role_names_is_a_failure(answer: Any) -> None:
     cache = RolesCache(lambda principal: answer)
@@ -369,3 +377,200 @@ def test_require_roles_needs_at_least_one_role(issuer: LocalIssuer) -> None:
 def test_cache_bounds_must_be_positive(options: dict[str, float]) -> None:
     with pytest.raises(ValueError, match="must be"):
         RolesCache(lambda principal: [], **options)  # type: ignore[arg-type]
+
+
+def test_has_any_role_needs_one_of_the_roles_not_all() -> None:
+    principal = RolesPrincipal.of(make_principal("ada"), ("operator",))
+    assert principal.has_any_role(["admin", "operator"])
+    assert principal.has_any_role({"operator"})
+    assert not principal.has_any_role(["admin", "viewer"])
+    assert not principal.has_any_role([])
+
+
+def test_a_mapping_from_the_source_grants_nothing_through_fastapi(issuer: LocalIssuer) -> None:
+    auth = CognitoAuth(issuer.settings())
+    auth.roles = RolesCache(lambda principal: {"admin": False})
+    with TestClient(roles_app(auth)) as client:
+        response = client.delete("/admin", headers=as_user(issuer, "ada"))
+    assert response.status_code == 503
+    assert response.json()["detail"]["code"] == "roles_unavailable"
+
+
+class HungSource:
+    """A sync source that blocks until released, recording how many calls run at once."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.lock = threading.Lock()
+        self.running = 0
+        self.most_at_once = 0
+        self.calls = 0
+
+    def __call__(self, principal: Principal) -> list[str]:
+        with self.lock:
+            self.calls += 1
+            self.running += 1
+            self.most_at_once = max(self.most_at_once, self.running)
+        try:
+            self.release.wait(10)
+            return ["admin"]
+        finally:
+            with self.lock:
+                self.running -= 1
+
+
+@pytest.mark.anyio
+async def test_a_hung_sync_source_holds_at_most_max_threads_and_refuses_the_rest_at_once() -> None:
+    source = HungSource()
+    cache = RolesCache(source, max_threads=3, timeout_seconds=0.2)
+    users = [make_principal(f"user{n}") for n in range(40)]
+    try:
+        answers = await asyncio.gather(*(cache.roles_of(user) for user in users), return_exceptions=True)
+        # Callers gave up at the timeout, but their threads still hang: the
+        # slots stay taken, so later users start no thread either.
+        late = await asyncio.gather(
+            *(cache.roles_of(make_principal(f"late{n}")) for n in range(20)), return_exceptions=True
+        )
+        assert source.calls == 3
+        assert source.most_at_once == 3
+        assert all(type(answer).__name__ == "RolesUnavailable" for answer in [*answers, *late])
+    finally:
+        source.release.set()
+    # Once the threads end, their slots come back.
+    for _ in range(100):
+        if source.running == 0:
+            break
+        await asyncio.sleep(0.02)
+    assert await cache.roles_of(make_principal("fresh")) == ("admin",)
+
+
+def test_the_thread_cap_holds_through_fastapi_with_many_users(issuer: LocalIssuer) -> None:
+    source = HungSource()
+    auth = CognitoAuth(issuer.settings())
+    auth.roles = RolesCache(source, max_threads=2, timeout_seconds=0.2)
+    try:
+        with TestClient(roles_app(auth)) as client:
+            statuses = {
+                client.delete("/admin", headers=as_user(issuer, f"user{n}")).status_code for n in range(30)
+            }
+        assert statuses == {503}
+        assert source.calls == 2
+        assert threading.active_count() < 40
+    finally:
+        source.release.set()
+
+
+def test_no_thread_free_puts_no_user_in_back_off() -> None:
+    source = HungSource()
+    cache = RolesCache(source, max_threads=1, timeout_seconds=0.1)
+    ada, bob = make_principal("ada"), make_principal("bob")
+    with pytest.raises(Exception, match="roles_unavailable"):
+        cache.roles_of_sync(ada)  # times out; its thread hangs on
+    with pytest.raises(Exception, match="roles_unavailable"):
+        cache.roles_of_sync(bob)  # no thread free: refused without a call
+    assert source.calls == 1
+    source.release.set()
+    for _ in range(100):
+        if source.running == 0:
+            break
+        time.sleep(0.02)
+    assert cache.roles_of_sync(bob) == ("admin",)  # bob was not put in back-off
+    with pytest.raises(Exception, match="roles_unavailable"):
+        cache.roles_of_sync(ada)  # ada's source did fail: she waits out the back-off
+
+
+async def _cancelled_source(principal: Principal) -> list[str]:
+    raise asyncio.CancelledError()
+
+
+def _exits(principal: Principal) -> list[str]:
+    raise SystemExit(3)
+
+
+def _closes(principal: Principal) -> list[str]:
+    raise GeneratorExit()
+
+
+@pytest.mark.parametrize(
+    "failing_source",
+    [_cancelled_source, _exits, _closes],
+    ids=["async CancelledError", "sync SystemExit", "sync GeneratorExit"],
+)
+def test_a_source_raising_a_base_exception_is_roles_unavailable_not_a_500(
+    issuer: LocalIssuer, failing_source: Callable[[Principal], Any]
+) -> None:
+    auth = CognitoAuth(issuer.settings())
+    auth.roles = RolesCache(failing_source)
+    with TestClient(roles_app(auth), raise_server_exceptions=False) as client:
+        response = client.delete("/admin", headers=as_user(issuer, "ada"))
+    assert response.status_code == 503
+    assert response.json()["detail"]["code"] == "roles_unavailable"
+
+
+@pytest.mark.parametrize(
+    "failing_source",
+    [_cancelled_source, _exits, _closes],
+    ids=["async CancelledError", "sync SystemExit", "sync GeneratorExit"],
+)
+def test_roles_of_sync_turns_a_base_exception_into_roles_unavailable(
+    failing_source: Callable[[Principal], Any],
+) -> None:
+    with pytest.raises(Exception, match="roles_unavailable"):
+        RolesCache(failing_source).roles_of_sync(make_principal("ada"))
+
+
+@pytest.mark.anyio
+async def test_a_caller_cancelled_while_waiting_is_cancelled_and_the_lookup_still_answers() -> None:
+    source = SlowAdminSource()
+    cache = RolesCache(source)
+    ada = make_principal("ada")
+    waiter = asyncio.ensure_future(cache.roles_of(ada))
+    await asyncio.sleep(0.01)
+    waiter.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiter  # the request's own cancellation (a client hanging up) propagates
+    assert await cache.roles_of(ada) == ("admin",)
+    assert source.calls == 1
+
+
+@pytest.mark.parametrize("is_async", [False, True], ids=["sync source", "async source"])
+def test_roles_of_sync_caches_per_user_and_backs_off_after_a_failure(is_async: bool) -> None:
+    source = CountingSource(is_async=is_async)
+    clock = FakeClock()
+    cache = RolesCache(source.source(), ttl_seconds=60, backoff_seconds=5, timer=clock)
+    ada = make_principal("ada")
+    assert cache.roles_of_sync(ada) == ("admin", "operator")
+    assert cache.roles_of_sync(ada) == ("admin", "operator")
+    assert source.calls == ["ada"]
+    source.fail = True
+    clock.now += 61
+    with pytest.raises(Exception, match="roles_unavailable"):
+        cache.roles_of_sync(ada)
+    with pytest.raises(Exception, match="roles_unavailable"):
+        cache.roles_of_sync(ada)  # in back-off: the source is not asked again
+    assert source.calls == ["ada", "ada"]
+    source.fail = False
+    clock.now += 6
+    assert cache.roles_of_sync(ada) == ("admin", "operator")
+
+
+@pytest.mark.parametrize("is_async", [False, True], ids=["sync source", "async source"])
+def test_roles_of_sync_times_out(is_async: bool) -> None:
+    release = threading.Event()
+
+    def stuck(principal: Principal) -> list[str]:
+        release.wait(5)
+        return ["admin"]
+
+    async def stuck_async(principal: Principal) -> list[str]:
+        await asyncio.sleep(5)
+        return ["admin"]
+
+    cache = RolesCache(stuck_async if is_async else stuck, timeout_seconds=0.1)
+    started = time.monotonic()
+    try:
+        with pytest.raises(Exception, match="roles_unavailable"):
+            cache.roles_of_sync(make_principal("ada"))
+    finally:
+        release.set()
+    assert time.monotonic() - started < 3

@@ -19,12 +19,10 @@ import inspect
 import logging
 import threading
 import time
-import weakref
 from collections.abc import Awaitable, Callable, Iterable
+from concurrent.futures import Future
 from typing import Any
 
-import anyio
-import anyio.to_thread
 from cachetools import TTLCache
 from pydantic import Field
 
@@ -67,14 +65,18 @@ class RolesCache:
     """Looks roles up through ``source`` and remembers them per (user pool, sub) for ``ttl_seconds``.
 
     - At most ``max_entries`` users are held; the least recently stored go first.
-    - A lookup that raises, returns something that is not a collection of
-      names, or takes longer than ``timeout_seconds`` fails with
-      :class:`RolesUnavailable`, and that user's next lookup waits
-      ``backoff_seconds``: in between, their requests fail at once.
+    - A lookup that raises (``CancelledError`` included), returns anything
+      but a list, tuple, set or frozenset of strings, or takes longer than
+      ``timeout_seconds`` fails with :class:`RolesUnavailable`, and that
+      user's next lookup waits ``backoff_seconds``: in between, their
+      requests fail at once.
     - Concurrent requests for a user who is not cached share one lookup.
-    - A sync ``source`` runs in a worker thread (at most ``max_threads`` at
-      once, apart from the route threadpool), so a slow database never
-      blocks the event loop or starves sync routes.
+    - A sync ``source`` runs in a thread of its own, apart from the route
+      threadpool, so a slow database never blocks the event loop or starves
+      sync routes. At most ``max_threads`` run at once, counted until each
+      thread ends, not until its caller gives up: a hung database holds
+      ``max_threads`` threads, and every further lookup is refused at once
+      (503) instead of starting another.
     """
 
     def __init__(
@@ -112,11 +114,11 @@ class RolesCache:
         self._pending: dict[_Key, tuple[asyncio.AbstractEventLoop, asyncio.Task[tuple[str, ...]]]] = {}
         # Bumped by forget() and clear(): a lookup that started before stores nothing.
         self._generation = 0
-        self._max_threads = max_threads
-        # One per event loop: a limiter belongs to the loop it was first used on.
-        self._limiters: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, anyio.CapacityLimiter] = (
-            weakref.WeakKeyDictionary()
-        )
+        self.max_threads = max_threads
+        # Taken before a thread starts and given back by the thread itself when
+        # the source returns: a caller that timed out or hung up does not free
+        # a slot its thread still holds. Shared by every event loop and thread.
+        self._thread_slots = threading.BoundedSemaphore(max_threads)
 
     async def roles_of(self, principal: Principal) -> tuple[str, ...]:
         """The sorted role names of ``principal``'s user; raises :class:`RolesUnavailable` on failure."""
@@ -138,6 +140,41 @@ class RolesCache:
         # Shielded: one waiter giving up (a client hanging up) must not
         # cancel the lookup the others are waiting for.
         return await asyncio.shield(task)
+
+    def roles_of_sync(self, principal: Principal) -> tuple[str, ...]:
+        """Blocking twin of :meth:`roles_of`, for Lambda handlers, scripts and WSGI apps.
+
+        The same cache, back-off, timeout and thread cap. An async source is
+        run to completion on a private event loop, so do not call this from
+        inside a running one; use :meth:`roles_of` there.
+        """
+        key = (principal.user_pool_id, principal.sub)
+        with self._lock:
+            roles = self._roles.get(key)
+            if roles is None and self._failures.get(key):
+                raise RolesUnavailable(pool=principal.user_pool_id)
+            generation = self._generation
+        if roles is not None:
+            return roles
+        found: tuple[str, ...] = ()
+        cause = None
+        try:
+            if self._is_async:
+                names = asyncio.run(_within(self.source(principal), self.timeout_seconds))  # type: ignore[arg-type]
+            else:
+                names = self._in_thread(principal).result(timeout=self.timeout_seconds)
+                if inspect.isawaitable(names):  # a sync callable that returned a coroutine
+                    names = asyncio.run(_within(names, self.timeout_seconds))
+            found = _role_names(names)
+        except _NoThreadFree:
+            cause = "no_thread_free"
+        except TimeoutError:
+            cause = "timeout"
+        except (KeyboardInterrupt, MemoryError):
+            raise
+        except BaseException as exc:  # SystemExit, GeneratorExit, CancelledError: a failed source
+            cause = type(exc).__name__
+        return self._outcome(key, generation, principal, found, cause)
 
     def forget(self, user_pool_id: str, sub: str) -> None:
         """Drop one user's cached roles and back-off, after the application changed their roles.
@@ -166,57 +203,101 @@ class RolesCache:
 
     async def _look_up(self, key: _Key, principal: Principal) -> tuple[str, ...]:
         generation = self._generation
-        failure: str
+        roles: tuple[str, ...] = ()
+        cause = None
         try:
             async with asyncio.timeout(self.timeout_seconds):
                 names = await self._call_source(principal)
             roles = _role_names(names)
+        except _NoThreadFree:
+            cause = "no_thread_free"
         except TimeoutError:
-            failure = "timeout"
-        except Exception as exc:
-            # Only the type: the message may quote anything the database said.
-            failure = type(exc).__name__
-        else:
-            with self._lock:
-                if generation == self._generation:
-                    self._roles[key] = roles
-            return roles
+            cause = "timeout"
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise  # this lookup itself is being cancelled (its loop is closing): let it end
+            cause = "CancelledError"  # raised by the source: its failure, not ours
+        except (KeyboardInterrupt, MemoryError):
+            raise
+        except BaseException as exc:  # SystemExit, GeneratorExit: a failed source, never a 500
+            cause = type(exc).__name__
+        return self._outcome(key, generation, principal, roles, cause)
+
+    def _outcome(
+        self, key: _Key, generation: int, principal: Principal, roles: tuple[str, ...], cause: str | None
+    ) -> tuple[str, ...]:
+        """Remember a lookup's answer, or its failure for the back-off, unless forget() came in between."""
         with self._lock:
             if generation == self._generation:
-                self._failures[key] = True
-        # The pool and the cause, no claim value: a sub stays out of logs.
+                if cause is None:
+                    self._roles[key] = roles
+                elif cause != "no_thread_free":  # not this user's failure: no back-off for them
+                    self._failures[key] = True
+        if cause is None:
+            return roles
+        # The pool and the cause (an exception's type only: its message may
+        # quote anything the database said); no claim value, so no sub in logs.
         logger.warning(
             "roles_unavailable pool=%s cause=%s: the roles source failed; retried after the back-off",
             principal.user_pool_id,
-            failure,
+            cause,
         )
         raise RolesUnavailable(pool=principal.user_pool_id)
 
     async def _call_source(self, principal: Principal) -> Any:
         if self._is_async:
             return await self.source(principal)  # type: ignore[misc]
-        loop = asyncio.get_running_loop()
-        limiter = self._limiters.get(loop)
-        if limiter is None:
-            limiter = self._limiters[loop] = anyio.CapacityLimiter(self._max_threads)
-        # abandon_on_cancel: on timeout the request is answered now; the
-        # thread finishes (or hangs) on its own, holding one of max_threads.
-        result = await anyio.to_thread.run_sync(
-            self.source, principal, abandon_on_cancel=True, limiter=limiter
-        )
+        result = await asyncio.wrap_future(self._in_thread(principal))
         if inspect.isawaitable(result):  # a sync callable that returned a coroutine
             return await result
         return result
 
+    def _in_thread(self, principal: Principal) -> Future[Any]:
+        """Start the sync source on a thread of its own, if one of ``max_threads`` is free."""
+        if not self._thread_slots.acquire(blocking=False):
+            raise _NoThreadFree()
+        future: Future[Any] = Future()
+
+        def run() -> None:
+            try:
+                if future.set_running_or_notify_cancel():
+                    try:
+                        result = self.source(principal)
+                    except BaseException as exc:
+                        future.set_exception(exc)
+                    else:
+                        future.set_result(result)
+            finally:
+                self._thread_slots.release()
+
+        # A daemon thread: a source that never returns must not hold up the
+        # process's exit, as an executor's joined worker would.
+        thread = threading.Thread(target=run, name="siot_authz-roles", daemon=True)
+        try:
+            thread.start()
+        except BaseException:
+            self._thread_slots.release()
+            raise
+        return future
+
+
+class _NoThreadFree(Exception):
+    """Every one of ``max_threads`` is still running a lookup (a hung source)."""
+
+
+async def _within(awaitable: Awaitable[Any], seconds: float) -> Any:
+    async with asyncio.timeout(seconds):
+        return await awaitable
+
 
 def _role_names(names: Any) -> tuple[str, ...]:
-    # A bare string is iterable too, and "admin" would become {"a", "d", ...}:
-    # refuse it rather than grant roles nobody meant.
-    if isinstance(names, str | bytes) or not isinstance(names, Iterable):
-        raise TypeError("a roles source must return a collection of role names")
-    roles = set()
+    # Only plain collections: a bare string would become {"a", "d", ...}, and
+    # a mapping's keys are not a statement of roles ({"admin": False} would
+    # grant admin). Anything else is a source bug, answered as an outage.
+    if not isinstance(names, list | tuple | set | frozenset):
+        raise TypeError("a roles source must return a list, tuple, set or frozenset of role names")
     for name in names:
         if not isinstance(name, str):
             raise TypeError("role names must be strings")
-        roles.add(name)
-    return tuple(sorted(roles))
+    return tuple(sorted(set(names)))

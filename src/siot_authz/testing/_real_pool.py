@@ -12,8 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from .._cognito_client import Tokens
 from .._settings import AuthSettings, read_simpleiot_config
-from ..cli._cognito import Tokens
 from ..cli._config import CliConfig
 from ..cli._exit import CommandFailed
 from ..cli._login import log_in_as

@@ -41,10 +41,10 @@ from typing import Any
 import pytest
 from fastapi import FastAPI
 
+from .._cognito_client import Tokens
 from .._fastapi import CognitoAuth
 from .._principal import Principal
 from .._settings import AuthSettings
-from ..cli._cognito import Tokens
 from ._contract import ContractCheck, check_contract_probe
 from ._issuer import LocalIssuer
 from ._overrides import make_principal, override_principal, override_settings
