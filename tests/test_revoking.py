@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 import pytest
 
 from siot_authz import AuthError, TokenVerifier
-from siot_authz._revoking import build_revocation
+from siot_authz._revoking import build_revocation, revocation_for
 from siot_authz.testing import LocalIssuer
 
 NOW = 1_900_000_000.0
@@ -95,7 +95,7 @@ def test_the_boundary_is_the_sign_out_plus_the_leeway(
 def test_an_entry_lives_until_no_token_it_covers_can_pass_the_exp_check(issuer: LocalIssuer) -> None:
     settings = issuer.settings(leeway_seconds=LEEWAY, max_token_lifetime_seconds=3600)
 
-    entry = build_revocation(settings, "user", "some-sub", before=None, clock=lambda: NOW)
+    entry = revocation_for(settings, "user", "some-sub", before=None, clock=lambda: NOW)
 
     # The latest token covered has iat just under before + leeway, exp an hour later,
     # and passes the exp check for one more leeway.
@@ -117,7 +117,7 @@ def test_before_may_be_a_unix_time_an_aware_datetime_or_now(
 ) -> None:
     settings = issuer.settings(leeway_seconds=LEEWAY)
 
-    assert build_revocation(settings, "session", "jti", before=before, clock=lambda: NOW).before == expected
+    assert revocation_for(settings, "session", "jti", before=before, clock=lambda: NOW).before == expected
 
 
 @pytest.mark.parametrize(
@@ -134,4 +134,12 @@ def test_refuses_what_cannot_be_a_revocation(
     issuer: LocalIssuer, subject: str, before: object, message: str
 ) -> None:
     with pytest.raises(ValueError, match=message):
-        build_revocation(issuer.settings(), "user", subject, before=before, clock=lambda: NOW)  # type: ignore[arg-type]
+        build_revocation(
+            "user",
+            issuer.user_pool_id,
+            subject,
+            before=before,  # type: ignore[arg-type]
+            clock=lambda: NOW,
+            leeway_seconds=LEEWAY,
+            max_token_lifetime_seconds=3600,
+        )

@@ -1,8 +1,8 @@
 """Building a revocation entry from a pool's settings: the one place its boundary and lifetime are computed.
 
-The verifier's ``revoke_user``/``revoke_session`` and the CLI's
-``siot-authz revoke`` both call :func:`build_revocation`, so an entry means
-the same whoever wrote it.
+The verifier's ``revoke_user``/``revoke_session`` (through
+:func:`revocation_for`) and the CLI's ``siot-authz revoke`` both call
+:func:`build_revocation`, so an entry means the same whoever wrote it.
 
 Two numbers are derived from the pool's settings:
 
@@ -29,7 +29,7 @@ from typing import Literal
 from ._settings import AuthSettings
 from .revocation import Revocation
 
-__all__ = ["build_revocation", "revocation_time"]
+__all__ = ["build_revocation", "revocation_for", "revocation_time"]
 
 
 def revocation_time(moment: float | datetime | None, clock: Callable[[], float]) -> float:
@@ -46,6 +46,36 @@ def revocation_time(moment: float | datetime | None, clock: Callable[[], float])
 
 
 def build_revocation(
+    kind: Literal["user", "session"],
+    user_pool_id: str,
+    subject: str,
+    *,
+    before: float | datetime | None = None,
+    clock: Callable[[], float],
+    leeway_seconds: float,
+    max_token_lifetime_seconds: float,
+) -> Revocation:
+    """The entry that revokes ``subject`` (a ``sub`` or an ``origin_jti``) in pool ``user_pool_id``.
+
+    ``before`` is when the sign-out happened (default: now, by ``clock``, a
+    wall clock in Unix seconds). ``leeway_seconds`` and
+    ``max_token_lifetime_seconds`` are the pool's settings of those names.
+    The entry's ``before`` is that time plus the leeway, and its
+    ``expires_at`` that plus the lifetime plus the leeway again (see the
+    module's docstring). Raises ValueError for an empty subject or an
+    unusable time.
+    """
+    if kind not in ("user", "session"):
+        raise ValueError("a revocation is of kind 'user' or 'session'")
+    if not isinstance(subject, str) or not subject:
+        raise ValueError("a revocation needs a non-empty subject (sub or origin_jti)")
+    boundary = revocation_time(before, clock) + leeway_seconds
+    return Revocation(
+        kind, user_pool_id, subject, boundary, boundary + max_token_lifetime_seconds + leeway_seconds
+    )
+
+
+def revocation_for(
     settings: AuthSettings,
     kind: Literal["user", "session"],
     subject: str,
@@ -53,19 +83,13 @@ def build_revocation(
     before: float | datetime | None = None,
     clock: Callable[[], float],
 ) -> Revocation:
-    """The entry that revokes ``subject`` (a ``sub`` or an ``origin_jti``) in the pool of ``settings``.
-
-    ``before`` is when the sign-out happened (default: now, by ``clock``, a
-    wall clock in Unix seconds). The entry's ``before`` is that time plus the
-    pool's leeway, and its ``expires_at`` that plus ``max_token_lifetime_seconds``
-    plus the leeway again (see the module's docstring). Raises ValueError for
-    an empty subject or an unusable time.
-    """
-    if kind not in ("user", "session"):
-        raise ValueError("a revocation is of kind 'user' or 'session'")
-    if not isinstance(subject, str) or not subject:
-        raise ValueError("a revocation needs a non-empty subject (sub or origin_jti)")
-    leeway = settings.leeway_seconds
-    boundary = revocation_time(before, clock) + leeway
-    expires_at = boundary + settings.max_token_lifetime_seconds + leeway
-    return Revocation(kind, settings.user_pool_id, subject, boundary, expires_at)
+    """:func:`build_revocation` with the leeway and lifetime of a pool's settings."""
+    return build_revocation(
+        kind,
+        settings.user_pool_id,
+        subject,
+        before=before,
+        clock=clock,
+        leeway_seconds=settings.leeway_seconds,
+        max_token_lifetime_seconds=settings.max_token_lifetime_seconds,
+    )

@@ -48,7 +48,7 @@ from ._key_cache import JwksCache, JwksDocument
 from ._observe import Observer
 from ._pools import Pool, PoolRouter
 from ._principal import Principal
-from ._revoking import build_revocation
+from ._revoking import revocation_for
 from ._settings import AuthSettings, as_pool_list
 from ._token import ParsedToken, parse_token, strip_bearer
 from ._verified_cache import VerifiedTokenCache
@@ -493,7 +493,7 @@ class TokenVerifier:
         pool = self._router.by_id.get(user_pool_id)
         if pool is None:
             raise ValueError(f"user pool {user_pool_id!r} is not configured")
-        return build_revocation(pool.settings, kind, subject, before=before, clock=self._clock)
+        return revocation_for(pool.settings, kind, subject, before=before, clock=self._clock)
 
     async def revoke_user(
         self, user_pool_id: str, sub: str, *, before: float | datetime | None = None
