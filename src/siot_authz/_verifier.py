@@ -16,6 +16,13 @@ The order is fixed and each step trusts only what the steps before it proved:
 
 Claims are read before step 7 only as parsed JSON, and only ``iss`` to pick
 a pool; no rule trusts them until the signature has verified.
+
+There is one pipeline for every face. Steps 1 to 5 (and 9 for a cache hit)
+never wait. Steps 6 to 10 are a generator that yields what it must wait for,
+the key (step 6) and the check's answer (step 8), and is handed back how the
+wait ended. ``verify`` awaits each wait and ``verify_sync`` blocks on it;
+nothing else differs, so a further face (the Lambda one calls ``verify_sync``)
+reuses the pipeline instead of copying it.
 """
 
 from __future__ import annotations
@@ -385,9 +392,9 @@ class TokenVerifier:
             crash = exc.exception_type
         except (asyncio.CancelledError, KeyboardInterrupt):
             raise  # the request's own cancellation, or the operator's Ctrl-C
-        except (
-            BaseException
-        ) as exc:  # SystemExit, GeneratorExit: a check must not end the process or the request
+        except BaseException as exc:
+            # SystemExit, GeneratorExit from a sync check under verify_sync: a
+            # check must end neither the process nor the request.
             crash = type(exc).__name__
         # Raised outside the except block, so the refusal carries no context from the check.
         raise CheckFailed() if crash is None else _check_crashed(crash)
