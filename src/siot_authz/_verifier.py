@@ -267,7 +267,7 @@ class TokenVerifier:
         """
         found = self._cached_or_routed(token)
         if isinstance(found, Principal):
-            return found
+            return found  # a verified-cache hit
         while found.wanted is not None:
             found.resume(*await self._wait(found.wanted))
         return found.principal
@@ -282,7 +282,7 @@ class TokenVerifier:
         """
         found = self._cached_or_routed(token)
         if isinstance(found, Principal):
-            return found
+            return found  # a verified-cache hit
         while found.wanted is not None:
             found.resume(*self._wait_sync(found.wanted))
         return found.principal
@@ -339,7 +339,9 @@ class TokenVerifier:
                         cache_hit = True
                         pool_id = principal.user_pool_id
                         self._refuse_if_revoked(principal)
-                        self._report_accepted(pool_id, cache_hit=True)
+                        observer = self._observer
+                        if observer is not None:  # inline: this is the hot path
+                            observer.verification(pool_id, None, True)
                         return principal
                     break
             parsed = parse_token(token, self._max_token_bytes)
