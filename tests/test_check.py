@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -68,10 +70,14 @@ class Check:
 class Service:
     """A verifier with a check, behind a FastAPI route; reports ``"ok"`` or ``"<status> <code>"``."""
 
-    def __init__(self, face: str, settings: AuthSettings, check: Check) -> None:
+    def __init__(
+        self, face: str, settings: AuthSettings, recorder: Check | None, **verifier_options: Any
+    ) -> None:
         self.face = face
-        self.auth = CognitoAuth(settings, check=check.function)
-        self.verifier = self.auth.verifier
+        if recorder is not None:
+            verifier_options["check"] = recorder.function
+        self.verifier = TokenVerifier(settings, **verifier_options)
+        self.auth = CognitoAuth(verifier=self.verifier)
         app = FastAPI()
 
         @app.get("/me")
@@ -115,6 +121,13 @@ def make_service(issuer: LocalIssuer) -> Iterator[Callable[[str, Check], Service
         service.close()
 
 
+class _TruthRaises:
+    """An answer whose truth value cannot be read (a numpy array, a lazy query...)."""
+
+    def __bool__(self) -> bool:
+        raise ValueError("the truth value is ambiguous")
+
+
 def _raise(error: BaseException) -> Callable[[Principal], Any]:
     def answer(principal: Principal) -> Any:
         raise error
@@ -135,6 +148,11 @@ ANSWERS: list[tuple[str, Callable[[Principal], Any], str]] = [
     ("raises-key-error", _raise(KeyError("sub")), "401 check_failed"),
     ("raises-connection-error", _raise(ConnectionError("database down")), "401 check_failed"),
     ("raises-zero-division", lambda p: 1 / 0, "401 check_failed"),
+    # Not Exception subclasses, yet still the check's failure, never a 500 or an escape from verify_sync.
+    ("raises-cancelled-error", _raise(asyncio.CancelledError()), "401 check_failed"),
+    ("raises-generator-exit", _raise(GeneratorExit()), "401 check_failed"),
+    ("raises-system-exit", _raise(SystemExit(3)), "401 check_failed"),
+    ("answer-whose-truth-raises", lambda p: _TruthRaises(), "401 check_failed"),
 ]
 
 
@@ -305,3 +323,253 @@ def test_a_check_raising_missing_token_is_check_failed_even_where_login_is_optio
     # A token was sent and refused: never treated as "no credentials", so never anonymous.
     assert response.status_code == 401
     assert response.json()["detail"]["code"] == "check_failed"
+
+
+def _timed_out_service(
+    issuer: LocalIssuer, check: Callable[[Principal], Any], face: str = "fastapi"
+) -> Service:
+    return Service(
+        face, issuer.settings(http_timeout_seconds=2.0), None, check=check, check_timeout_seconds=0.2
+    )
+
+
+async def _never_answers(principal: Principal) -> bool:
+    await asyncio.sleep(3600)
+    return True
+
+
+def _answers_too_late(principal: Principal) -> bool:
+    time.sleep(1.0)
+    return True
+
+
+@pytest.mark.parametrize(
+    ("face", "check"),
+    [
+        ("fastapi", _never_answers),
+        ("async", _never_answers),
+        ("sync", _never_answers),
+        ("fastapi", _answers_too_late),
+        ("async", _answers_too_late),
+    ],
+    ids=["fastapi-async", "async-async", "sync-async", "fastapi-sync", "async-sync"],
+)
+def test_a_check_that_does_not_answer_in_time_gets_503_check_unavailable(
+    issuer: LocalIssuer, face: str, check: Callable[[Principal], Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    service = _timed_out_service(issuer, check, face)
+    try:
+        with caplog.at_level(logging.WARNING, logger="siot_authz"):
+            assert service.outcome(issuer.mint()) == "503 check_unavailable"
+        assert "custom_check_timed_out" in caplog.text
+        assert service.outcome(issuer.mint()) == "503 check_unavailable"  # not cached: asked again
+    finally:
+        service.close()
+
+
+def test_check_unavailable_is_a_503_with_retry_after(issuer: LocalIssuer) -> None:
+    service = _timed_out_service(issuer, _never_answers)
+    try:
+        response = service.client.get("/me", headers={"Authorization": issuer.mint()})
+    finally:
+        service.close()
+
+    assert response.status_code == 503
+    assert response.json()["detail"]["code"] == "check_unavailable"
+    assert response.headers["Retry-After"]
+    assert "WWW-Authenticate" not in response.headers
+
+
+def test_a_check_timeout_must_be_positive(issuer: LocalIssuer) -> None:
+    with pytest.raises(ValueError, match="check_timeout_seconds"):
+        TokenVerifier(issuer.settings(), check=lambda p: True, check_timeout_seconds=0)
+
+
+@pytest.mark.anyio
+async def test_a_sync_check_does_not_block_the_event_loop(issuer: LocalIssuer) -> None:
+    """A slow sync check runs in a worker thread: other requests on the loop go on meanwhile."""
+    started = threading.Event()
+
+    def slow(principal: Principal) -> bool:
+        started.set()
+        time.sleep(0.5)
+        return True
+
+    verifier = TokenVerifier(issuer.settings(), jwks={issuer.user_pool_id: issuer.jwks()}, check=slow)
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.01)
+            if started.is_set():
+                ticks += 1
+
+    ticking = asyncio.create_task(ticker())
+    try:
+        principal = await verifier.verify(issuer.mint())
+    finally:
+        ticking.cancel()
+        await verifier.aclose()
+
+    assert principal.username == "alice"
+    # Blocked, the loop would tick once after the check; free, about 50 times (a slow machine: many fewer).
+    assert ticks >= 5
+
+
+@pytest.mark.anyio
+async def test_the_requests_own_cancellation_propagates_out_of_an_async_check(issuer: LocalIssuer) -> None:
+    """A client that went away cancels its request: that is not the check failing, and must propagate."""
+    entered = asyncio.Event()
+
+    async def waits(principal: Principal) -> bool:
+        entered.set()
+        await asyncio.sleep(3600)
+        return True
+
+    verifier = TokenVerifier(issuer.settings(), jwks={issuer.user_pool_id: issuer.jwks()}, check=waits)
+    request = asyncio.create_task(verifier.verify(issuer.mint()))
+    await entered.wait()
+    request.cancel()
+
+    with pytest.raises(asyncio.CancelledError):
+        await request
+    await verifier.aclose()
+
+
+def test_a_check_cancelled_under_uvicorn_like_serving_is_a_401_not_a_500(issuer: LocalIssuer) -> None:
+    async def cancelled(principal: Principal) -> bool:
+        raise asyncio.CancelledError()
+
+    auth = CognitoAuth(issuer.settings(), check=cancelled)
+    app = FastAPI()
+
+    @app.get("/me")
+    async def me(principal: Principal = Depends(auth)) -> dict[str, str]:
+        return {"username": principal.username}
+
+    with TestClient(app, raise_server_exceptions=True) as client:
+        response = client.get("/me", headers={"Authorization": issuer.mint()})
+
+    assert response.status_code == 401
+    assert response.json()["detail"]["code"] == "check_failed"
+
+
+# -- under a real uvicorn ------------------------------------------------------------------------
+
+BEHAVIOURS: dict[str, Callable[[Principal], Any]] = {
+    "pass": lambda p: True,
+    "cancelled": _raise(asyncio.CancelledError()),
+    "generator-exit": _raise(GeneratorExit()),
+    "system-exit": _raise(SystemExit(3)),
+}
+
+
+def _behave(principal: Principal) -> Any:
+    behaviour = principal.claims["behaviour"]
+    if behaviour == "slow":
+        time.sleep(2.0)
+        return True
+    return BEHAVIOURS[behaviour](principal)
+
+
+async def _behave_async(principal: Principal) -> Any:
+    if principal.claims["behaviour"] == "hang":
+        await asyncio.sleep(3600)
+    return _behave(principal)
+
+
+@pytest.fixture(scope="module")
+def served(_session_issuer: LocalIssuer) -> Iterator[str]:
+    """One uvicorn on loopback for the module: /async-check and /sync-check routes, and an open /ping."""
+    import uvicorn
+
+    from example_server import free_port
+
+    issuer = _session_issuer
+    settings = issuer.settings()
+    jwks = {issuer.user_pool_id: issuer.jwks()}
+    with_async = CognitoAuth(
+        verifier=TokenVerifier(settings, jwks=jwks, check=_behave_async, check_timeout_seconds=0.5)
+    )
+    with_sync = CognitoAuth(verifier=TokenVerifier(settings, jwks=jwks, check=_behave))
+    app = FastAPI()
+
+    @app.get("/async-check")
+    async def async_route(principal: Principal = Depends(with_async)) -> dict[str, str]:
+        return {"username": principal.username}
+
+    @app.get("/sync-check")
+    async def sync_route(principal: Principal = Depends(with_sync)) -> dict[str, str]:
+        return {"username": principal.username}
+
+    @app.get("/ping")
+    async def ping() -> dict[str, str]:
+        return {"status": "ok"}
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="critical"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        assert time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.02)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+def _served_outcome(base_url: str, route: str, token: str) -> str:
+    import httpx
+
+    response = httpx.get(f"{base_url}{route}", headers={"Authorization": token}, timeout=20)
+    if response.status_code == 200:
+        return "ok"
+    if response.status_code >= 500 and response.status_code != 503:
+        return f"{response.status_code} server error"
+    return f"{response.status_code} {response.json()['detail']['code']}"
+
+
+@pytest.mark.parametrize("route", ["/async-check", "/sync-check"])
+@pytest.mark.parametrize(
+    ("behaviour", "expected"),
+    [
+        ("pass", "ok"),
+        ("cancelled", "401 check_failed"),
+        ("generator-exit", "401 check_failed"),
+        ("system-exit", "401 check_failed"),
+    ],
+)
+def test_under_uvicorn_a_check_ending_in_a_base_exception_is_a_401_never_a_500(
+    served: str, issuer: LocalIssuer, route: str, behaviour: str, expected: str
+) -> None:
+    assert _served_outcome(served, route, issuer.mint(behaviour=behaviour)) == expected
+    assert _served_outcome(served, "/ping", "") == "ok"  # the server is still serving
+
+
+def test_under_uvicorn_a_hung_async_check_is_answered_503_check_unavailable(
+    served: str, issuer: LocalIssuer
+) -> None:
+    assert _served_outcome(served, "/async-check", issuer.mint(behaviour="hang")) == "503 check_unavailable"
+
+
+def test_under_uvicorn_a_slow_sync_check_does_not_delay_other_requests(
+    served: str, issuer: LocalIssuer
+) -> None:
+    """A 2 s sync check once delayed an unauthenticated /ping by 1.8 s: it ran on the event loop."""
+    import httpx
+
+    outcome: list[str] = []
+    slow = threading.Thread(
+        target=lambda: outcome.append(_served_outcome(served, "/sync-check", issuer.mint(behaviour="slow")))
+    )
+    slow.start()
+    time.sleep(0.3)  # the slow check is running now
+    started = time.monotonic()
+    assert httpx.get(f"{served}/ping", timeout=20).status_code == 200
+    ping_seconds = time.monotonic() - started
+    slow.join(timeout=20)
+
+    assert outcome == ["ok"]
+    assert ping_seconds < 1.5  # on the loop, the ping would wait out the remaining 1.7 s of the check

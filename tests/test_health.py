@@ -256,6 +256,45 @@ def test_readyz_answers_503_with_the_reasons_until_every_pool_holds_keys(issuer:
     assert ready.json()["is_ready"] is True
 
 
+def test_readiness_recovers_without_traffic_once_the_key_endpoint_does(issuer: LocalIssuer) -> None:
+    """Behind a /readyz gate no request reaches the pool: the background retry must fetch by itself."""
+    server = issuer.serve()
+    server.response = JwksResponse(status=503)
+    auth = CognitoAuth(issuer.settings(http_timeout_seconds=2.0, jwks_refetch_cooldown_seconds=60))
+
+    with TestClient(readiness_app(auth)) as client:
+        assert client.get("/readyz").status_code == 503
+        server.response = JwksResponse()  # the endpoint comes back
+        deadline = time.monotonic() + 15
+        while (status := client.get("/readyz").status_code) != 200:
+            assert time.monotonic() < deadline, "readiness never recovered without traffic"
+            time.sleep(0.05)
+
+    assert status == 200
+    assert auth.health().pools[0].keys.key_count == 1
+    assert server.requested_paths == [server.path] * server.request_count  # only key fetches, no /me
+
+
+@pytest.mark.anyio
+async def test_the_background_retry_backs_off_and_stops_at_aclose(issuer: LocalIssuer) -> None:
+    server = issuer.serve()
+    server.response = JwksResponse(status=503)
+    verifier = TokenVerifier(issuer.settings(http_timeout_seconds=2.0))
+
+    await verifier.start()
+    await asyncio.sleep(2.0)
+    tried = server.request_count
+    await verifier.aclose()
+    stopped_at = server.request_count
+    await asyncio.sleep(1.6)
+
+    # The prefetch, then retries after 0.5 s, 1 s, 2 s...: a few fetches in two seconds, not a
+    # stream. Each fetch of a 503 makes two requests (one immediate retry of a transient failure).
+    assert 4 <= tried <= 8
+    assert server.request_count == stopped_at
+    assert not verifier.health().is_ready
+
+
 def test_health_is_plain_json_data(issuer: LocalIssuer, make_verifier: Callable[..., TokenVerifier]) -> None:
     verifier = make_verifier(issuer.settings())
     verifier.pools[0].keys.refresh_sync()

@@ -69,8 +69,12 @@ MISBEHAVIOURS = {
     "nan": Misbehaviour(answer(body=b'{"keys": [], "x": NaN}'), "jwks_non_finite_number"),
     "no_keys": Misbehaviour(answer(body=b'{"keys": []}'), "jwks_no_usable_key"),
     "only_unusable_keys": Misbehaviour(
-        answer(body=b'{"keys": [{"kty": "EC", "kid": "a"}, {"kty": "oct", "kid": "b", "k": "c2VjcmV0"}]}'),
+        answer(body=b'{"keys": [{"kty": "EC", "kid": "a"}, {"kty": "oct", "kid": "b", "alg": "HS256"}]}'),
         "jwks_no_usable_key",
+    ),
+    "private_key_material": Misbehaviour(
+        answer(body=b'{"keys": [{"kty": "oct", "kid": "b", "k": "c2VjcmV0"}]}'),
+        "jwks_holds_private_key_material",
     ),
     "oversize_content_length": Misbehaviour(answer(body=HUGE_BODY), "body_over_262144_bytes"),
     "oversize_chunked": Misbehaviour(answer(body=HUGE_BODY, framing="chunked"), "body_over_262144_bytes"),

@@ -44,12 +44,15 @@ def with_changes(jwk: dict[str, Any], **changes: Any) -> dict[str, Any]:
 # Each entry turns a good JWK (and a 1024-bit key) into a bad entry of the same kid.
 BAD_KEYS: dict[str, Callable[[dict[str, Any], SigningKey], Any]] = {
     "kty_ec": lambda jwk, _: with_changes(jwk, kty="EC", crv="P-256", x="AA", y="AA"),
-    "kty_oct": lambda jwk, _: {"kty": "oct", "kid": jwk["kid"], "k": b64url(b"public-key-as-secret")},
+    "kty_oct": lambda jwk, _: {"kty": "oct", "kid": jwk["kid"], "alg": "HS256"},
     "kty_missing": lambda jwk, _: with_changes(jwk, kty=None),
     "use_enc": lambda jwk, _: with_changes(jwk, use="enc"),
     "alg_rs512": lambda jwk, _: with_changes(jwk, alg="RS512"),
     "alg_hs256": lambda jwk, _: with_changes(jwk, alg="HS256"),
     "alg_none": lambda jwk, _: with_changes(jwk, alg="none"),
+    "key_ops_sign_only": lambda jwk, _: with_changes(jwk, key_ops=["sign"]),
+    "key_ops_empty": lambda jwk, _: with_changes(jwk, key_ops=[]),
+    "key_ops_not_a_list": lambda jwk, _: with_changes(jwk, key_ops="verify"),
     "short_1024_bit": lambda jwk, short: with_changes(short.public_jwk(), kid=jwk["kid"]),
     "n_not_base64url": lambda jwk, _: with_changes(jwk, n="!!not base64!!"),
     "n_empty": lambda jwk, _: with_changes(jwk, n=""),
@@ -101,25 +104,33 @@ def test_unusable_entry_does_not_count_as_a_duplicate(rsa_jwks: list[dict[str, A
     assert set(key_set.keys) == {"shared"}
 
 
-def test_private_members_are_ignored(issuer: LocalIssuer) -> None:
-    signing_key = issuer.signing_key
-    numbers = signing_key.private_key.private_numbers()
-    leaked = {
-        **signing_key.public_jwk(),
-        "d": b64url(numbers.d.to_bytes(256, "big")),
-        "p": "not even base64 !!",
-        "q": 12,
-        "dp": None,
-        "oth": [{"r": "x"}],
-    }
+@pytest.mark.parametrize("member", ["d", "p", "q", "dp", "dq", "qi", "oth", "k"])
+def test_a_document_holding_private_key_material_is_refused_as_a_whole(
+    member: str, issuer: LocalIssuer, rsa_jwks: list[dict[str, Any]]
+) -> None:
+    """Whoever published it leaked a signing secret: that must be seen, not quietly ignored."""
+    numbers = issuer.signing_key.private_key.private_numbers()
+    leaked = {**issuer.signing_key.public_jwk(), member: b64url(numbers.d.to_bytes(256, "big"))}
+
+    with pytest.raises(InvalidJwks, match=r"^jwks_holds_private_key_material$"):
+        parse_jwks(document(rsa_jwks[0], leaked))
+
+
+def test_key_ops_listing_verify_among_others_is_usable(issuer: LocalIssuer) -> None:
+    jwk = {**issuer.signing_key.public_jwk(), "key_ops": ["verify", "encrypt"]}
+
+    assert set(parse_jwks(document(jwk)).keys) == {issuer.signing_key.kid}
+
+
+def test_only_n_and_e_are_read_so_a_verification_key_cannot_sign(issuer: LocalIssuer) -> None:
     token = issuer.mint()
     header, payload, signature = token.split(".")
 
-    key = parse_jwks(document(leaked)).keys[signing_key.kid]
+    key = parse_jwks(document(issuer.signing_key.public_jwk())).keys[issuer.signing_key.kid]
 
     assert key.size_bits == 2048
     assert key.verify(f"{header}.{payload}".encode(), _b64decode(signature))
-    assert not hasattr(key, "sign")  # a verification key only, though the JWK leaked "d"
+    assert not hasattr(key, "sign")
 
 
 def _b64decode(segment: str) -> bytes:

@@ -53,9 +53,7 @@ class Caller:
 
     def __init__(self, face: str, settings: AuthSettings, clock: Callable[[], float] | None = None) -> None:
         self.face = face
-        self.verifier = TokenVerifier(settings)
-        if clock is not None:
-            self.verifier.keys = JwksCache(settings, clock=clock)
+        self.verifier = TokenVerifier(settings) if clock is None else TokenVerifier(settings, key_timer=clock)
         auth = CognitoAuth(verifier=self.verifier)
         app = FastAPI()
 
@@ -284,6 +282,30 @@ def test_only_one_background_refresh_runs_at_a_time(
 
 
 # -- unknown kids and the cooldown ------------------------------------------------------
+
+
+@pytest.mark.parametrize("face", FACES)
+def test_a_rotated_key_is_picked_up_after_the_ttl_even_when_the_cooldown_is_longer(
+    make_caller: Callable[..., Caller],
+    clock: FakeClock,
+    face: str,
+    issuer: LocalIssuer,
+    jwks_server: JwksServer,
+) -> None:
+    """Issue 17's regression: TTL 1 s, cooldown 30 s, then the endpoint swaps to a new key."""
+    caller = make_caller(face, clock, jwks_ttl_seconds=1, jwks_refetch_cooldown_seconds=30)
+    assert caller.outcome(issuer.mint()) == "ok"
+    issuer.rotate_key(keep_old=False)  # the endpoint now serves only the new key
+
+    clock.advance(0.5)
+    assert caller.outcome(issuer.mint()) == "401 kid_unknown"  # within the TTL and the cooldown: no fetch
+    assert jwks_server.request_count == 1
+
+    clock.advance(1.5)  # past the TTL, still deep in the cooldown
+    assert caller.outcome(issuer.mint()) == "ok"
+    assert jwks_server.request_count == 2
+    assert {caller.outcome(issuer.mint()) for _ in range(5)} == {"ok"}
+    assert jwks_server.request_count == 2
 
 
 @pytest.mark.parametrize(("wait", "fetches"), [(0, 1), (COOLDOWN, 2)], ids=["in-cooldown", "after-cooldown"])
@@ -539,3 +561,49 @@ async def test_a_cancelled_request_is_still_cancelled(
     with pytest.raises(asyncio.CancelledError):
         await waiter
     await cache.aclose()
+
+
+@pytest.mark.anyio
+async def test_a_cold_waiter_that_goes_away_does_not_cancel_the_fetch_for_the_others(
+    verifier: TokenVerifier, issuer: LocalIssuer, jwks_server: JwksServer
+) -> None:
+    jwks_server.response = JwksResponse(delay_seconds=0.5)  # both arrive while the one fetch is in flight
+    leaving = asyncio.ensure_future(verifier.verify(issuer.mint()))
+    staying = asyncio.ensure_future(verifier.verify(issuer.mint(username="bob")))
+    await asyncio.sleep(0.2)
+
+    leaving.cancel()  # a client disconnect
+
+    assert (await staying).username == "bob"
+    with pytest.raises(asyncio.CancelledError):
+        await leaving
+    assert jwks_server.request_count == 1
+
+
+@pytest.mark.filterwarnings("ignore:coroutine 'JwksCache._fetch_and_store' was never awaited")
+def test_a_refresh_lost_with_a_loop_closed_undrained_is_presumed_lost_and_another_starts(
+    clock: FakeClock, issuer: LocalIssuer, jwks_server: JwksServer
+) -> None:
+    settings = issuer.settings(http_timeout_seconds=2.0, jwks_ttl_seconds=TTL)
+    verifier = TokenVerifier(settings, key_timer=clock)
+    token = issuer.mint()
+    assert verifier.verify_sync(token).username == "alice"
+    clock.advance(TTL + 1)
+    loop = asyncio.new_event_loop()
+    loop.run_until_complete(verifier.verify(token))  # starts a background refresh task on this loop...
+    loop.close()  # ...which never runs: the loop is closed without draining it
+    assert verifier.keys.status().is_refreshing
+    issuer.rotate_key(keep_old=False)
+
+    clock.advance(1.0)  # not yet past the refresh's deadline: it may still be running
+    assert verifier.verify_sync(token).username == "alice"
+    clock.advance(settings.http_timeout_seconds + 1.0)  # past it: presumed lost
+    assert verifier.verify_sync(token).username == "alice"  # the held key answers; a refresh starts
+
+    deadline = time.monotonic() + 10
+    while jwks_server.request_count < 2 or verifier.keys.status().is_refreshing:
+        assert time.monotonic() < deadline, "no new refresh started after the lost one"
+        time.sleep(0.02)
+    with pytest.raises(AuthError, match="kid_unknown"):
+        verifier.verify_sync(token)
+    verifier.close()

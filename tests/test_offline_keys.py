@@ -21,7 +21,7 @@ from fastapi.testclient import TestClient
 from pydantic import ValidationError
 
 from siot_authz import AuthError, AuthSettings, CognitoAuth, Principal, TokenVerifier
-from siot_authz.testing import LocalIssuer
+from siot_authz.testing import LocalIssuer, SigningKey
 
 FACES = ("fastapi", "async", "sync")
 
@@ -224,7 +224,7 @@ def test_an_unreachable_key_url_does_not_stop_handed_in_keys_serving_after_the_t
         ({}, "jwks_keys_not_an_array"),
         ({"keys": "none"}, "jwks_keys_not_an_array"),
         ({"keys": []}, "jwks_no_usable_key"),
-        ({"keys": [{"kty": "oct", "kid": "k", "k": "c2VjcmV0"}]}, "jwks_no_usable_key"),
+        ({"keys": [{"kty": "oct", "kid": "k", "k": "c2VjcmV0"}]}, "jwks_holds_private_key_material"),
     ],
     ids=["not-json", "not-utf8", "array", "no-keys", "keys-not-array", "empty", "only-hmac-key"],
 )
@@ -241,6 +241,43 @@ def test_a_bad_document_fails_at_construction_saying_why(
     path.write_bytes(document if isinstance(document, bytes) else json.dumps(document).encode())
     with pytest.raises(ValueError, match=f"jwks_file {path}.* is unusable: {reason}"):
         CognitoAuth(issuer.settings(for_transport=True, jwks_file=path))
+
+
+@pytest.mark.parametrize("member", ["d", "p", "q", "dp", "dq", "qi", "oth", "k"])
+def test_a_jwks_file_holding_private_key_material_is_refused_saying_so(
+    issuer: LocalIssuer, tmp_path: Path, member: str
+) -> None:
+    leaked = {**issuer.signing_key.public_jwk(), member: "c2VjcmV0LWtleS1tYXRlcmlhbA"}
+    path = _write_jwks(tmp_path / "jwks.json", {"keys": [leaked]})
+
+    with pytest.raises(ValueError, match=r"holds_private_key_material.*private key members.*must be rotated"):
+        TokenVerifier(issuer.settings(for_transport=True, jwks_file=path))
+
+
+@pytest.mark.parametrize("face", FACES)
+def test_a_key_whose_key_ops_exclude_verify_is_not_used(
+    issuer: LocalIssuer, tmp_path: Path, closed_port: int, no_network: list[str], face: str
+) -> None:
+    signing_only = {**issuer.signing_key.public_jwk(), "key_ops": ["sign"]}
+    other = SigningKey(kid="verifying-key")
+    verifying = {**other.public_jwk(), "key_ops": ["verify"]}
+    path = _write_jwks(tmp_path / "jwks.json", {"keys": [signing_only, verifying]})
+    auth = CognitoAuth(_unreachable(issuer, closed_port, jwks_file=path))
+
+    assert _outcome(face, auth, issuer.mint()) == "401 kid_unknown"
+    assert _outcome(face, auth, issuer.sign(issuer.claims(), key=other)) == "ok"
+
+
+def test_a_jwks_file_over_max_jwks_bytes_is_refused_before_it_is_parsed(
+    issuer: LocalIssuer, tmp_path: Path
+) -> None:
+    path = tmp_path / "jwks.json"
+    path.write_text(json.dumps(issuer.jwks()) + " " * 2000)  # valid JSON, 2.5 KB
+
+    with pytest.raises(ValueError, match=f"jwks_file {path} is larger than max_jwks_bytes \\(1024 bytes\\)"):
+        TokenVerifier(issuer.settings(for_transport=True, jwks_file=path, max_jwks_bytes=1024))
+    verifier = TokenVerifier(issuer.settings(for_transport=True, jwks_file=path, max_jwks_bytes=4096))
+    assert verifier.verify_sync(issuer.mint()).username == "alice"
 
 
 def test_a_missing_jwks_file_fails_at_construction_naming_it(issuer: LocalIssuer, tmp_path: Path) -> None:

@@ -19,7 +19,6 @@ from fastapi import Depends, FastAPI
 from fastapi.testclient import TestClient
 
 from siot_authz import AuthError, AuthSettings, CognitoAuth, Principal, TokenVerifier
-from siot_authz._key_cache import JwksCache
 from siot_authz.testing import LocalIssuer, SigningKey
 
 FACES = ("fastapi", "async", "sync")
@@ -97,10 +96,6 @@ class Service:
 
         self.client = TestClient(app)
 
-    def use_clock(self, clock: Callable[[], float]) -> None:
-        for pool in self.verifier.pools:
-            pool.keys = JwksCache(pool.settings, clock=clock)
-
     def outcome(self, token: str) -> str:
         if self.face == "fastapi":
             response = self.client.get("/me", headers={"Authorization": token})
@@ -142,6 +137,22 @@ def service(
 
 
 # -- routing --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("face", FACES)
+def test_each_pool_holds_its_tokens_to_its_own_size_cap(
+    make_service: Callable[..., Service], alpha: LocalIssuer, bravo: LocalIssuer, face: str
+) -> None:
+    """The header cap is the largest pool's; a pool's own smaller cap applies once the token is routed to it."""
+    service = make_service(
+        face, _settings(alpha, max_token_bytes=512), _settings(bravo, max_token_bytes=8192)
+    )
+    alpha_token, bravo_token = alpha.mint(), bravo.mint()  # about 1 KB each
+    assert 512 < len(alpha_token) < 8192
+    assert 512 < len(bravo_token) < 8192
+
+    assert service.outcome(alpha_token) == "401 token_too_large"
+    assert service.outcome(bravo_token) == f"ok {POOL_B}"
 
 
 def test_each_pools_tokens_are_accepted_and_name_their_pool(
@@ -299,9 +310,8 @@ def test_kid_spray_against_one_pool_does_not_use_up_the_other_pools_cooldown(
     make_service: Callable[..., Service], alpha: LocalIssuer, bravo: LocalIssuer, face: str
 ) -> None:
     cooldown = {"jwks_refetch_cooldown_seconds": 30.0}
-    service = make_service(face, _settings(alpha, **cooldown), _settings(bravo, **cooldown))
     clock = FakeClock()
-    service.use_clock(clock)
+    service = make_service(face, _settings(alpha, **cooldown), _settings(bravo, **cooldown), key_timer=clock)
     assert service.outcome(alpha.mint()) == f"ok {POOL_A}"
     assert service.outcome(bravo.mint()) == f"ok {POOL_B}"
     clock.advance(31)
@@ -357,11 +367,10 @@ def test_verified_tokens_are_cached_in_their_own_pool(
 def test_a_key_withdrawn_by_one_pool_ends_only_that_pools_cached_tokens(
     make_service: Callable[..., Service], alpha: LocalIssuer, bravo: LocalIssuer
 ) -> None:
-    service = make_service(
-        "sync", _settings(alpha, jwks_ttl_seconds=60), _settings(bravo, jwks_ttl_seconds=60)
-    )
     clock = FakeClock()
-    service.use_clock(clock)
+    service = make_service(
+        "sync", _settings(alpha, jwks_ttl_seconds=60), _settings(bravo, jwks_ttl_seconds=60), key_timer=clock
+    )
     alpha_token, bravo_token = alpha.mint(), bravo.mint()
     assert service.outcome(alpha_token) == f"ok {POOL_A}"
     assert service.outcome(bravo_token) == f"ok {POOL_B}"

@@ -13,6 +13,7 @@ from typing import ClassVar
 __all__ = [
     "AuthError",
     "CheckFailed",
+    "CheckUnavailable",
     "ClaimTypeInvalid",
     "ClientNotAllowed",
     "HeaderInvalid",
@@ -184,6 +185,15 @@ class CheckFailed(InvalidToken):
 
     code = "check_failed"
     reason = "The token was refused by the application's check."
+
+
+class CheckUnavailable(AuthError):
+    """Raised when the application's ``check`` did not answer within ``check_timeout_seconds``."""
+
+    code = "check_unavailable"
+    status_code = 503
+    reason = "The application's check did not answer in time; try again shortly."
+    bearer_error = None
 
 
 class InsufficientPermissions(AuthError):

@@ -70,18 +70,37 @@ def _response_error(response: httpx.Response, max_bytes: int) -> JwksFetchError 
     return None
 
 
-def _transport_error(exc: httpx.HTTPError) -> JwksFetchError:
-    import httpx
+class _Attempts:
+    """The retry policy both faces share: one immediate retry, of a transient failure only, while time is left."""
 
-    if isinstance(exc, httpx.TimeoutException):
-        # Every operation is given all the time left, so none is left to retry in.
-        return JwksFetchError("timeout", is_transient=False)
-    return JwksFetchError(f"transport_{type(exc).__name__}", is_transient=True)
+    def __init__(self, time_limit: float) -> None:
+        self.deadline = time.monotonic() + time_limit
+        self._count = 0
 
+    def time_left(self) -> float:
+        """Seconds to the deadline: each attempt may use all of them (never zero, which httpx reads as none)."""
+        return max(self.deadline - time.monotonic(), 0.001)
 
-def _may_retry(attempt: int, error: JwksFetchError, deadline: float) -> bool:
-    """One immediate retry, of a transient failure only, and only while time is left."""
-    return attempt == 1 and error.is_transient and time.monotonic() < deadline
+    def give_up_or_retry(self, exc: Exception) -> JwksFetchError | None:
+        """The error to raise after ``exc`` ended an attempt, or None to try again.
+
+        Anything but a timeout, an HTTP error or a refusal of ours is a bug
+        or a setup error, and is raised as it is.
+        """
+        import httpx
+
+        self._count += 1
+        if isinstance(exc, JwksFetchError):
+            error = exc
+        elif isinstance(exc, (TimeoutError, httpx.TimeoutException)):
+            # Every operation is given all the time left, so none is left to retry in.
+            error = JwksFetchError("timeout", is_transient=False)
+        elif isinstance(exc, httpx.HTTPError):
+            error = JwksFetchError(f"transport_{type(exc).__name__}", is_transient=True)
+        else:
+            raise exc
+        is_retried = self._count == 1 and error.is_transient and time.monotonic() < self.deadline
+        return None if is_retried else error
 
 
 async def _fetch_once(client: httpx.AsyncClient, url: str, max_bytes: int) -> bytes:
@@ -113,31 +132,25 @@ async def fetch_jwks(
     import anyio
     import httpx
 
-    deadline = time.monotonic() + time_limit
+    attempts = _Attempts(time_limit)
     async with httpx.AsyncClient(
         timeout=time_limit, follow_redirects=False, verify=verify, transport=transport
     ) as client:
-        for attempt in (1, 2):
-            remaining = deadline - time.monotonic()
+        while True:
             try:
-                with anyio.fail_after(max(remaining, 0.001)):
+                with anyio.fail_after(attempts.time_left()):
                     return await _fetch_once(client, url, max_bytes)
-            except TimeoutError:
-                error = JwksFetchError("timeout", is_transient=False)
-            except httpx.HTTPError as exc:
-                error = _transport_error(exc)
-            except JwksFetchError as exc:
-                error = exc
-            if not _may_retry(attempt, error, deadline):
+            except Exception as exc:
+                error = attempts.give_up_or_retry(exc)
+            if error is not None:
                 raise error
-    raise AssertionError("unreachable")  # pragma: no cover
 
 
-def _fetch_once_sync(client: httpx.Client, url: str, max_bytes: int, deadline: float) -> bytes:
+def _fetch_once_sync(client: httpx.Client, url: str, max_bytes: int, attempts: _Attempts) -> bytes:
     import httpx
 
     # Each connect or read may use only the time left before the deadline.
-    remaining = httpx.Timeout(max(deadline - time.monotonic(), 0.001))
+    remaining = httpx.Timeout(attempts.time_left())
     with client.stream("GET", url, headers=_HEADERS, timeout=remaining, follow_redirects=False) as response:
         error = _response_error(response, max_bytes)
         if error is not None:
@@ -147,7 +160,7 @@ def _fetch_once_sync(client: httpx.Client, url: str, max_bytes: int, deadline: f
             body += chunk
             if len(body) > max_bytes:
                 raise _too_large(max_bytes)
-            if time.monotonic() > deadline:
+            if time.monotonic() > attempts.deadline:
                 raise JwksFetchError("timeout", is_transient=False)
         return bytes(body)
 
@@ -169,7 +182,7 @@ def fetch_jwks_sync(
 
     def fetch() -> None:
         try:
-            outcome["body"] = _fetch_with_retry_sync(client, url, max_bytes, time.monotonic() + time_limit)
+            outcome["body"] = _fetch_with_retry_sync(client, url, max_bytes, _Attempts(time_limit))
         except BaseException as exc:  # handed to the caller below
             outcome["error"] = exc
         finally:
@@ -184,16 +197,11 @@ def fetch_jwks_sync(
     return body
 
 
-def _fetch_with_retry_sync(client: httpx.Client, url: str, max_bytes: int, deadline: float) -> bytes:
-    import httpx
-
-    for attempt in (1, 2):
+def _fetch_with_retry_sync(client: httpx.Client, url: str, max_bytes: int, attempts: _Attempts) -> bytes:
+    while True:
         try:
-            return _fetch_once_sync(client, url, max_bytes, deadline)
-        except httpx.HTTPError as exc:
-            error = _transport_error(exc)
-        except JwksFetchError as exc:
-            error = exc
-        if not _may_retry(attempt, error, deadline):
+            return _fetch_once_sync(client, url, max_bytes, attempts)
+        except Exception as exc:
+            error = attempts.give_up_or_retry(exc)
+        if error is not None:
             raise error
-    raise AssertionError("unreachable")  # pragma: no cover

@@ -2,9 +2,13 @@
 
 The key endpoint is treated as untrusted input too. A key is usable only if
 it is RSA, meant for signatures (``use`` absent or ``sig``), meant for RS256
-(``alg`` absent or ``RS256``) and between 2048 and 16384 bits. Anything
-else is skipped and logged; one bad key never spoils the good ones next to it.
-Only ``n`` and ``e`` are read, so private members a JWK may leak are ignored.
+(``alg`` absent or ``RS256``), allowed to verify (``key_ops`` absent or
+listing ``verify``) and between 2048 and 16384 bits. Anything else is skipped
+and logged; one bad key never spoils the good ones next to it.
+
+A document holding private key material (an RSA or EC private member, or a
+symmetric ``k``) is refused as a whole: whoever published or saved it has
+leaked a signing secret, and that should be seen, not quietly ignored.
 
 A document with no usable key at all is refused as a whole, like one that is
 not a JWKS: the keys already held then keep serving, instead of an empty or
@@ -17,17 +21,21 @@ import json
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from ._jose import RS256PublicKey, UnusableKey, build_rs256_key
 
-__all__ = ["InvalidJwks", "KeySet", "parse_jwks", "safe_kid"]
+__all__ = ["InvalidJwks", "KeySet", "parse_jwks", "read_jwks_file", "safe_kid"]
 
 logger = logging.getLogger("siot_authz.jwks")
 
 # 16384 bits in base64url. A bigger modulus is no Cognito key, and verifying
 # with one costs time on every request.
 _MAX_MODULUS_CHARS = 2732
+
+# JWK members that only a private (or symmetric) key has (RFC 7518 §6.2.2, §6.3.2, §6.4).
+_PRIVATE_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
 
 
 class InvalidJwks(ValueError):
@@ -63,7 +71,24 @@ def _load_document(body: bytes) -> list[Any]:
     keys = document.get("keys")
     if not isinstance(keys, list):
         raise InvalidJwks("jwks_keys_not_an_array")
+    if any(isinstance(jwk, dict) and not _PRIVATE_MEMBERS.isdisjoint(jwk) for jwk in keys):
+        raise InvalidJwks("jwks_holds_private_key_material")
     return keys
+
+
+def read_jwks_file(path: Path, max_bytes: int) -> bytes:
+    """The bytes of a JWKS file, held to the same size cap as a fetched document.
+
+    Raises ValueError with a message naming the file, never its content.
+    """
+    try:
+        with path.open("rb") as file:
+            body = file.read(max_bytes + 1)
+    except OSError as exc:
+        raise ValueError(f"cannot read jwks_file {path}: {exc.strerror}") from None
+    if len(body) > max_bytes:
+        raise ValueError(f"jwks_file {path} is larger than max_jwks_bytes ({max_bytes} bytes)")
+    return body
 
 
 def _usable_source(jwk: Any) -> tuple[str, tuple[str, str]]:
@@ -79,6 +104,9 @@ def _usable_source(jwk: Any) -> tuple[str, tuple[str, str]]:
         raise UnusableKey("key use is not 'sig'")
     if jwk.get("alg", "RS256") != "RS256":
         raise UnusableKey("key alg is not RS256")
+    key_ops = jwk.get("key_ops", ["verify"])
+    if not isinstance(key_ops, list) or "verify" not in key_ops:
+        raise UnusableKey("key_ops does not allow 'verify'")
     modulus, exponent = jwk.get("n"), jwk.get("e")
     if not isinstance(modulus, str) or not isinstance(exponent, str):
         raise UnusableKey("key lacks string 'n' and 'e'")

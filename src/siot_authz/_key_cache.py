@@ -22,8 +22,15 @@ The policy, shared by the sync and async faces:
 * A background refresh that has not ended well after its deadline is
   presumed lost (its event loop closed under it, say), and the next request
   starts another: a lost refresh cannot leave keys unrefreshed for ever.
+* While nothing is held, :meth:`JwksCache.keep_trying` (started by the
+  verifier's ``start()``/``prefetch()``) fetches again in the background with
+  back-off, so readiness recovers without traffic: a ``/readyz`` gate that
+  keeps requests away would otherwise keep a pool unready for good.
 * Keys handed in as a JWKS document (``jwks_file`` or in code) are held from
   the start, as if just fetched, so the first request needs no network.
+
+Which of these applies to a request is decided by :class:`RefreshPolicy`, a
+pure function of the times involved; this class does the I/O and keeps the state.
 """
 
 from __future__ import annotations
@@ -44,6 +51,7 @@ from ._http import JwksFetchError, fetch_jwks, fetch_jwks_sync
 from ._jose import RS256PublicKey
 from ._jwks import InvalidJwks, KeySet, parse_jwks, safe_kid
 from ._observe import Observer
+from ._refresh_policy import KeyAction, RefreshPolicy, RefreshState
 from ._settings import AuthSettings
 
 if TYPE_CHECKING:
@@ -59,6 +67,18 @@ JwksDocument = Mapping[str, Any] | str | bytes
 # How long past its own deadline a background refresh may run before it is
 # presumed lost and another may start.
 _LOST_REFRESH_GRACE_SECONDS = 1.0
+# Back-off of the background retries while no keys are held: first delay, then doubled up to the cap.
+_RETRY_FIRST_DELAY_SECONDS = 0.5
+_RETRY_MAX_DELAY_SECONDS = 30.0
+
+
+# What to do about a refused document, where the reason's code alone does not say.
+_HINTS = {
+    "jwks_holds_private_key_material": (
+        " (it contains private key members such as 'd' or a symmetric 'k': that key is leaked and"
+        " must be rotated; a JWKS for verification holds public members only)"
+    ),
+}
 
 
 @dataclass(frozen=True)
@@ -96,14 +116,24 @@ class JwksCache:
         sync_transport: httpx.BaseTransport | None = None,
         clock: Callable[[], float] = time.monotonic,
         jwks: JwksDocument | None = None,
+        jwks_source: str | None = None,
         observer: Observer | None = None,
     ) -> None:
+        """``jwks`` is a document to hold from the start; ``jwks_source`` names it in errors.
+
+        ``clock`` is monotonic and drives the TTL, the cooldown and the
+        refresh deadlines; tests pass a fake one.
+        """
         self._pool_id = settings.user_pool_id
         self._url = settings.resolved_jwks_url
         self._ttl = settings.jwks_ttl_seconds
-        self._cooldown = settings.jwks_refetch_cooldown_seconds
         self._timeout = settings.http_timeout_seconds
         self._max_bytes = settings.max_jwks_bytes
+        self._policy = RefreshPolicy(
+            ttl=settings.jwks_ttl_seconds,
+            cooldown=settings.jwks_refetch_cooldown_seconds,
+            lost_after=settings.http_timeout_seconds + _LOST_REFRESH_GRACE_SECONDS,
+        )
         self._async_transport = async_transport
         self._sync_transport = sync_transport
         self._clock = clock
@@ -116,6 +146,7 @@ class JwksCache:
         self._is_last_attempt_failed = False
         self._inflight: asyncio.Task[None] | None = None
         self._background_started_at: float | None = None
+        self._retrying: asyncio.Task[None] | None = None
         # Strong references to background tasks: the loop keeps only weak ones.
         self._background_tasks: set[asyncio.Task[None]] = set()
         self._sync_lock = threading.Lock()
@@ -124,18 +155,13 @@ class JwksCache:
         #: Incremented when a fetch brings a different key set; lets callers notice it.
         self.generation = 0
 
-        source = f"the JWKS handed in for {self._pool_id}"
-        if jwks is None and settings.jwks_file is not None:
-            source = f"jwks_file {settings.jwks_file} (pool {self._pool_id})"
-            try:
-                jwks = settings.jwks_file.read_bytes()
-            except OSError as exc:
-                raise ValueError(f"cannot read jwks_file {settings.jwks_file}: {exc.strerror}") from None
         if jwks is not None:
             try:
                 self._store(_document_bytes(jwks))
             except InvalidJwks as exc:
-                raise ValueError(f"{source} is unusable: {exc}") from None
+                source = jwks_source or f"the JWKS handed in for {self._pool_id}"
+                hint = _HINTS.get(str(exc), "")
+                raise ValueError(f"{source} is unusable: {exc}{hint}") from None
 
     # -- state queries (cheap; used on the verified-token fast path) ----------
 
@@ -154,11 +180,16 @@ class JwksCache:
             key_count=len(key_set.keys) if key_set is not None else 0,
             age_seconds=now - self._fetched_at if key_set is not None else None,
             is_stale=key_set is not None and now - self._fetched_at >= self._ttl,
-            is_refreshing=self._is_background_refresh_running(now)
-            or (self._inflight is not None and not self._inflight.done()),
+            is_refreshing=self._policy.is_refresh_running(self._refresh_state(), now)
+            or self._is_fetch_in_flight(),
             last_error=self._last_error if failed else None,
             last_error_age_seconds=now - last_attempt if failed and last_attempt is not None else None,
         )
+
+    def _is_fetch_in_flight(self) -> bool:
+        # A fetch task on a loop closed under it will never end: it is not in flight.
+        task = self._inflight
+        return task is not None and not task.done() and not task.get_loop().is_closed()
 
     def held_key(self, kid: str) -> RS256PublicKey | None:
         """The key now held for ``kid``, fresh or stale; the same object while the JWK is unchanged."""
@@ -173,30 +204,18 @@ class JwksCache:
 
     # -- policy ---------------------------------------------------------------
 
-    def _is_cooled_down(self) -> bool:
-        last = self._last_attempt_at
-        return last is None or self._clock() - last >= self._cooldown
+    def _refresh_state(self) -> RefreshState:
+        return RefreshState(
+            fetched_at=self._fetched_at if self._key_set is not None else None,
+            last_attempt_at=self._last_attempt_at,
+            is_last_attempt_failed=self._is_last_attempt_failed,
+            refresh_started_at=self._background_started_at,
+        )
 
-    def _must_wait_for_fetch(self, kid: str) -> bool:
-        """True when this request cannot be answered without a fetch, and the penalty box allows one."""
+    def _action(self, kid: str) -> KeyAction:
         key_set = self._key_set
-        if key_set is not None and kid in key_set.keys:
-            return False
-        return self._is_cooled_down()
-
-    def _is_refresh_due(self, now: float) -> bool:
-        """True when the held keys are past their TTL and a background refresh should start now."""
-        if now - self._fetched_at < self._ttl:
-            return False
-        if self._is_background_refresh_running(now):
-            return False
-        # After a failure, wait out the cooldown; a TTL refresh after a good
-        # fetch is due at once, even when the TTL is shorter than the cooldown.
-        return not self._is_last_attempt_failed or self._is_cooled_down()
-
-    def _is_background_refresh_running(self, now: float) -> bool:
-        started = self._background_started_at
-        return started is not None and now - started < self._timeout + _LOST_REFRESH_GRACE_SECONDS
+        is_kid_held = key_set is not None and kid in key_set.keys
+        return self._policy.decide(self._refresh_state(), self._clock(), is_kid_held=is_kid_held)
 
     def held_key_or_refresh(self, kid: str) -> RS256PublicKey | None:
         """The held key for ``kid`` (fresh or stale), starting a background refresh if one is due.
@@ -207,14 +226,18 @@ class JwksCache:
         if key_set is None:
             return None
         key = key_set.get(kid)
-        if key is not None:
-            now = self._clock()
-            if now - self._fetched_at >= self._ttl and self._is_refresh_due(now):
-                self._start_background_refresh(now)
+        # The policy's first row, inline: a held kid within the TTL is simply
+        # used. This runs on every verified-cache hit, so it must stay cheap.
+        if (
+            key is not None
+            and self._clock() - self._fetched_at >= self._ttl
+            and self._action(kid) is KeyAction.USE_HELD_AND_REFRESH
+        ):
+            self._start_background_refresh()
         return key
 
-    def _start_background_refresh(self, now: float) -> None:
-        self._background_started_at = now
+    def _start_background_refresh(self) -> None:
+        self._background_started_at = self._clock()
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
@@ -344,9 +367,35 @@ class JwksCache:
         key = self.held_key_or_refresh(kid)
         if key is not None:
             return key
-        if self._must_wait_for_fetch(kid):
+        if self._action(kid) is KeyAction.WAIT_FOR_FETCH:
             await self.refresh()
         return self._key_after_fetch(kid)
+
+    def keep_trying(self) -> None:
+        """While no keys are held, fetch again in the background with back-off, on the running loop.
+
+        Readiness then recovers once the endpoint does, with no request
+        needed. Does nothing when keys are held or a retry loop already runs
+        on this loop; :meth:`aclose` stops it.
+        """
+        loop = asyncio.get_running_loop()
+        running = self._retrying
+        if self._key_set is not None or (
+            running is not None and not running.done() and running.get_loop() is loop
+        ):
+            return
+        task = loop.create_task(self._retry_until_held())
+        self._retrying = task
+        self._background_tasks.add(task)
+        task.add_done_callback(self._background_tasks.discard)
+
+    async def _retry_until_held(self) -> None:
+        delay = _RETRY_FIRST_DELAY_SECONDS
+        while self._key_set is None:
+            await asyncio.sleep(delay)
+            if self._key_set is None:
+                await self.refresh()
+            delay = min(delay * 2, _RETRY_MAX_DELAY_SECONDS)
 
     # -- sync face ------------------------------------------------------------
 
@@ -381,10 +430,10 @@ class JwksCache:
         key = self.held_key_or_refresh(kid)
         if key is not None:
             return key
-        if self._must_wait_for_fetch(kid):
+        if self._action(kid) is KeyAction.WAIT_FOR_FETCH:
             with self._sync_lock:
                 # Another thread may have fetched while we waited for the lock.
-                if self._must_wait_for_fetch(kid):
+                if self._action(kid) is KeyAction.WAIT_FOR_FETCH:
                     self._refresh_locked()
         return self._key_after_fetch(kid)
 
@@ -397,7 +446,9 @@ class JwksCache:
         application whose lifespan runs twice keeps refreshing its keys.
         """
         loop = asyncio.get_running_loop()
-        tasks = [task for task in (self._inflight, *self._background_tasks) if task is not None]
+        tasks = [
+            task for task in (self._inflight, self._retrying, *self._background_tasks) if task is not None
+        ]
         for task in tasks:
             if not task.done() and task.get_loop() is loop:
                 task.cancel()

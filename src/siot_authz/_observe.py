@@ -8,18 +8,17 @@ path nothing.
 
 Labels are bounded by construction: a pool id comes from configuration
 (or is ``""`` for a token refused before it was routed to a pool), a code
-is one of the fixed :class:`AuthError` codes, and an outcome is one of
-:data:`FETCH_OUTCOMES`. Kids, issuers and usernames are never passed.
+is one of the fixed :class:`AuthError` codes, and a fetch outcome is one of
+``ok`` (keys stored), ``error`` (the endpoint failed) and ``invalid`` (it
+answered something that is not a usable JWKS). Kids, issuers and usernames
+are never passed.
 """
 
 from __future__ import annotations
 
 from typing import Protocol
 
-__all__ = ["FETCH_OUTCOMES", "Observer"]
-
-#: How a JWKS fetch can end: keys stored, the endpoint failed, or it answered something that is not a usable JWKS.
-FETCH_OUTCOMES = ("ok", "error", "invalid")
+__all__ = ["Observer"]
 
 
 class Observer(Protocol):
@@ -29,4 +28,4 @@ class Observer(Protocol):
         """A verification ended: accepted when ``code`` is None, else refused with that code."""
 
     def jwks_fetch(self, pool_id: str, outcome: str, seconds: float) -> None:
-        """A JWKS fetch for ``pool_id`` ended with ``outcome`` (see :data:`FETCH_OUTCOMES`) after ``seconds``."""
+        """A JWKS fetch for ``pool_id`` ended with ``outcome`` (``ok``, ``error`` or ``invalid``) after ``seconds``."""

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from ._claims import ClaimRules
 from ._errors import IssuerInvalid
 from ._jose import RS256PublicKey
+from ._jwks import read_jwks_file
 from ._key_cache import JwksCache, JwksDocument
 from ._observe import Observer
 from ._principal import Principal
@@ -43,14 +44,26 @@ class Pool:
         jwks: JwksDocument | None = None,
         observer: Observer | None = None,
         clock: Callable[[], float] = time.time,
+        key_clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """``jwks`` is a document handed in for this pool; without one, ``settings.jwks_file`` is read.
+
+        ``clock`` is the wall clock of the claim rules and the verified cache;
+        ``key_clock`` the monotonic one of the key cache's TTL and cooldown.
+        """
         self.settings = settings
         self.user_pool_id = settings.user_pool_id
+        source = None
+        if jwks is None and settings.jwks_file is not None:
+            jwks = read_jwks_file(settings.jwks_file, settings.max_jwks_bytes)
+            source = f"jwks_file {settings.jwks_file} (pool {self.user_pool_id})"
         self.keys = JwksCache(
             settings,
             async_transport=async_transport,
             sync_transport=sync_transport,
+            clock=key_clock,
             jwks=jwks,
+            jwks_source=source,
             observer=observer,
         )
         self.rules = ClaimRules(settings)
@@ -82,17 +95,17 @@ class Pool:
 
 
 class PoolRouter:
-    """Maps every accepted ``iss`` to its pool."""
+    """Maps every accepted ``iss`` to its pool.
+
+    Two pools never share an issuer: every issuer URL ends in its pool's id,
+    and a pool configured twice is refused before this (``as_pool_list``).
+    """
 
     def __init__(self, pools: Sequence[Pool]) -> None:
         self.pools = tuple(pools)
-        by_issuer: dict[str, Pool] = {}
-        for pool in self.pools:
-            for issuer in pool.settings.issuers:
-                if issuer in by_issuer:
-                    raise ValueError(f"two configured pools accept the issuer {issuer}")
-                by_issuer[issuer] = pool
-        self._by_issuer: Mapping[str, Pool] = by_issuer
+        self._by_issuer: Mapping[str, Pool] = {
+            issuer: pool for pool in self.pools for issuer in pool.settings.issuers
+        }
         self.by_id: Mapping[str, Pool] = {pool.user_pool_id: pool for pool in self.pools}
 
     def route(self, claims: dict[str, Any]) -> Pool:

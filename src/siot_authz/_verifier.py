@@ -16,22 +16,31 @@ The order is fixed and each step trusts only what the steps before it proved:
 
 Claims are read before step 7 only as parsed JSON, and only ``iss`` to pick
 a pool; no rule trusts them until the signature has verified.
+
+There is one pipeline for every face. Steps 1 to 5 (and 9 for a cache hit)
+never wait. Steps 6 to 10 are a generator that yields what it must wait for,
+the key (step 6) and the check's answer (step 8), and is handed back how the
+wait ended. ``verify`` awaits each wait and ``verify_sync`` blocks on it;
+nothing else differs, so a further face (the Lambda one calls ``verify_sync``)
+reuses the pipeline instead of copying it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import functools
 import inspect
 import logging
-import math
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Generator, Mapping, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Literal, NamedTuple
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 from ._errors import (
     AuthError,
     CheckFailed,
+    CheckUnavailable,
     InvalidToken,
     JwksUnavailable,
     MissingToken,
@@ -46,12 +55,15 @@ from ._key_cache import JwksCache, JwksDocument
 from ._observe import Observer
 from ._pools import Pool, PoolRouter
 from ._principal import Principal
+from ._revoking import revocation_for
 from ._settings import AuthSettings, as_pool_list
 from ._token import ParsedToken, parse_token, strip_bearer
 from ._verified_cache import VerifiedTokenCache
 from .revocation import MemoryRevocations, Revocation, RevocationBackend
 
 if TYPE_CHECKING:
+    from concurrent.futures import ThreadPoolExecutor
+
     import httpx  # imported by the key cache once a fetch is due
 
 __all__ = ["Check", "TokenVerifier"]
@@ -65,6 +77,12 @@ _digest = VerifiedTokenCache.digest
 
 # Room for "Bearer " and stray whitespace around a token of the maximum size.
 _HEADER_SLACK = 64
+
+#: How long a check may take before the request gets 503 check_unavailable.
+DEFAULT_CHECK_TIMEOUT_SECONDS = 5.0
+# Threads for sync checks on the async face: enough for a slow database, and
+# a hard bound when it hangs (queued checks then time out with a 503).
+_CHECK_THREADS = 8
 
 
 def _safe(value: str) -> str:
@@ -80,16 +98,71 @@ class _Unverified(NamedTuple):
     pool: Pool
 
 
-def _timestamp(moment: float | datetime | None, clock: Callable[[], float]) -> float:
-    if moment is None:
-        return clock()
-    if isinstance(moment, datetime):
-        if moment.tzinfo is None:
-            raise ValueError("a revocation time must be timezone-aware")
-        return moment.timestamp()
-    if isinstance(moment, bool) or not isinstance(moment, (int, float)) or not math.isfinite(moment):
-        raise ValueError("a revocation time must be a finite Unix time or an aware datetime")
-    return float(moment)
+# What the pipeline waits for; each face waits in its own way (await or block).
+
+
+class _KeyWanted(NamedTuple):
+    """The key for ``kid`` from a pool's key cache."""
+
+    keys: JwksCache
+    kid: str
+
+
+class _CheckWanted(NamedTuple):
+    """The application check's answer for a verified principal."""
+
+    principal: Principal
+
+
+_Wanted = _KeyWanted | _CheckWanted
+#: How a wait ended: its answer, or what it raised (then the answer is None).
+_Outcome = tuple[Any, BaseException | None]
+
+
+class _Steps:
+    """The rest of the pipeline for one new token: what it waits for now, until it ends with a principal.
+
+    Each face waits in its own way and hands the outcome to :meth:`resume`;
+    a refusal raises out of it.
+    """
+
+    __slots__ = ("_pipeline", "principal", "wanted")
+
+    def __init__(self, pipeline: Generator[_Wanted, Any, Principal]) -> None:
+        self._pipeline = pipeline
+        self.principal: Principal
+        self.wanted: _Wanted | None = next(pipeline)
+
+    def resume(self, answer: Any, failure: BaseException | None) -> None:
+        """Hand in how the wait ended: an answer, or what it raised."""
+        pipeline = self._pipeline
+        try:
+            self.wanted = pipeline.send(answer) if failure is None else pipeline.throw(failure)
+        except StopIteration as done:
+            self.wanted = None
+            self.principal = done.value
+
+
+class _CheckAborted(Exception):
+    """The check ended in a BaseException that is not the request's own (a cancellation, GeneratorExit, SystemExit).
+
+    Carried as an ordinary exception, so it crosses threads and event loops
+    as data, and refused as a check that raised.
+    """
+
+    def __init__(self, exception_type: str) -> None:
+        super().__init__(exception_type)
+        self.exception_type = exception_type
+
+
+def _call_in_thread(check: Check, principal: Principal) -> object:
+    """Run a sync check in a worker thread; nothing but an ordinary exception goes back to the loop."""
+    try:
+        return check(principal)
+    except Exception:
+        raise
+    except BaseException as exc:
+        raise _CheckAborted(type(exc).__name__) from None
 
 
 class TokenVerifier:
@@ -106,8 +179,10 @@ class TokenVerifier:
         async_transport: httpx.AsyncBaseTransport | None = None,
         sync_transport: httpx.BaseTransport | None = None,
         clock: Callable[[], float] = time.time,
+        key_timer: Callable[[], float] = time.monotonic,
         jwks: Mapping[str, JwksDocument] | None = None,
         check: Check | None = None,
+        check_timeout_seconds: float = DEFAULT_CHECK_TIMEOUT_SECONDS,
         revocations: RevocationBackend | None = None,
         observer: Observer | None = None,
         refusal_log_level: int = logging.INFO,
@@ -117,11 +192,18 @@ class TokenVerifier:
         ``settings`` is one pool's settings or a sequence of them. ``jwks``
         maps a user pool id to a JWKS document to serve from the first
         request on, with no fetch. ``check`` is run once per token after
-        every built-in rule (see :data:`Check`). ``revocations`` defaults to
-        an in-process :class:`MemoryRevocations`. Refusals are logged on the
-        ``siot_authz`` logger at ``refusal_log_level``; key and revocation
-        outages at WARNING.
+        every built-in rule (see :data:`Check`); if it has not answered
+        within ``check_timeout_seconds`` the request gets 503
+        ``check_unavailable``. ``revocations`` defaults to an in-process
+        :class:`MemoryRevocations`. Refusals are logged on the ``siot_authz``
+        logger at ``refusal_log_level``; key and revocation outages at WARNING.
+
+        ``clock`` (wall time) drives the claim rules and revocations;
+        ``key_timer`` (monotonic) the key caches' TTL and cooldown. Tests
+        pass fakes to move time without sleeping.
         """
+        if not check_timeout_seconds > 0:
+            raise ValueError("check_timeout_seconds must be positive")
         pool_settings = as_pool_list(settings)
         documents = dict(jwks or {})
         unknown = set(documents) - {pool.user_pool_id for pool in pool_settings}
@@ -136,6 +218,7 @@ class TokenVerifier:
                     jwks=documents.get(pool.user_pool_id),
                     observer=observer,
                     clock=clock,
+                    key_clock=key_timer,
                 )
                 for pool in pool_settings
             ]
@@ -146,9 +229,14 @@ class TokenVerifier:
         )
         self.revocations: RevocationBackend = revocations if revocations is not None else MemoryRevocations()
         self._revoked = self.revocations.mirror
-        # Only a shared store can go unconfirmed; the in-process default never fails closed.
-        self._may_fail_closed = bool(getattr(self.revocations, "can_fail_closed", True))
+        # ``can_fail_closed`` is part of the backend protocol. A backend written
+        # before it was (a third-party one, or a test stub) lacks it: such a
+        # backend is asked on every request, which is the safe side.
+        self._may_fail_closed = getattr(self.revocations, "can_fail_closed", True) is not False
         self._check = check
+        self._is_async_check = _is_coroutine_callable(check)
+        self._check_timeout = check_timeout_seconds
+        self._check_threads: ThreadPoolExecutor | None = None
         self._observer = observer
         self._clock = clock
         self._refusal_log_level = refusal_log_level
@@ -165,146 +253,185 @@ class TokenVerifier:
     @property
     def keys(self) -> JwksCache:
         """The key cache of the only configured pool; with several, use ``pools[i].keys``."""
-        return self._single_pool().keys
-
-    @keys.setter
-    def keys(self, cache: JwksCache) -> None:
-        self._single_pool().keys = cache
-
-    def _single_pool(self) -> Pool:
         if len(self.pools) != 1:
             raise AttributeError("this verifier has several pools; use verifier.pools[i].keys")
-        return self.pools[0]
+        return self.pools[0].keys
 
-    # -- the two faces -------------------------------------------------------------
+    # -- the faces: they differ only in how they wait ----------------------------------
 
     async def verify(self, token: str) -> Principal:
         """Verify ``token`` (raw or ``Bearer <token>``) and return who sent it.
 
-        Raises an :class:`AuthError` subclass and nothing else.
+        Raises an :class:`AuthError` subclass and nothing else; a cancellation
+        of the calling task (a client that went away) still propagates.
         """
-        pool_id = ""
-        cache_hit = False
-        try:
-            found = self._look_up(token)
-            if isinstance(found, Principal):
-                pool_id = found.user_pool_id
-                cache_hit = True
-                self._refuse_if_revoked(found)
-                if self._observer is not None:
-                    self._observer.verification(pool_id, None, True)
-                return found
-            pool_id = found.pool.user_pool_id
-            key = await found.pool.keys.get_key(found.parsed.kid)
-            principal = self._check_signature_and_claims(found, key)
-            if self._check is not None:
-                result = self._run_check(principal)
-                if inspect.isawaitable(result):
-                    result = await _awaited_check(result)
-                self._check_passed(result)
-            return self._finish(found, principal, key)
-        except AuthError as error:
-            self._refused(error, pool_id, cache_hit)
-            raise
-        except Exception as exc:
-            bug = type(exc).__name__
-        # Raised outside the except block, so the refusal does not carry the
-        # original exception (which might quote token bytes) as its context.
-        raise self._internal_error(bug, pool_id)
+        found = self._cached_or_routed(token)
+        if isinstance(found, Principal):
+            return found  # a verified-cache hit
+        while found.wanted is not None:
+            found.resume(*await self._wait(found.wanted))
+        return found.principal
 
     def verify_sync(self, token: str) -> Principal:
-        """Blocking twin of :meth:`verify`, for Lambda handlers, scripts and WSGI apps.
+        """Blocking face of :meth:`verify`, for Lambda handlers, scripts and WSGI apps.
 
-        Fetches keys with a blocking HTTP client when it needs them. Do not
-        call it from inside a running event loop; use :meth:`verify` there.
-        An async ``check`` is run to completion on a private event loop.
+        Fetches keys with a blocking HTTP client when it needs them (never
+        when they were handed in). Do not call it from inside a running event
+        loop; use :meth:`verify` there. An async ``check`` is run to
+        completion on a private event loop.
         """
-        pool_id = ""
-        cache_hit = False
+        found = self._cached_or_routed(token)
+        if isinstance(found, Principal):
+            return found  # a verified-cache hit
+        while found.wanted is not None:
+            found.resume(*self._wait_sync(found.wanted))
+        return found.principal
+
+    async def _wait(self, wanted: _Wanted) -> _Outcome:
+        """Await what the pipeline wants; what it raised is handed back too, for the pipeline to judge."""
         try:
-            found = self._look_up(token)
-            if isinstance(found, Principal):
-                pool_id = found.user_pool_id
-                cache_hit = True
-                self._refuse_if_revoked(found)
-                if self._observer is not None:
-                    self._observer.verification(pool_id, None, True)
-                return found
-            pool_id = found.pool.user_pool_id
-            key = found.pool.keys.get_key_sync(found.parsed.kid)
-            principal = self._check_signature_and_claims(found, key)
-            if self._check is not None:
-                result = self._run_check(principal)
-                if inspect.isawaitable(result):
-                    result = asyncio.run(_awaited_check(result))
-                self._check_passed(result)
-            return self._finish(found, principal, key)
-        except AuthError as error:
-            self._refused(error, pool_id, cache_hit)
-            raise
-        except Exception as exc:
-            bug = type(exc).__name__
-        raise self._internal_error(bug, pool_id)
+            if isinstance(wanted, _KeyWanted):
+                return await wanted.keys.get_key(wanted.kid), None
+            return await self._within_check_timeout(self._start_check_async(wanted.principal)), None
+        except asyncio.CancelledError as exc:
+            task = asyncio.current_task()
+            if isinstance(wanted, _CheckWanted) and not (task is not None and task.cancelling()):
+                return None, _CheckAborted("CancelledError")  # the check's own, not the request's
+            return None, exc  # the request itself is being cancelled (a client went away)
+        except BaseException as exc:
+            return None, exc
+
+    def _wait_sync(self, wanted: _Wanted) -> _Outcome:
+        """Block on what the pipeline wants; what it raised is handed back too, for the pipeline to judge."""
+        try:
+            if isinstance(wanted, _KeyWanted):
+                return wanted.keys.get_key_sync(wanted.kid), None
+            result: object = self._check_or_fail()(wanted.principal)
+            if inspect.isawaitable(result):
+                result = asyncio.run(self._within_check_timeout(_awaited(result)))
+            return result, None
+        except asyncio.CancelledError:
+            return None, _CheckAborted("CancelledError")  # no request task here: only the check's own
+        except BaseException as exc:
+            return None, exc
 
     # -- pipeline steps -------------------------------------------------------
 
-    def _look_up(self, token: str) -> Principal | _Unverified:
-        """Steps 1 to 5, shared by both faces: a cached principal, or the parsed, routed token."""
-        if not isinstance(token, str):
-            raise MissingToken() if token is None else InvalidToken()
-        if len(token) > self._max_header_length:
-            raise TokenTooLarge()
-        token = strip_bearer(token)
-        digest = _digest(token)
-        # Most tokens are repeats: look in the pool caches first. A membership
-        # test per pool (a C-level dict lookup) finds the one to ask, so a
-        # hit costs one full lookup however many pools there are.
-        for hot, cold, pool in self._caches:
-            if digest in hot or digest in cold:
-                principal = pool.verified.get(digest, pool.is_key_trusted)
-                if principal is not None:
-                    return principal  # the caller checks revocation: it counts as a hit either way
-                break
-        parsed = parse_token(token, self._max_token_bytes)
-        pool = self._router.route(parsed.claims)
-        if len(token) > pool.settings.max_token_bytes:
-            raise TokenTooLarge()
-        return _Unverified(parsed, digest, pool)
-
-    def _check_signature_and_claims(self, unverified: _Unverified, key: RS256PublicKey) -> Principal:
-        """Steps 7 and 8: the signature, then the routed pool's claim rules."""
-        parsed = unverified.parsed
-        if not key.verify(parsed.signing_input, parsed.signature):
-            raise SignatureInvalid(kid=parsed.kid)
-        return unverified.pool.rules.check(parsed.claims, self._clock())
-
-    def _run_check(self, principal: Principal) -> bool | Awaitable[bool]:
-        assert self._check is not None
-        bug = None
+    def _cached_or_routed(self, token: str) -> Principal | _Steps:
+        """Steps 1 to 5: a cached principal (revocation checked, reported), or the rest of the pipeline to run."""
+        cache_hit = False
+        pool_id = ""
         try:
-            return self._check(principal)
+            if not isinstance(token, str):
+                raise MissingToken() if token is None else InvalidToken()
+            if len(token) > self._max_header_length:
+                raise TokenTooLarge()
+            token = strip_bearer(token)
+            digest = _digest(token)
+            # Most tokens are repeats: look in the pool caches first. A membership
+            # test per pool (a C-level dict lookup) finds the one to ask, so a
+            # hit costs one full lookup however many pools there are.
+            for hot, cold, pool in self._caches:
+                if digest in hot or digest in cold:
+                    principal = pool.verified.get(digest, pool.is_key_trusted)
+                    if principal is not None:
+                        # A hit counts as a hit whether it is then accepted or refused as revoked.
+                        cache_hit = True
+                        pool_id = principal.user_pool_id
+                        self._refuse_if_revoked(principal)
+                        observer = self._observer
+                        if observer is not None:  # inline: this is the hot path
+                            observer.verification(pool_id, None, True)
+                        return principal
+                    break
+            parsed = parse_token(token, self._max_token_bytes)
+            pool = self._router.route(parsed.claims)
+            # Each pool's own cap, once the token is routed to it: the cap above is the largest of them.
+            if len(token) > pool.settings.max_token_bytes:
+                raise TokenTooLarge()
+            unverified = _Unverified(parsed, digest, pool)
+        except Exception as exc:
+            refusal = self._refusal(exc, pool_id, cache_hit)
+        else:
+            return _Steps(self._verify_new(unverified))
+        # Raised outside the except block, so the refusal does not carry the
+        # original exception (which might quote token bytes) as its context.
+        raise refusal
+
+    def _verify_new(self, unverified: _Unverified) -> Generator[_Wanted, Any, Principal]:
+        """Steps 6 to 10 for a token the cache did not have; yields what it must wait for."""
+        pool = unverified.pool
+        parsed = unverified.parsed
+        try:
+            key: RS256PublicKey = yield _KeyWanted(pool.keys, parsed.kid)
+            if not key.verify(parsed.signing_input, parsed.signature):
+                raise SignatureInvalid(kid=parsed.kid)
+            principal = pool.rules.check(parsed.claims, self._clock())
+            if self._check is not None:
+                yield from self._checked(principal)
+            self._refuse_if_revoked(principal)
+            pool.remember(unverified.digest, principal, parsed.kid, key)
+            self._report_accepted(pool.user_pool_id, cache_hit=False)
+            return principal
+        except Exception as exc:
+            refusal = self._refusal(exc, pool.user_pool_id, False)
+        raise refusal
+
+    def _checked(self, principal: Principal) -> Generator[_Wanted, Any, None]:
+        """Step 8's application check: passes, or raises the refusal its answer means."""
+        crash = None
+        try:
+            result = yield _CheckWanted(principal)
+            # Anything but a true value refuses: a check that forgets to return
+            # fails closed, loudly, instead of letting everyone in.
+            if result:
+                return
         except MissingToken:
             pass  # a token was sent: "no credentials" would let auto_error=False routes in anonymously
         except AuthError:
             raise
-        except Exception as exc:
-            bug = type(exc).__name__
+        except _CheckAborted as exc:
+            crash = exc.exception_type
+        except (asyncio.CancelledError, KeyboardInterrupt):
+            raise  # the request's own cancellation, or the operator's Ctrl-C
+        except BaseException as exc:
+            # SystemExit, GeneratorExit from a sync check under verify_sync: a
+            # check must end neither the process nor the request.
+            crash = type(exc).__name__
         # Raised outside the except block, so the refusal carries no context from the check.
-        raise CheckFailed() if bug is None else _check_crashed(bug)
+        raise CheckFailed() if crash is None else _check_crashed(crash)
 
-    @staticmethod
-    def _check_passed(result: object) -> None:
-        # Anything but a true value refuses: a check that forgets to return
-        # fails closed, loudly, instead of letting everyone in.
-        if not result:
-            raise CheckFailed()
+    def _check_or_fail(self) -> Check:
+        check = self._check
+        assert check is not None
+        return check
 
-    def _finish(self, unverified: _Unverified, principal: Principal, key: RS256PublicKey) -> Principal:
-        """Steps 9 and 10: revocation, then remember the result."""
-        self._refuse_if_revoked(principal)
-        unverified.pool.remember(unverified.digest, principal, unverified.parsed.kid, key)
-        self._accepted(principal, cache_hit=False)
-        return principal
+    async def _start_check_async(self, principal: Principal) -> object:
+        """Start the check without blocking the event loop: a sync check runs in a worker thread."""
+        check = self._check_or_fail()
+        if self._is_async_check:
+            result: object = check(principal)
+        else:
+            run = functools.partial(contextvars.copy_context().run, _call_in_thread, check, principal)
+            result = await asyncio.get_running_loop().run_in_executor(self._check_executor(), run)
+        return await result if inspect.isawaitable(result) else result
+
+    async def _within_check_timeout(self, answer: Awaitable[object]) -> object:
+        try:
+            async with asyncio.timeout(self._check_timeout) as deadline:
+                return await answer
+        except TimeoutError:
+            if not deadline.expired():
+                raise  # the check's own TimeoutError: a crash, not our deadline
+        logger.warning("custom_check_timed_out after=%ss", self._check_timeout)
+        raise CheckUnavailable()
+
+    def _check_executor(self) -> ThreadPoolExecutor:
+        if self._check_threads is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._check_threads = ThreadPoolExecutor(_CHECK_THREADS, thread_name_prefix="siot-authz-check")
+        return self._check_threads
 
     def _refuse_if_revoked(self, principal: Principal) -> None:
         # A local lookup only: the mirror is kept current in the background.
@@ -316,12 +443,25 @@ class TokenVerifier:
 
     # -- reporting --------------------------------------------------------------
 
-    def _accepted(self, principal: Principal, *, cache_hit: bool) -> None:
+    def _report_accepted(self, pool_id: str, *, cache_hit: bool) -> None:
         observer = self._observer
         if observer is not None:
-            observer.verification(principal.user_pool_id, None, cache_hit)
+            observer.verification(pool_id, None, cache_hit)
 
-    def _refused(self, error: AuthError, pool_id: str, cache_hit: bool) -> None:
+    def _refusal(self, exc: Exception, pool_id: str, cache_hit: bool) -> AuthError:
+        """Report how a verification ended in ``exc`` and return the AuthError to raise for it."""
+        if isinstance(exc, AuthError):
+            self._report_refusal(exc, pool_id, cache_hit)
+            return exc
+        # A bug must still end as a refusal, not a 500. Only the exception's
+        # type is logged: its message could quote token bytes.
+        logger.error("token_verification_bug type=%s", type(exc).__name__)
+        error = InvalidToken()
+        if self._observer is not None:
+            self._observer.verification(pool_id, error.code, False)
+        return error
+
+    def _report_refusal(self, error: AuthError, pool_id: str, cache_hit: bool) -> None:
         pool_id = pool_id or error.log_context.get("pool", "")
         context = "".join(
             f" {name}={_safe(value)}" for name, value in error.log_context.items() if name != "pool"
@@ -340,15 +480,6 @@ class TokenVerifier:
             logger.log(self._refusal_log_level, "token_refused code=%s%s%s", error.code, pool, context)
         if self._observer is not None:
             self._observer.verification(pool_id, error.code, cache_hit)
-
-    def _internal_error(self, exception_type: str, pool_id: str) -> InvalidToken:
-        # A bug must still end as a refusal, not a 500. Only the exception's
-        # type is logged: its message could quote token bytes.
-        logger.error("token_verification_bug type=%s", exception_type)
-        error = InvalidToken()
-        if self._observer is not None:
-            self._observer.verification(pool_id, error.code, False)
-        return error
 
     # -- health -------------------------------------------------------------------
 
@@ -371,11 +502,7 @@ class TokenVerifier:
         pool = self._router.by_id.get(user_pool_id)
         if pool is None:
             raise ValueError(f"user pool {user_pool_id!r} is not configured")
-        if not isinstance(subject, str) or not subject:
-            raise ValueError("a revocation needs a non-empty subject (sub or origin_jti)")
-        moment = _timestamp(before, self._clock)
-        lifetime = pool.settings.max_token_lifetime_seconds + pool.settings.leeway_seconds
-        return Revocation(kind, user_pool_id, subject, moment, moment + lifetime)
+        return revocation_for(pool.settings, kind, subject, before=before, clock=self._clock)
 
     async def revoke_user(
         self, user_pool_id: str, sub: str, *, before: float | datetime | None = None
@@ -383,7 +510,9 @@ class TokenVerifier:
         """Refuse every token of user ``sub`` issued before ``before`` (default: now), in every process.
 
         What Cognito's GlobalSignOut, disabling a user, or removing them from
-        a team should be followed by. Raises
+        a team should be followed by. The pool's leeway is added to
+        ``before``, since an ``iat`` that far ahead of this host's clock is
+        accepted: the entry's ``before`` is the boundary enforced. Raises
         :class:`~siot_authz.revocation.RevocationStoreUnavailable` when the
         shared store cannot record it.
         """
@@ -429,6 +558,10 @@ class TokenVerifier:
         network drops packets it does not wait out the HTTP timeout.
         """
         await asyncio.gather(*(pool.keys.refresh() for pool in self.pools if not pool.keys.is_fresh()))
+        # A pool still without keys keeps trying in the background, so readiness
+        # recovers when its endpoint does, even with no request to trigger a fetch.
+        for pool in self.pools:
+            pool.keys.keep_trying()
 
     async def start(self) -> None:
         """Prefetch keys and load the revocation list; what an application's start-up should await."""
@@ -439,11 +572,19 @@ class TokenVerifier:
         await self.revocations.stop()
         for pool in self.pools:
             await pool.keys.aclose()
+        self._stop_check_threads()
 
     def close(self) -> None:
         """Blocking twin of :meth:`aclose` for the key caches (an async revocation backend needs :meth:`aclose`)."""
         for pool in self.pools:
             pool.keys.close()
+        self._stop_check_threads()
+
+    def _stop_check_threads(self) -> None:
+        # A later request makes new ones; a hung check's thread is left to end by itself.
+        threads, self._check_threads = self._check_threads, None
+        if threads is not None:
+            threads.shutdown(wait=False, cancel_futures=True)
 
 
 def _check_crashed(exception_type: str) -> CheckFailed:
@@ -453,15 +594,12 @@ def _check_crashed(exception_type: str) -> CheckFailed:
     return CheckFailed()
 
 
-async def _awaited_check(result: Awaitable[bool]) -> bool:
-    """An async check's answer; what it raises is handled as a sync check's would be."""
-    bug = None
-    try:
-        return await result
-    except MissingToken:
-        pass  # a token was sent: see TokenVerifier._run_check
-    except AuthError:
-        raise
-    except Exception as exc:
-        bug = type(exc).__name__
-    raise CheckFailed() if bug is None else _check_crashed(bug)
+async def _awaited(awaitable: Awaitable[object]) -> object:
+    return await awaitable
+
+
+def _is_coroutine_callable(check: object) -> bool:
+    """True for an ``async def`` function, or an object whose ``__call__`` is one."""
+    if check is None or inspect.iscoroutinefunction(check):
+        return check is not None
+    return not inspect.isroutine(check) and inspect.iscoroutinefunction(type(check).__call__)
