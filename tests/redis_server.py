@@ -206,6 +206,9 @@ class RedisClusterNodes:
                         ["cluster-enabled", "yes"],
                         ["cluster-config-file", str(node_dir / "nodes.conf")],
                         ["cluster-node-timeout", "1000"],
+                        # A replica syncs at once (Redis 7 waits 5 s for more replicas by
+                        # default), so it holds the data when its primary is killed.
+                        ["repl-diskless-sync-delay", "0"],
                         ["cluster-port", str(_free_port())],
                         *tls_options,
                     ],
@@ -253,12 +256,16 @@ class RedisClusterNodes:
         return done.stdout
 
     def wait_until_healthy(self, *, timeout: float = 30) -> None:
-        """Until every running node says the cluster is ok and three primaries serve all slots."""
+        """Until every running node says the cluster is ok, three primaries serve all slots and replicas are in sync."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             running = [server for server in self.servers if server.is_running]
             is_ok = all("cluster_state:ok" in self.cli(server.port, "cluster", "info") for server in running)
-            if is_ok and len(self.primaries()) == 3:
+            # A replica that never finished its sync will not take over a killed primary.
+            replicas_synced = all(
+                "master_link_status:down" not in self.cli(server.port, "info", "replication") for server in running
+            )
+            if is_ok and replicas_synced and len(self.primaries()) == 3:
                 return
             time.sleep(0.1)
         raise RuntimeError(f"the cluster was not healthy within {timeout} s")
