@@ -263,7 +263,8 @@ class RedisClusterNodes:
             is_ok = all("cluster_state:ok" in self.cli(server.port, "cluster", "info") for server in running)
             # A replica that never finished its sync will not take over a killed primary.
             replicas_synced = all(
-                "master_link_status:down" not in self.cli(server.port, "info", "replication") for server in running
+                "master_link_status:down" not in self.cli(server.port, "info", "replication")
+                for server in running
             )
             if is_ok and replicas_synced and len(self.primaries()) == 3:
                 return

@@ -19,6 +19,7 @@ class StubRevocations:
     """Reports ``state`` with three entries and ``unconfirmed_seconds``; records nothing."""
 
     name = "stub"
+    can_fail_closed = True
 
     def __init__(self, state: BackendState, unconfirmed_seconds: float | None) -> None:
         self.mirror = RevocationMirror()

@@ -1012,7 +1012,7 @@ def test_revoke_user_is_enforced_by_a_service_following_the_store(
     )
 
     assert code == 0, terminal.errors
-    assert f"tokens of user {sub} in {issuer.user_pool_id} issued before" in terminal.output
+    assert f"tokens of user {sub} in {issuer.user_pool_id} issued up to" in terminal.output
     assert _wait_until_refused(enforcing_verifier, token) == "token_revoked"
     assert enforcing_verifier.verify_sync(issuer.mint(username="bob")).username == "bob"
 
@@ -1034,9 +1034,11 @@ def test_revoke_user_before_a_given_time_spares_later_tokens(
 
     assert code == 0, terminal.errors
     entry = json.loads(terminal.output)
-    assert (entry["kind"], entry["subject"], entry["before"]) == ("user", sub, before)
+    # The boundary is the time given plus the leeway (5 s): an iat that far ahead is still accepted.
+    boundary = datetime.fromtimestamp(now - 300 + 5, tz=UTC).isoformat().replace("+00:00", "Z")
+    assert (entry["kind"], entry["subject"], entry["before"]) == ("user", sub, boundary)
     kept_until = datetime.fromisoformat(entry["expires_at"]).timestamp()
-    assert kept_until == now - 300 + 86_400 + 5  # the default token lifetime plus the leeway
+    assert kept_until == now - 300 + 5 + 86_400 + 5  # then the default token lifetime plus the leeway
     assert _wait_until_refused(enforcing_verifier, old) == "token_revoked"
     assert enforcing_verifier.verify_sync(new).sub == sub
 
@@ -1208,3 +1210,16 @@ def test_unattended_login_returns_the_tokens(moto_pool: MotoPool) -> None:
     username = moto_pool.add_user(f"u{time.monotonic_ns()}")
     tokens = log_in_unattended(moto_pool.endpoint_url, moto_pool.client_id, username, PASSWORD)
     assert claims_of(tokens.id_token)["cognito:username"] == username
+
+
+@pytest.mark.parametrize("kind", ["user", "session"])
+def test_revoke_refuses_an_oversize_subject_with_its_own_message(kind: str) -> None:
+    subject = "s" * 10_000
+    flag = "--sub" if kind == "user" else "--origin-jti"
+    code, terminal = run(
+        ["revoke", kind, "--pool", "us-east-1_P", flag, subject, "--redis-url", "redis://127.0.0.1:1/0"]
+    )
+    assert code != 0
+    assert "at most 256 bytes" in terminal.errors
+    assert "Traceback" not in terminal.errors
+    assert subject not in terminal.errors

@@ -119,7 +119,7 @@ def test_user_revocation_at_a_given_time(issuer: LocalIssuer, revoking_verifier:
         issuer.user_pool_id, sub, before=datetime.fromtimestamp(now - 300, tz=UTC)
     )
 
-    assert entry.before == now - 300
+    assert entry.before == now - 300 + LEEWAY  # the sign-out plus the skew the verifier accepts
     with pytest.raises(TokenRevoked):
         revoking_verifier.verify_sync(old)
     assert revoking_verifier.verify_sync(recent).sub == sub
@@ -149,7 +149,7 @@ def test_a_later_user_revocation_wins_and_an_earlier_one_is_ignored(
 
     (entry,) = revoking_verifier.revocation_entries_sync()
 
-    assert entry.before == now
+    assert entry.before == now + LEEWAY
 
 
 @pytest.mark.anyio
@@ -372,11 +372,12 @@ def test_a_whole_second_before_refuses_tokens_issued_in_that_second(
     issued_after_before: int,
     is_refused: bool,
 ) -> None:
-    before = int(clock.now) - 600
     sub = issuer.claims()["sub"]
-    revoking_verifier.revoke_user_sync(
-        issuer.user_pool_id, sub, before=datetime.fromtimestamp(before, tz=UTC)
+    entry = revoking_verifier.revoke_user_sync(
+        issuer.user_pool_id, sub, before=datetime.fromtimestamp(int(clock.now) - 600, tz=UTC)
     )
+    before = int(entry.before)  # a whole second: the one asked for plus the leeway
+    assert before == entry.before
     issued_at = before + issued_after_before
     token = issuer.mint(iat=issued_at, auth_time=issued_at, exp=issued_at + 3600)
 

@@ -77,8 +77,8 @@ def test_a_sign_out_covers_a_token_whose_iat_is_ahead_of_this_hosts_clock(
         (-600, "token_revoked"),
         (0, "token_revoked"),
         (LEEWAY - 1, "token_revoked"),  # could have been minted before it, by a fast clock
-        (LEEWAY, "ok"),  # the boundary itself is after the entry's before: a later login
-        (LEEWAY + 1, "ok"),
+        (LEEWAY, "token_revoked"),  # the boundary's own second: refused, as any same-second token
+        (LEEWAY + 1, "ok"),  # a later login
     ],
 )
 def test_the_boundary_is_the_sign_out_plus_the_leeway(

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from ._errors import (
     AuthError,
     CheckFailed,
+    CheckUnavailable,
     ClaimTypeInvalid,
     ClientNotAllowed,
     HeaderInvalid,
@@ -96,6 +97,7 @@ __all__ = [
     "AuthWebSocketException",
     "Check",
     "CheckFailed",
+    "CheckUnavailable",
     "ClaimTypeInvalid",
     "ClientNotAllowed",
     "CognitoAuth",

@@ -13,10 +13,12 @@ import argparse
 import json
 import os
 import re
+import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
+from .._revoking import build_revocation
 from .._settings import AuthSettings, is_user_pool_id
 from ..revocation import Revocation, RevocationMirror, RevocationStoreUnavailable
 from ._exit import EXIT_OK, CommandFailed
@@ -149,7 +151,8 @@ def add_revoke_arguments(user: argparse.ArgumentParser, session: argparse.Argume
         "--before",
         type=_moment,
         metavar="ISO8601",
-        help="refuse the user's tokens issued before this time (default now), e.g. 2026-05-01T12:00:00Z",
+        help="refuse the user's tokens issued before this time (default now) plus the pool's clock "
+        "leeway, e.g. 2026-05-01T12:00:00Z",
     )
     session.add_argument(
         "--origin-jti", required=True, metavar="JTI", help="the session's origin_jti (from any of its tokens)"
@@ -166,8 +169,10 @@ def add_revoke_arguments(user: argparse.ArgumentParser, session: argparse.Argume
         add_store_arguments(parser)
 
 
-def _lifetime(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> float:
-    """How long the entry must outlive its time: the pool's longest token life plus the clock leeway."""
+def _lifetime_and_leeway(
+    args: argparse.Namespace, environ: Mapping[str, str] | None = None
+) -> tuple[float, float]:
+    """The pool's longest token life and its clock leeway, as the services are configured."""
     env = os.environ if environ is None else environ
     fields = AuthSettings.model_fields
     raw_lifetime = args.max_token_lifetime or env.get("SIOT_AUTHZ_MAX_TOKEN_LIFETIME_SECONDS")
@@ -183,17 +188,26 @@ def _lifetime(args: argparse.Namespace, environ: Mapping[str, str] | None = None
         ) from None
     if not lifetime > 0:
         raise CommandFailed("--max-token-lifetime must be positive")
-    return lifetime + leeway
+    return lifetime, leeway
 
 
-def _entry(args: argparse.Namespace, kind: str, subject: str, before: float) -> Revocation:
-    """The entry to record: the one place its lifetime is computed.
-
-    MERGE: the revocation-entry lifetime (token lifetime plus leeway) moves
-    into one library function; call it here once ``main`` has it, and drop
-    ``_lifetime``'s sum.
-    """
-    return Revocation(kind, args.pool, subject, before, before + _lifetime(args))  # type: ignore[arg-type]
+def _entry(
+    args: argparse.Namespace, kind: Literal["user", "session"], subject: str, before: float
+) -> Revocation:
+    """The entry to record, built by the same function as the verifier's (boundary plus leeway, lifetime)."""
+    lifetime, leeway = _lifetime_and_leeway(args)
+    try:
+        return build_revocation(
+            kind,
+            args.pool,
+            subject,
+            before=before,
+            clock=time.time,
+            leeway_seconds=leeway,
+            max_token_lifetime_seconds=lifetime,
+        )
+    except ValueError as exc:  # an oversize subject: the message names the bound, not the value
+        raise CommandFailed(str(exc)) from None
 
 
 def entry_json(entry: Revocation) -> dict[str, Any]:
@@ -213,7 +227,10 @@ def _record(args: argparse.Namespace, terminal: Terminal, entry: Revocation) -> 
         terminal.out(json.dumps(entry_json(entry), indent=2))
         return EXIT_OK
     if entry.kind == "user":
-        what = f"tokens of user {entry.subject} in {entry.user_pool_id} issued before {utc_iso(entry.before)}"
+        what = (
+            f"tokens of user {entry.subject} in {entry.user_pool_id} issued up to {utc_iso(entry.before)}"
+            " (the time given plus the pool's clock leeway)"
+        )
     else:
         what = f"tokens of session {entry.subject} in {entry.user_pool_id}"
     terminal.out(f"revoked: {what} are refused (entry kept until {utc_iso(entry.expires_at)})")
