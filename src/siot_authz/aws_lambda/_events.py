@@ -8,8 +8,7 @@ or an empty mapping, never an exception that would turn into a 500.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 __all__ = [
     "AuthorizerEvent",
@@ -31,8 +30,7 @@ class _Ambiguous:
 AMBIGUOUS = _Ambiguous()
 
 
-@dataclass(frozen=True)
-class AuthorizerEvent:
+class AuthorizerEvent(NamedTuple):
     """What the authorizer needs from its event: the kind, the credential and the ARN of the route called."""
 
     kind: AuthorizerEventKind

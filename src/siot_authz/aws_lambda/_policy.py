@@ -13,9 +13,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
+from typing import Any, NamedTuple
 
 __all__ = ["AuthorizerPolicy", "RouteArn", "arn_path_pattern"]
 
@@ -23,8 +22,8 @@ _ACTION = "execute-api:Invoke"
 _ARN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "*"})
 
 
-@dataclass(frozen=True)
-class RouteArn:
+# NamedTuples rather than dataclasses: a cold start pays a dataclass's code generation at import.
+class RouteArn(NamedTuple):
     """``arn:<partition>:execute-api:<region>:<account>:<api id>/<stage>/<METHOD>/<path>``, taken apart."""
 
     partition: str
@@ -86,8 +85,7 @@ def _matches(pattern: str, arn: str) -> bool:
     return _compiled(pattern).fullmatch(arn) is not None
 
 
-@dataclass(frozen=True)
-class AuthorizerPolicy:
+class AuthorizerPolicy(NamedTuple):
     """An authorizer's IAM policy: resources allowed and resources denied, evaluated as IAM does."""
 
     allowed: tuple[str, ...]

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 
 from .._errors import AuthError, CheckFailed, InsufficientPermissions, MissingGroup, MissingRole, MissingScope
 from .._principal import Principal
@@ -33,7 +32,6 @@ class RouteCheckRefused(InsufficientPermissions):
     reason = "The caller is not allowed to use this route."
 
 
-@dataclass(frozen=True)
 class Route:
     """What a caller needs to call ``method`` on ``path`` (an API Gateway resource path, ``{id}`` allowed).
 
@@ -43,25 +41,36 @@ class Route:
     rule. A route with none of them needs a valid token only.
     """
 
-    method: str
-    path: str
-    groups: Sequence[str] = ()
-    scopes: Sequence[str] = ()
-    roles: Sequence[str] = ()
-    check: RouteCheck | None = field(default=None, compare=False)
+    # A plain class: a dataclass would cost every cold start its code generation.
+    __slots__ = ("check", "groups", "method", "path", "roles", "scopes")
 
-    def __post_init__(self) -> None:
-        method = self.method.upper()
-        if method not in _METHODS:
-            raise ValueError(f"unknown HTTP method {self.method!r}")
-        if not self.path.startswith("/"):
+    def __init__(
+        self,
+        method: str,
+        path: str,
+        *,
+        groups: Sequence[str] = (),
+        scopes: Sequence[str] = (),
+        roles: Sequence[str] = (),
+        check: RouteCheck | None = None,
+    ) -> None:
+        """Check the rule now, so a typo fails the cold start instead of opening or closing a route."""
+        if method.upper() not in _METHODS:
+            raise ValueError(f"unknown HTTP method {method!r}")
+        if not path.startswith("/"):
             raise ValueError("a route path starts with '/'")
-        for name in ("groups", "scopes", "roles"):
-            value = getattr(self, name)
-            if isinstance(value, str):  # ("admin") is a string, not a tuple: say so instead of splitting it
-                raise TypeError(f"{name} must be a sequence of names, not a string")
-            object.__setattr__(self, name, tuple(value))
-        object.__setattr__(self, "method", method)
+        self.method = method.upper()
+        self.path = path
+        self.groups = _names("groups", groups)
+        self.scopes = _names("scopes", scopes)
+        self.roles = _names("roles", roles)
+        self.check = check
+
+    def __repr__(self) -> str:
+        needs = ", ".join(
+            f"{name}={getattr(self, name)!r}" for name in ("groups", "scopes", "roles") if getattr(self, name)
+        )
+        return f"Route({self.method!r}, {self.path!r}{', ' + needs if needs else ''})"
 
     @property
     def arn_method(self) -> str:
@@ -107,3 +116,9 @@ class Route:
             bug = type(exc).__name__
         logger.error("route_check_raised type=%s method=%s path=%s", bug, self.method, self.path)
         return RouteCheckRefused()
+
+
+def _names(kind: str, names: Sequence[str]) -> tuple[str, ...]:
+    if isinstance(names, str):  # ("admin") is a string, not a tuple: say so instead of splitting it
+        raise TypeError(f"{kind} must be a sequence of names, not a string")
+    return tuple(names)

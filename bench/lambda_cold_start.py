@@ -1,0 +1,128 @@
+"""A Lambda cold start with siot_authz: a fresh interpreter, the authorizer built, one token verified.
+
+Run ``python bench/lambda_cold_start.py`` (``--quick`` for a smoke check).
+Each round starts three fresh interpreters, in rotating order:
+
+* ``python -c pass``: the interpreter alone, for reference;
+* ``import siot_authz``;
+* the Lambda path: import ``siot_authz.aws_lambda``, build a
+  ``LambdaAuthorizer`` over a ``TokenVerifier`` whose keys come from a
+  bundled ``jwks_file``, and answer one ``TOKEN`` event (one RS256 verify).
+
+The rows are medians over rounds of whole-process wall time, and of the time
+measured inside the process (from before the first siot_authz import to the
+answer). The target (issue 15) is the Lambda path at most 10 ms over
+``import siot_authz``. No socket is opened: the keys are in the file.
+
+Bytecode is compiled first and the children may use it, as in a deployment
+package (pip compiles on install); with ``PYTHONDONTWRITEBYTECODE`` set and no
+``__pycache__``, every start would compile siot_authz's sources again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import compileall
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import siot_authz
+from siot_authz.testing import LocalIssuer
+
+TARGET_MS = 10.0
+
+_PASS = "pass"
+
+_IMPORT = """
+import time
+started = time.perf_counter()
+import siot_authz
+print((time.perf_counter() - started) * 1000)
+"""
+
+_LAMBDA = """
+import time, os
+started = time.perf_counter()
+from siot_authz import AuthSettings, TokenVerifier
+from siot_authz.aws_lambda import LambdaAuthorizer
+handler = LambdaAuthorizer(TokenVerifier(AuthSettings()))
+answer = handler({"type": "TOKEN", "authorizationToken": os.environ["BENCH_TOKEN"],
+                  "methodArn": "arn:aws:execute-api:us-east-1:123456789012:abcdef123/prod/GET/project"})
+elapsed = (time.perf_counter() - started) * 1000
+assert answer["policyDocument"]["Statement"][0]["Effect"] == "Allow"
+print(elapsed)
+"""
+
+PROGRAMS = {"python -c pass": _PASS, "import siot_authz": _IMPORT, "Lambda path": _LAMBDA}
+
+
+def run_once(program: str, env: dict[str, str]) -> tuple[float, float | None]:
+    """(wall ms of the whole process, ms measured inside it or None)."""
+    started = time.perf_counter()
+    result = subprocess.run(
+        [sys.executable, "-c", program], env=env, capture_output=True, text=True, timeout=120, check=True
+    )
+    wall = (time.perf_counter() - started) * 1000
+    inside = float(result.stdout.strip()) if result.stdout.strip() else None
+    return wall, inside
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="3 rounds: a smoke check")
+    parser.add_argument("--rounds", type=int, default=21)
+    args = parser.parse_args()
+    rounds = 3 if args.quick else args.rounds
+    compileall.compile_dir(Path(siot_authz.__file__).parent, quiet=1)
+
+    with LocalIssuer() as issuer, tempfile.TemporaryDirectory() as folder:
+        jwks_file = Path(folder) / "jwks.json"
+        jwks_file.write_text(json.dumps(issuer.jwks()), encoding="utf-8")
+        env = {
+            **{
+                name: value
+                for name, value in os.environ.items()
+                if not name.startswith("SIOT_AUTHZ_") and name != "PYTHONDONTWRITEBYTECODE"
+            },
+            "SIOT_AUTHZ_REGION": issuer.region,
+            "SIOT_AUTHZ_USER_POOL_ID": issuer.user_pool_id,
+            "SIOT_AUTHZ_CLIENT_IDS": issuer.client_id,
+            "SIOT_AUTHZ_JWKS_FILE": str(jwks_file),
+            # Nothing listens there: a fetch would fail at once, and the answer's assert would fail.
+            "SIOT_AUTHZ_JWKS_URL": "http://127.0.0.1:9/jwks.json",
+            "BENCH_TOKEN": issuer.mint(username="bob"),
+        }
+        walls: dict[str, list[float]] = {name: [] for name in PROGRAMS}
+        insides: dict[str, list[float]] = {name: [] for name in PROGRAMS}
+        names = list(PROGRAMS)
+        for round_number in range(rounds):
+            shift = round_number % len(names)
+            for name in names[shift:] + names[:shift]:
+                wall, inside = run_once(PROGRAMS[name], env)
+                walls[name].append(wall)
+                if inside is not None:
+                    insides[name].append(inside)
+
+    print(f"\nLambda cold start: median of {rounds} fresh interpreters each (ms)")
+    print(f"  {'':40} {'process wall':>12} {'inside':>8}")
+    for name in names:
+        inside = f"{statistics.median(insides[name]):8.1f}" if insides[name] else f"{'':>8}"
+        print(f"  {name:40} {statistics.median(walls[name]):12.1f} {inside}")
+    deltas = [lam - imp for lam, imp in zip(walls["Lambda path"], walls["import siot_authz"], strict=True)]
+    inside_delta = statistics.median(insides["Lambda path"]) - statistics.median(insides["import siot_authz"])
+    delta = statistics.median(deltas)
+    verdict = "met" if delta <= TARGET_MS else "MISSED"
+    print(
+        f"  {'Lambda path - import siot_authz (wall)':40} {delta:12.1f}   target <= {TARGET_MS:.0f}: {verdict}"
+    )
+    print(f"  {'Lambda path - import siot_authz (inside)':40} {inside_delta:12.1f}")
+
+
+if __name__ == "__main__":
+    main()
