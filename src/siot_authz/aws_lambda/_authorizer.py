@@ -143,17 +143,20 @@ class LambdaAuthorizer:
 
         Raises an :class:`AuthError` with a 5xx status when a route's check reports an outage.
         """
-        allowed: list[str] = []
+        allows_unlisted = self.unlisted == "authenticated"
+        # With every route allowed, listing the allowed ones again only makes the policy
+        # longer (API Gateway limits its size); the denials carry the decision.
+        allowed: list[str] = [arn.every_route] if allows_unlisted else []
         denied: list[str] = []
-        if self.unlisted == "authenticated":
-            allowed.append(arn.every_route)
         for route in self.routes:
             refusal = route.refusal(principal, roles)
             if refusal is not None and refusal.status_code >= 500:
                 raise refusal
-            (denied if refusal is not None else allowed).append(
-                arn.resource(route.arn_method, route.arn_path)
-            )
+            resource = arn.resource(route.arn_method, route.arn_path)
+            if refusal is not None:
+                denied.append(resource)
+            elif not allows_unlisted:
+                allowed.append(resource)
         return AuthorizerPolicy.of(allowed, denied)
 
     def _roles_of(self, principal: Principal) -> tuple[str, ...] | None:
