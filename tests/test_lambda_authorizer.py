@@ -8,6 +8,7 @@ moto's tokens, is in test_lambda_emulator.py.
 from __future__ import annotations
 
 import fnmatch
+import logging
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -416,3 +417,24 @@ def test_route_refusal_names_what_is_missing(issuer: LocalIssuer) -> None:
     assert isinstance(
         Route("DELETE", "/project", roles=["admin"]).refusal(principal, ("member",)), MissingRole
     )
+
+
+def test_logs_hold_no_token_text_and_no_forged_lines(
+    authorizer: LambdaAuthorizer, issuer: LocalIssuer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="siot_authz")
+    bob = issuer.mint(username="bob")
+    refused = _refused_tokens(issuer)
+    # A real path is the caller's text: it may hold a line break.
+    answer = authorizer(token_event(bob, "GET", "/project/42\nforged_line code=ok/devices"))
+    assert not iam_allows(
+        answer["policyDocument"], method_arn("GET", "/project/42\nforged_line code=ok/devices")
+    )
+    for token in refused.values():
+        with pytest.raises(Exception, match=r"^Unauthorized$"):
+            authorizer(token_event(token))
+
+    assert "access_denied" in caplog.text
+    assert "\nforged_line" not in caplog.text
+    for token in [bob, *filter(None, refused.values())]:
+        assert token.split(".")[-1][:20] not in caplog.text

@@ -127,7 +127,9 @@ class LambdaAuthorizer:
             return self._refused(refusal, request.kind, arn)
         is_allowed = policy.allows(request.route_arn)  # as sent: API Gateway matches the ARN it built
         if not is_allowed:
-            logger.info("access_denied pool=%s route=%s/%s", principal.user_pool_id, arn.method, arn.path)
+            # The path is the caller's: quoted and cut short, so it cannot forge log lines.
+            route = f"{arn.method}/{arn.path}"
+            logger.info("access_denied pool=%s route=%r", principal.user_pool_id, route[:128])
         answer: dict[str, Any] = {"context": principal_to_context(principal, roles)}
         if request.kind == "http" and self.http_api_response == "simple":
             answer["isAuthorized"] = is_allowed

@@ -78,7 +78,8 @@ def arn_path_pattern(path: str) -> str:
 @lru_cache(maxsize=256)
 def _compiled(pattern: str) -> re.Pattern[str]:
     # IAM resource matching: ``*`` is any run of characters (``/`` included), ``?`` one character.
-    return re.compile("".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern))
+    pieces = (".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
+    return re.compile("".join(pieces), re.DOTALL)
 
 
 def _matches(pattern: str, arn: str) -> bool:
