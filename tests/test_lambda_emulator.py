@@ -16,6 +16,8 @@ from __future__ import annotations
 import gzip
 import json
 import sqlite3
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,19 +28,40 @@ import moto.cognitoidp
 import pytest
 from jose import jwt
 
+import siot_authz.revocation
 from lambda_emulator import EXAMPLE, Emulator, emulator, emulator_missing
 from moto_pool import MotoPool, Tokens, moto_user_pool
+from redis_server import RedisServer, is_redis_installed
 
 pytestmark = pytest.mark.skipif(emulator_missing() is not None, reason=str(emulator_missing()))
 
 PASSWORD = "Correct-Horse-9-Battery"
+#: How long a Lambda keeps a revocation lookup's answer in the example (SIOT_EXAMPLE_REVOCATION_CACHE).
+REVOCATION_CACHE_SECONDS = 1.0
+HAS_REDIS_LOOKUP = is_redis_installed() and hasattr(siot_authz.revocation, "RedisLookupRevocations")
 
 
 @pytest.fixture(scope="module")
 def pool() -> Iterator[MotoPool]:
     with moto_user_pool(username="ada", password=PASSWORD) as pool:
         pool.add_user("bob", PASSWORD)
+        for revoked_later in ("carol", "dave"):  # revoked by one test each: nobody else uses them
+            pool.add_user(revoked_later, PASSWORD)
         yield pool
+
+
+@pytest.fixture(scope="module")
+def redis_url() -> Iterator[str | None]:
+    """A real Redis for the revocation lookup, when this checkout has the lookup backend and redis-server."""
+    if not HAS_REDIS_LOOKUP:
+        yield None
+        return
+    server = RedisServer()
+    server.start()
+    try:
+        yield server.url
+    finally:
+        server.close()
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +75,9 @@ def bob(pool: MotoPool) -> Tokens:
 
 
 @pytest.fixture(scope="module")
-def running(pool: MotoPool, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emulator]:
+def running(
+    pool: MotoPool, redis_url: str | None, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Emulator]:
     folder = tmp_path_factory.mktemp("lambda")
     # The pool's keys bundled with the functions, as docs/lambda.md does it: no fetch at run time.
     (folder / "jwks.json").write_text(httpx.get(pool.jwks_url).text, encoding="utf-8")
@@ -66,6 +91,9 @@ def running(pool: MotoPool, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         "SIOT_AUTHZ_JWKS_URL": "http://127.0.0.1:9/jwks.json",
         "SIOT_EXAMPLE_ROLES_DB": str(folder / "roles.sqlite3"),
     }
+    if redis_url is not None:
+        env["SIOT_EXAMPLE_REDIS_URL"] = redis_url
+        env["SIOT_EXAMPLE_REVOCATION_CACHE"] = str(REVOCATION_CACHE_SECONDS)
     started = time.monotonic()
     with emulator(env, folder / "serverless.log") as running:
         print(f"serverless offline started in {time.monotonic() - started:.1f} s")
@@ -172,3 +200,29 @@ def test_direct_invocations_reach_only_the_function_that_trusts_them(running: Em
     assert isinstance(refused, dict)
     assert refused["statusCode"] == 403
     assert json.loads(refused["body"])["detail"]["code"] == "direct_invocation_refused"
+
+
+@pytest.mark.skipif(not HAS_REDIS_LOOKUP, reason="needs redis-server and RedisLookupRevocations")
+@pytest.mark.parametrize(
+    ("base", "path", "user"), [("rest_url", "project", "carol"), ("http_api_url", "device", "dave")]
+)
+def test_a_token_revoked_with_the_cli_is_refused_within_the_lookups_cache_time(
+    running: Emulator, pool: MotoPool, redis_url: str, base: str, path: str, user: str
+) -> None:
+    token = pool.login(username=user, password=PASSWORD).id_token
+    assert (
+        call(running, base, "GET", path, token).status_code == 200
+    )  # the lookup's "not revoked" is now cached
+    sub = jwt.get_unverified_claims(token)["sub"]
+
+    revoke = [sys.executable, "-m", "siot_authz.cli", "revoke", "user", "--pool", pool.user_pool_id]
+    subprocess.run(
+        [*revoke, "--sub", sub, "--redis-url", redis_url], check=True, capture_output=True, timeout=60
+    )
+    revoked_at = time.monotonic()
+
+    # The emulator does not cache authorizer results; on AWS add the authorizer's resultTtlInSeconds.
+    refused = 401 if base == "rest_url" else 403
+    while call(running, base, "GET", path, token).status_code != refused:
+        assert time.monotonic() - revoked_at < REVOCATION_CACHE_SECONDS + 20, "still accepted"
+        time.sleep(0.2)
