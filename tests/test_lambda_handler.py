@@ -238,6 +238,19 @@ def test_trusting_mode_without_roles_in_context_or_a_source_is_an_outage(
     assert (response["statusCode"], body(response)["detail"]["code"]) == (503, "roles_unavailable")
 
 
+def test_trusting_mode_refuses_a_context_whose_token_has_expired_since(
+    verifier: TokenVerifier, issuer: LocalIssuer
+) -> None:
+    # API Gateway's cached Allow (and its context) can outlive the token.
+    context = principal_to_context(verifier.verify_sync(issuer.mint(username="ada")))
+    context["expires_at"] = context["issued_at"]
+    handler = LambdaAuth(None).protect_trusting_authorizer_context()(echo)
+
+    response = handler(http_api_proxy_event({}, authorizer=context), None)
+
+    assert (response["statusCode"], body(response)["detail"]["code"]) == (401, "token_expired")
+
+
 def test_trusting_mode_refuses_a_request_with_no_context() -> None:
     handler = LambdaAuth(None).protect_trusting_authorizer_context()(echo)
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -36,6 +37,7 @@ from .._errors import (
     MissingRole,
     MissingScope,
     RolesUnavailable,
+    TokenExpired,
 )
 from .._principal import Principal
 from .._verifier import TokenVerifier
@@ -145,9 +147,13 @@ class LambdaAuth:
 
         def principal_of(event: Mapping[str, Any]) -> Principal:
             try:
-                return principal_from_context(authorizer_context(event))
+                principal = principal_from_context(authorizer_context(event))
             except ContextUnreadable:
                 raise AuthorizerContextMissing() from None
+            # API Gateway's cached Allow can outlive the token it was given for.
+            if principal.expires_at.timestamp() <= time.time():
+                raise TokenExpired()
+            return principal
 
         return self._decorator(
             principal_of, require_groups, require_scopes, require_roles, reads_context=True
