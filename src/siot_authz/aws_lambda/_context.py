@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from .._principal import Principal
+from .._principal import Principal, verified_principal
 
 if TYPE_CHECKING:
     from .._roles import RolesPrincipal
@@ -85,41 +85,42 @@ def _names(context: Mapping[str, Any], name: str) -> tuple[str, ...]:
 def principal_from_context(context: Mapping[str, Any]) -> Principal | RolesPrincipal:
     """The principal an authorizer put in ``context``; a ``RolesPrincipal`` when it carried roles.
 
-    Raises :class:`ContextUnreadable` when a field is missing or malformed.
+    Every field is checked here, so the principal is built without pydantic's
+    validator (which a cold start would pay to compile). Raises
+    :class:`ContextUnreadable` when a field is missing or malformed.
     """
     issued_at = _seconds(context, "issued_at")
     expires_at = _seconds(context, "expires_at")
     token_use = _text(context, "token_use")
+    if token_use not in ("id", "access"):
+        raise ContextUnreadable("the authorizer context's token_use is neither id nor access")
     scopes = context.get("scopes", "")
     if not isinstance(scopes, str):
         raise ContextUnreadable("the authorizer context's scopes are not text")
     email = context.get("email")
-    fields: dict[str, Any] = {
-        "sub": _text(context, "sub"),
-        "username": _text(context, "username"),
-        "groups": _names(context, "groups"),
-        "scopes": tuple(scopes.split()),
-        "token_use": token_use,
-        "client_id": _text(context, "client_id"),
-        "email": email if isinstance(email, str) and email else None,
-        "issuer": _text(context, "issuer"),
-        "user_pool_id": _text(context, "user_pool_id"),
-        "issued_at": datetime.fromtimestamp(issued_at, UTC),
-        "expires_at": datetime.fromtimestamp(expires_at, UTC),
-    }
-    # What the context carried, under the claim names a token has them.
-    fields["claims"] = {
-        "sub": fields["sub"],
-        "iss": fields["issuer"],
-        "token_use": token_use,
-        "iat": issued_at,
-        "exp": expires_at,
-    }
+    sub = _text(context, "sub")
+    issuer = _text(context, "issuer")
     try:
-        if "roles" in context:
-            from .._roles import RolesPrincipal  # only when roles were sent: it imports anyio
+        issued, expires = datetime.fromtimestamp(issued_at, UTC), datetime.fromtimestamp(expires_at, UTC)
+    except (OverflowError, OSError, ValueError):
+        raise ContextUnreadable("the authorizer context's times are out of range") from None
+    principal = verified_principal(
+        sub,
+        _text(context, "username"),
+        _names(context, "groups"),
+        tuple(scopes.split()),
+        token_use,  # type: ignore[arg-type]  # checked above
+        _text(context, "client_id"),
+        email if isinstance(email, str) and email else None,
+        issuer,
+        _text(context, "user_pool_id"),
+        issued,
+        expires,
+        # What the context carried, under the claim names a token has them.
+        {"sub": sub, "iss": issuer, "token_use": token_use, "iat": issued_at, "exp": expires_at},
+    )
+    if "roles" not in context:
+        return principal
+    from .._roles import RolesPrincipal  # only when roles were sent: it imports anyio
 
-            return RolesPrincipal.model_validate({**fields, "roles": _names(context, "roles")})
-        return Principal.model_validate(fields)
-    except ValueError:  # pydantic's ValidationError; its text may quote values, so it is dropped
-        raise ContextUnreadable("the authorizer context does not describe a principal") from None
+    return RolesPrincipal.of(principal, tuple(sorted(set(_names(context, "roles")))))
