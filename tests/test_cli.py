@@ -19,8 +19,8 @@ import pytest
 
 from _cli_moto import NEW_PASSWORD, PASSWORD, TEMPORARY_PASSWORD, MotoPool, moto_pool
 from siot_authz import AuthError, TokenVerifier
+from siot_authz._cognito_client import CognitoApiError, CognitoClient, NewPasswordRequired
 from siot_authz.cli import build_parser, main
-from siot_authz.cli._cognito import CognitoApiError, CognitoClient, NewPasswordRequired
 from siot_authz.cli._config import load_config
 from siot_authz.cli._output import Spinner, format_table, relative_time
 from siot_authz.cli._terminal import Terminal
@@ -126,7 +126,8 @@ def test_runs_as_a_module_and_reports_usage_errors_with_status_2() -> None:
         check=False,
     )
     assert result.returncode == 2
-    assert "invalid choice: 'both'" in result.stderr
+    assert "argument --token-use: invalid choice (choose from 'id', 'access', 'any')" in result.stderr
+    assert "both" not in result.stderr  # a value given is never repeated (issue 19 §7)
 
 
 @pytest.mark.parametrize(
@@ -180,6 +181,33 @@ def test_missing_setting_names_every_way_to_set_it() -> None:
     assert "--region" in terminal.errors
     assert "SIOT_AUTHZ_REGION" in terminal.errors
     assert "'region'" in terminal.errors
+
+
+def test_every_missing_setting_is_named_in_one_run() -> None:
+    # Issue 17: one missing setting per run meant three runs to learn three names.
+    code, terminal = run(["verify", "eyJ.e30.sig"])
+    assert code == 2
+    for flag, variable in [
+        ("--region", "SIOT_AUTHZ_REGION"),
+        ("--user-pool-id", "SIOT_AUTHZ_USER_POOL_ID"),
+        ("--client-id", "SIOT_AUTHZ_CLIENT_IDS"),
+    ]:
+        assert flag in terminal.errors
+        assert variable in terminal.errors
+
+
+@pytest.mark.parametrize(
+    ("command", "says"),
+    [("login", "the first logs in"), ("verify", "any are accepted"), ("jwks", "not needed to list keys")],
+)
+def test_client_id_help_says_what_each_command_does_with_it(
+    command: str, says: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert says in help_text
+    assert ("the first logs in" in help_text) is (command == "login")
 
 
 @pytest.mark.parametrize(
@@ -466,12 +494,23 @@ def test_decode_labels_output_unverified_and_shows_times(issuer: LocalIssuer) ->
 
 def test_decode_shows_how_long_ago_a_token_expired(issuer: LocalIssuer) -> None:
     token = issuer.mint(expires_in=-3 * 3600 - 100, iat=int(time.time()) - 4 * 3600)
+    code, terminal = run(["decode", f"Bearer {token}"])
+    assert code == 0
+    assert "(expired 3 h ago)" in terminal.output
+    assert "(issued 4 h ago)" in terminal.output
+
+
+def test_decode_json_gives_times_as_iso_8601_utc_that_scripts_can_parse(issuer: LocalIssuer) -> None:
+    # Issue 17: "2026-12-07T13:02:47Z (expires in 11 h)" parsed nowhere.
+    token = issuer.mint(expires_in=-3 * 3600 - 100, iat=int(time.time()) - 4 * 3600)
     code, terminal = run(["decode", "--json", f"Bearer {token}"])
     assert code == 0
     document = json.loads(terminal.output)
     assert document["verified"] is False
-    assert document["times"]["exp"].endswith("(expired 3 h ago)")
-    assert document["times"]["iat"].endswith("(issued 4 h ago)")
+    for name in ("exp", "iat"):
+        parsed = datetime.fromisoformat(document["times"][name])
+        assert document["times"][name].endswith("Z")
+        assert parsed.timestamp() == document["claims"][name]
 
 
 @pytest.mark.parametrize(
@@ -908,9 +947,9 @@ def test_store_commands_report_an_unreachable_redis_as_a_network_error(
 @pytest.mark.parametrize(
     ("flags", "message"),
     [
-        (["--pool", "not-a-pool", "--sub", "s"], "is not a Cognito user pool id"),
-        (["--pool", "us-east-1_P", "--sub", "s", "--before", "yesterday"], "is not an ISO 8601 time"),
-        (["--pool", "us-east-1_P", "--sub", "s", "--before", "2026-05-01T12:00:00"], "has no time zone"),
+        (["--pool", "not-a-pool", "--sub", "s"], "not a Cognito user pool id"),
+        (["--pool", "us-east-1_P", "--sub", "s", "--before", "yesterday"], "not an ISO 8601 time"),
+        (["--pool", "us-east-1_P", "--sub", "s", "--before", "2026-05-01T12:00:00"], "no time zone"),
         (["--pool", "us-east-1_P"], "the following arguments are required: --sub"),
     ],
     ids=["bad-pool", "bad-time", "naive-time", "no-sub"],
@@ -995,8 +1034,9 @@ def test_revoke_user_before_a_given_time_spares_later_tokens(
 
     assert code == 0, terminal.errors
     entry = json.loads(terminal.output)
-    assert (entry["kind"], entry["subject"], entry["before"]) == ("user", sub, now - 300)
-    assert entry["expires_at"] == now - 300 + 86_400 + 5  # the default token lifetime plus the leeway
+    assert (entry["kind"], entry["subject"], entry["before"]) == ("user", sub, before)
+    kept_until = datetime.fromisoformat(entry["expires_at"]).timestamp()
+    assert kept_until == now - 300 + 86_400 + 5  # the default token lifetime plus the leeway
     assert _wait_until_refused(enforcing_verifier, old) == "token_revoked"
     assert enforcing_verifier.verify_sync(new).sub == sub
 
@@ -1035,10 +1075,66 @@ def test_revocations_lists_entries_as_a_table_and_as_json(
     code, terminal = run(["revocations", "--json", "--pool", "us-east-2_PoolTwo", *prefix])
     (entry,) = json.loads(terminal.output)
     assert (entry["kind"], entry["subject"]) == ("session", "jti-9")
-    assert entry["expires_at"] - entry["before"] == 3600 + 5
+    # The same time form as decode --json and the principal's issued_at (issue 17): ISO 8601 UTC.
+    kept = datetime.fromisoformat(entry["expires_at"]) - datetime.fromisoformat(entry["before"])
+    assert kept.total_seconds() == pytest.approx(3600 + 5, abs=1e-5)
 
     code, terminal = run(["revocations", "--json", "--redis-prefix", store_env + "other"])
     assert (code, json.loads(terminal.output)) == (0, [])
+
+
+# -- verify --redis-url (issue 16) ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["user", "session"])
+@pytest.mark.parametrize("output", ["text", "json"])
+def test_verify_with_the_store_refuses_a_revoked_token_as_the_services_do(
+    issuer: LocalIssuer, redis_url: str, store_env: str, kind: str, output: str
+) -> None:
+    token = issuer.mint(username="ada", origin_jti="session-one")
+    sub = claims_of(token)["sub"]
+    store = ["--redis-url", redis_url, "--redis-prefix", store_env]
+    json_flag = ["--json"] if output == "json" else []
+    assert run(["verify", *pool_flags(issuer), *store, token])[0] == 0  # nothing revoked yet
+
+    subject = ["--sub", str(sub)] if kind == "user" else ["--origin-jti", "session-one"]
+    assert run(["revoke", kind, "--pool", issuer.user_pool_id, *subject, "--redis-prefix", store_env])[0] == 0
+
+    code, terminal = run(["verify", *pool_flags(issuer), *store, *json_flag, token])
+    assert code == 1
+    if output == "json":
+        assert json.loads(terminal.output) == {
+            "valid": False,
+            "code": "token_revoked",
+            "message": "The token has been revoked.",
+        }
+    else:
+        assert terminal.output.startswith("token_revoked: The token has been revoked.")
+    # Another user's token, and the same user's token without the store, are unaffected.
+    assert run(["verify", *pool_flags(issuer), *store, issuer.mint(username="bob")])[0] == 0
+
+
+def test_verify_reads_the_store_from_the_environment_as_revoke_does(
+    issuer: LocalIssuer, store_env: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    token = issuer.mint(username="ada")
+    sub = claims_of(token)["sub"]
+    prefix = ["--redis-prefix", store_env]
+    assert run(["revoke", "user", "--pool", issuer.user_pool_id, "--sub", str(sub), *prefix])[0] == 0
+    assert run(["verify", *pool_flags(issuer), *prefix, token])[0] == 1  # SIOT_AUTHZ_REDIS_URL is set
+    monkeypatch.delenv("SIOT_AUTHZ_REDIS_URL")
+    assert run(["verify", *pool_flags(issuer), *prefix, token])[0] == 0  # no store named: not checked
+
+
+def test_verify_with_an_unreachable_store_is_a_network_error_not_a_verdict(
+    issuer: LocalIssuer, unused_port: int
+) -> None:
+    code, terminal = run(
+        ["verify", *pool_flags(issuer), "--redis-url", f"redis://127.0.0.1:{unused_port}/0", issuer.mint()]
+    )
+    assert code == 2
+    assert "cannot check revocations" in terminal.errors
+    assert terminal.output == ""
 
 
 # -- contract with several pools ------------------------------------------------------------------
@@ -1051,7 +1147,7 @@ def test_contract_probes_for_two_pools_pass_against_an_api_trusting_both(
     from fastapi.testclient import TestClient
 
     from siot_authz import CognitoAuth, Principal
-    from siot_authz.cli._cognito import Tokens
+    from siot_authz._cognito_client import Tokens
     from siot_authz.cli._contract import build_cross_pool_probes, build_probes, send_probe
 
     def tokens(issuer: LocalIssuer) -> Tokens:
@@ -1076,3 +1172,39 @@ def test_contract_probes_for_two_pools_pass_against_an_api_trusting_both(
         f"{TEAM_POOLS[1]} token relabelled as {TEAM_POOLS[0]}",
     ]
     assert {o.status_code for o in cross} == {401}
+
+
+# -- the unattended login the test kit shares (siot_authz._cognito_client) ---------------------------
+
+
+@pytest.mark.parametrize(
+    ("case", "is_setup_problem", "says"),
+    [
+        ("wrong-password", False, "wrong username or password"),
+        ("new-password-required", False, "choose a new password first"),
+        ("unreachable", True, "cannot reach Cognito"),
+    ],
+)
+def test_unattended_login_says_why_it_cannot_end_in_tokens(
+    moto_pool: MotoPool, unused_port: int, case: str, is_setup_problem: bool, says: str
+) -> None:
+    from siot_authz._cognito_client import LoginFailed, log_in_unattended
+
+    username = moto_pool.add_user(f"u{time.monotonic_ns()}", permanent=case != "new-password-required")
+    endpoint = f"http://127.0.0.1:{unused_port}/" if case == "unreachable" else moto_pool.endpoint_url
+    password = "Wrong-Horse-9" if case == "wrong-password" else PASSWORD
+    if case == "new-password-required":
+        password = TEMPORARY_PASSWORD
+    with pytest.raises(LoginFailed) as caught:
+        log_in_unattended(endpoint, moto_pool.client_id, username, password, timeout=5)
+    assert caught.value.is_setup_problem is is_setup_problem
+    assert says in caught.value.message
+    assert password not in caught.value.message
+
+
+def test_unattended_login_returns_the_tokens(moto_pool: MotoPool) -> None:
+    from siot_authz._cognito_client import log_in_unattended
+
+    username = moto_pool.add_user(f"u{time.monotonic_ns()}")
+    tokens = log_in_unattended(moto_pool.endpoint_url, moto_pool.client_id, username, PASSWORD)
+    assert claims_of(tokens.id_token)["cognito:username"] == username

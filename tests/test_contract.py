@@ -23,8 +23,8 @@ import pytest
 from _cli_moto import PASSWORD, MotoPool, moto_pool
 from example_server import free_port, run_example_app
 from siot_authz import AuthError, AuthSettings, TokenVerifier
+from siot_authz._cognito_client import Tokens
 from siot_authz.cli import main
-from siot_authz.cli._cognito import Tokens
 from siot_authz.cli._contract import build_probes
 from siot_authz.cli._terminal import Terminal
 

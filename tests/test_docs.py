@@ -27,6 +27,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,7 +38,7 @@ from siot_authz.testing import LocalIssuer
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PAGES = [REPO_ROOT / "README.md", *sorted((REPO_ROOT / "docs").glob("*.md"))]
-LANGUAGES = {"python", "sh", "console"}
+LANGUAGES = {"python", "sh", "console", "toml"}
 _FENCE = re.compile(r"^```(\w*)\s*$")
 _MARKER = re.compile(r"^<!--\s*docs-test:\s*([\w-]+)\s*(.*?)\s*-->\s*$")
 _ACTIONS = {"run", "continue", "file", "pytest", "needs-aws", "skip"}
@@ -209,6 +210,9 @@ def test_every_marker_is_known() -> None:
 def test_sample_runs(sample: Sample, sample_project: Path, run_env: dict[str, str], tmp_path: Path) -> None:
     if sample.language == "python":
         compile(sample.script, sample.where, "exec")  # every Python sample must at least parse
+    if sample.language == "toml":
+        tomllib.loads(sample.script)  # TOML is only ever a ``file`` sample (pyproject.toml)
+        assert sample.action in ("file", "skip"), f"{sample.where}: a TOML sample must be a file"
     if sample.action in ("skip", "file"):
         return  # ``file`` samples are run by the samples that use them
     project = tmp_path / "project"
@@ -220,9 +224,13 @@ def test_sample_runs(sample: Sample, sample_project: Path, run_env: dict[str, st
         else:
             _run(["bash", "-n", "-c", _shell(sample)], sample, project, run_env)
     elif sample.action == "pytest":
-        (project / "test_sample.py").write_text(sample.script, encoding="utf-8")
-        command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-W", "error"]
-        _run([*command, "-W", _STARLETTE_NOTICE, "test_sample.py"], sample, project, run_env)
+        # Where the README puts it, run as plain ``pytest`` runs it: ``-P`` keeps the working
+        # folder off sys.path (``python -m`` would add it), so the imports of the user's own
+        # package work only through the ``pythonpath`` the README's pyproject.toml sets (issue 17.6).
+        (project / "tests").mkdir(exist_ok=True)
+        (project / "tests" / "test_sample.py").write_text(sample.script, encoding="utf-8")
+        command = [sys.executable, "-P", "-m", "pytest", "-q", "-p", "no:cacheprovider", "-W", "error"]
+        _run([*command, "-W", _STARLETTE_NOTICE, "tests/test_sample.py"], sample, project, run_env)
     elif sample.language == "python":
         (project / "sample.py").write_text(sample.script, encoding="utf-8")
         _run([sys.executable, "-W", "error", "sample.py"], sample, project, run_env)
@@ -249,3 +257,30 @@ def test_server_commands_name_an_app_that_exists(
     module, attribute = target.split(":")
     check = f"import importlib; assert hasattr(importlib.import_module({module!r}), {attribute!r})"
     _run([sys.executable, "-c", check], sample, sample_project, run_env)
+
+
+def test_every_setting_is_in_the_configuration_tables() -> None:
+    # Issue 17.14: additional_regions, jwks_file and max_token_lifetime_seconds were missing.
+    from siot_authz import AuthSettings
+
+    reference = (REPO_ROOT / "docs" / "configuration.md").read_text(encoding="utf-8")
+    readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    for name in AuthSettings.model_fields:
+        row = f"| `{name}` | `SIOT_AUTHZ_{name.upper()}` |"
+        assert row in reference, f"docs/configuration.md has no row for {name}"
+        assert row in readme, f"README.md's configuration table has no row for {name}"
+
+
+_SIMPLEIOT_FILE = re.compile(r"~/\.simpleiot|\$HOME/\.simpleiot|from_simpleiot_home")
+
+
+@pytest.mark.parametrize("page", ["README.md", "docs/configuration.md", "docs/pools.md"])
+def test_pages_whose_samples_read_the_simpleiot_config_say_what_happens_without_it(page: str) -> None:
+    # Issue 17.16: these samples raise ValueError on a fresh machine, and the page said nothing.
+    path = REPO_ROOT / page
+    samples = [sample for sample in read_samples(path) if sample.action != "needs-aws"]
+    assert any(_SIMPLEIOT_FILE.search(sample.code) for sample in samples), f"{page} reads no config.json"
+    text = " ".join(path.read_text(encoding="utf-8").split())
+    assert re.search(r"[Oo]n a machine (without|with no)", text), (
+        f"{page} does not say what a fresh machine gets"
+    )

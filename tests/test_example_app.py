@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import socket
 import subprocess
 import sys
@@ -17,8 +18,9 @@ from fastapi.testclient import TestClient
 
 from example_server import REPO_ROOT, run_example_app
 from examples.app import create_app
-from examples.app.__main__ import main
+from examples.app.__main__ import has_metrics, local_banner, main, websocket_library
 from siot_authz import CognitoAuth
+from siot_authz.cli import main as siot_authz_cli
 from siot_authz.testing import LocalIssuer
 
 
@@ -120,10 +122,41 @@ def test_bad_config_file_exits_with_status_2(tmp_path: Path, capsys: pytest.Capt
     assert "bad configuration" in capsys.readouterr().err
 
 
-def test_python_m_examples_app_serves_the_printed_tokens() -> None:
+@pytest.mark.parametrize(("websockets", "metrics"), [("websockets", True), (None, False), ("wsproto", False)])
+def test_banner_prints_only_the_commands_that_work_here(
+    issuer: LocalIssuer, websockets: str | None, metrics: bool
+) -> None:
+    # Issue 17: without a WebSocket library the stream fails like a bad token,
+    # and without prometheus_client /metrics answers 501; the banner must say so, not offer them.
+    banner = local_banner(issuer, "http://127.0.0.1:8123", websockets=websockets, metrics=metrics)
+    assert ("/metrics" in banner) is metrics
+    assert ("new WebSocket(" in banner) is (websockets is not None)
+    if websockets is not None:  # pasteable as is: bob's own token, not a shell variable a console lacks
+        user_token = re.search(r"export USER_TOKEN='([^']+)'", banner)
+        assert user_token is not None
+        assert f'["bearer", "{user_token.group(1)}"]' in banner
+    assert ("pip install websockets" in banner) is (websockets is None)
+    assert f"client id: {issuer.client_id}" in banner
+    assert "ws://127.0.0.1:8123/v1/ws/data?serial=gh-1" in banner
+
+
+def test_the_banner_detects_what_is_installed() -> None:
+    import importlib.util
+
+    assert has_metrics() is (importlib.util.find_spec("prometheus_client") is not None)
+    assert websocket_library() in ("websockets", "wsproto")  # the test extra installs websockets
+
+
+def test_python_m_examples_app_serves_the_printed_tokens(capsys: pytest.CaptureFixture[str]) -> None:
     env = {key: value for key, value in os.environ.items() if not key.startswith("SIOT_AUTHZ_")}
     with run_example_app(env) as app:
         tokens = dict(re.findall(r"export (ADMIN_TOKEN|USER_TOKEN)='([^']+)'", app.output))
+        # The printed verify command works as printed (issue 17: no decoding aud, no four flags to find).
+        verify_line = re.search(r"^\s*(siot-authz verify .*)$", app.output, re.MULTILINE)
+        assert verify_line is not None
+        argv = shlex.split(verify_line.group(1).replace('"$ADMIN_TOKEN"', tokens["ADMIN_TOKEN"]))
+        assert siot_authz_cli(argv[1:]) == 0
+        assert json.loads(capsys.readouterr().out)["username"] == "ada"
         admin = httpx.get(f"{app.base_url}/v1/me", headers={"Authorization": tokens["ADMIN_TOKEN"]})
         assert admin.json()["principal"]["groups"] == ["admin"]
         user = httpx.get(f"{app.base_url}/v1/me", headers={"Authorization": f"Bearer {tokens['USER_TOKEN']}"})

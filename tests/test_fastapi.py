@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from fastapi import Depends, FastAPI
+from fastapi import Depends, FastAPI, WebSocket
 from fastapi.testclient import TestClient
+from starlette.websockets import WebSocketDisconnect
 
-from siot_authz import AuthSettings, CognitoAuth, Principal, TokenVerifier
+from siot_authz import AuthSettings, CognitoAuth, Principal, RolesCache, TokenVerifier
 from siot_authz.testing import JwksResponse, JwksServer, LocalIssuer, override_principal
 
 INVALID_TOKEN_CHALLENGE = 'Bearer error="invalid_token"'
@@ -438,6 +440,155 @@ def test_lifespan_survives_unreachable_jwks_and_first_request_retries(
         response = client.get("/whoami", headers=bearer(issuer.mint(username="hank")))
 
     assert response.json() == {"user": "hank"}
+
+
+# -- no credentials need no pool ---------------------------------------------------------------
+
+
+class RecordingObserver:
+    """Keeps every verification reported, to show a refusal is counted once."""
+
+    def __init__(self) -> None:
+        self.verifications: list[tuple[str, str | None, bool]] = []
+
+    def verification(self, pool_id: str, code: str | None, cache_hit: bool) -> None:
+        self.verifications.append((pool_id, code, cache_hit))
+
+    def jwks_fetch(self, pool_id: str, outcome: str, seconds: float) -> None:
+        pass
+
+
+def lazy_auth(issuer: LocalIssuer, calls: list[str], **options: Any) -> CognitoAuth:
+    """A dependency whose settings come from a function, as the README builds it; ``calls`` shows when it is read."""
+
+    def real_pool_settings() -> AuthSettings:
+        calls.append("read")
+        return issuer.settings(http_timeout_seconds=2.0)
+
+    return CognitoAuth(real_pool_settings, **options)
+
+
+NO_CREDENTIALS = [
+    {},
+    {"Authorization": ""},
+    {"Authorization": "   "},
+    {"Authorization": "Bearer"},
+    {"Authorization": "bearer   "},
+]
+
+
+@pytest.mark.parametrize("settings_are", ["a function, not yet called", "resolved"])
+@pytest.mark.parametrize("path", ["/whoami", "/staff", "/read-write"])
+@pytest.mark.parametrize("headers", NO_CREDENTIALS, ids=repr)
+def test_no_credentials_get_401_before_the_settings_are_read_and_are_reported_once(
+    issuer: LocalIssuer,
+    caplog: pytest.LogCaptureFixture,
+    settings_are: str,
+    path: str,
+    headers: dict[str, str],
+) -> None:
+    calls: list[str] = []
+    observer = RecordingObserver()
+    auth = lazy_auth(issuer, calls, observer=observer)
+    if settings_are == "resolved":
+        assert auth.verifier is not None
+    # No lifespan (no ``with``): nothing at start-up reads the settings either.
+    client = TestClient(protected_app(auth))
+
+    with caplog.at_level(logging.DEBUG, logger="siot_authz"):
+        response = client.get(path, headers=headers)
+
+    assert_refused(response, 401, "missing_token", "Bearer")
+    assert calls == ([] if settings_are != "resolved" else ["read"])
+    assert [record.getMessage() for record in caplog.records] == ["token_refused code=missing_token"]
+    assert observer.verifications == [("", "missing_token", False)]
+
+
+@pytest.mark.parametrize("settings_are", ["a function, not yet called", "resolved"])
+@pytest.mark.parametrize("headers", NO_CREDENTIALS, ids=repr)
+def test_optional_login_without_credentials_is_let_through_unlogged_and_refused_once_where_it_authorizes(
+    issuer: LocalIssuer, caplog: pytest.LogCaptureFixture, settings_are: str, headers: dict[str, str]
+) -> None:
+    calls: list[str] = []
+    observer = RecordingObserver()
+    auth = lazy_auth(issuer, calls, auto_error=False, observer=observer)
+    if settings_are == "resolved":
+        assert auth.verifier is not None
+    client = TestClient(protected_app(auth))
+
+    with caplog.at_level(logging.DEBUG, logger="siot_authz"):
+        assert client.get("/whoami", headers=headers).json() == {"user": None}
+        assert not caplog.records
+        assert_refused(client.get("/staff", headers=headers), 401, "missing_token", "Bearer")
+
+    assert calls == ([] if settings_are != "resolved" else ["read"])
+    assert [record.getMessage() for record in caplog.records] == ["token_refused code=missing_token"]
+    assert observer.verifications == [("", "missing_token", False)]
+
+
+@pytest.mark.parametrize("auto_error", [True, False])
+def test_a_token_reads_the_settings_on_first_use(issuer: LocalIssuer, auto_error: bool) -> None:
+    calls: list[str] = []
+    client = TestClient(protected_app(lazy_auth(issuer, calls, auto_error=auto_error)))
+
+    assert client.get("/whoami", headers=bearer(issuer.mint(username="lee"))).json() == {"user": "lee"}
+    assert client.get("/whoami", headers=bearer(issuer.mint(username="max"))).json() == {"user": "max"}
+    assert calls == ["read"]
+
+
+def test_a_websocket_without_credentials_is_declined_before_the_settings_are_read(
+    issuer: LocalIssuer,
+) -> None:
+    calls: list[str] = []
+    auth = lazy_auth(issuer, calls)
+    app = FastAPI()
+
+    @app.websocket("/ws")
+    async def echo(websocket: WebSocket, principal: Principal = Depends(auth)) -> None:
+        await websocket.accept()  # pragma: no cover - never reached
+
+    with pytest.raises(WebSocketDisconnect) as declined, TestClient(app).websocket_connect("/ws"):
+        pass  # pragma: no cover - the handshake is declined
+    assert declined.value.reason == "missing_token"
+    assert calls == []
+
+
+# -- roles: a source or a cache ---------------------------------------------------------------------
+
+
+def nobody_has_roles(principal: Principal) -> list[str]:
+    return []
+
+
+def test_a_roles_source_is_cached_with_the_default_bounds(issuer: LocalIssuer) -> None:
+    auth = CognitoAuth(issuer.settings(), roles=nobody_has_roles)
+
+    assert isinstance(auth.roles, RolesCache)
+    assert auth.roles.source is nobody_has_roles
+    assert auth.roles.timeout_seconds == RolesCache(nobody_has_roles).timeout_seconds
+
+
+def test_a_roles_cache_is_used_as_given(issuer: LocalIssuer) -> None:
+    cache = RolesCache(nobody_has_roles, ttl_seconds=1, timeout_seconds=0.5)
+
+    assert CognitoAuth(issuer.settings(), roles=cache).roles is cache
+
+
+def test_roles_set_after_the_routes_are_defined_are_the_ones_asked(issuer: LocalIssuer) -> None:
+    auth = CognitoAuth(issuer.settings(), roles=nobody_has_roles)
+    app = FastAPI(lifespan=auth.lifespan)
+
+    @app.delete("/project")
+    async def delete_project(principal: Principal = Depends(auth.require_roles("admin"))) -> dict[str, str]:
+        return {"by": principal.username}
+
+    ada = bearer(issuer.mint(username="ada"))
+    with TestClient(app) as client:
+        assert_refused(
+            client.delete("/project", headers=ada), 403, "missing_role", INSUFFICIENT_SCOPE_CHALLENGE
+        )
+        auth.roles = RolesCache(lambda principal: ["admin"] if principal.username == "ada" else [])
+        assert client.delete("/project", headers=ada).json() == {"by": "ada"}
 
 
 # -- construction -----------------------------------------------------------------------------------------

@@ -3,8 +3,16 @@
 from __future__ import annotations
 
 import logging
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
+from pathlib import Path
 
+import httpx
 import pytest
 from fastapi import Depends, FastAPI
 from fastapi.testclient import TestClient
@@ -154,3 +162,113 @@ def test_an_anonymous_request_to_an_authorizing_route_is_logged_once(
         assert client.get("/admin").status_code == 401
 
     assert _lines(caplog) == ["token_refused code=missing_token"]
+
+
+# -- under real servers -----------------------------------------------------------------------
+
+TESTS = Path(__file__).resolve().parent
+DEPLOYMENT = TESTS.parent / "docs" / "deployment.md"
+
+
+def documented_logging_json() -> str:
+    """The first ```json block of docs/deployment.md's "Logging" section: what users save as logging.json."""
+    section = DEPLOYMENT.read_text(encoding="utf-8").split("\n## Logging\n", 1)[1]
+    return section.split("```json\n", 1)[1].split("\n```", 1)[0]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _served_output(command: list[str], issuer: LocalIssuer, tmp_path: Path, *, expect: str | None) -> str:
+    """Start ``command`` (a server for tests/served_app.py on ``{port}``), send one refused request, stop it; its output.
+
+    With ``expect``, waits (bounded) for that text to appear before stopping,
+    since a worker's log line may come just after its response.
+    """
+    port = _free_port()
+    env = {
+        key: value for key, value in os.environ.items() if not key.startswith(("SIOT_AUTHZ_", "PROMETHEUS"))
+    }
+    env["XDG_RUNTIME_DIR"] = str(tmp_path)  # where gunicorn puts its control socket, rather than ~/.gunicorn
+    env["SIOT_AUTHZ_TEST_SETTINGS"] = issuer.settings().model_dump_json(
+        include={"region", "user_pool_id", "client_ids", "jwks_url"}
+    )
+    output = tmp_path / "server.log"
+    with output.open("wb") as sink:
+        process = subprocess.Popen(
+            [part.format(port=port) for part in command],
+            cwd=TESTS,
+            env=env,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            deadline = time.monotonic() + 60
+            while True:  # until it serves, asking for something that logs no refusal
+                assert process.poll() is None, output.read_text(errors="replace")
+                assert time.monotonic() < deadline, "the server did not answer within 60 s"
+                try:
+                    httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5)
+                    break
+                except httpx.TransportError:
+                    time.sleep(0.1)
+            response = httpx.get(
+                f"http://127.0.0.1:{port}/me", headers={"Authorization": "Bearer not-a-jwt"}, timeout=30
+            )
+            assert response.status_code == 401
+            deadline = time.monotonic() + 10
+            while expect is not None and expect not in output.read_text(errors="replace"):
+                assert time.monotonic() < deadline, (
+                    f"{expect!r} not logged:\n{output.read_text(errors='replace')}"
+                )
+                time.sleep(0.05)
+        finally:
+            process.terminate()
+            process.wait(timeout=20)
+    return output.read_text(errors="replace")
+
+
+UVICORN = [sys.executable, "-m", "uvicorn", "served_app:app", "--host", "127.0.0.1", "--port", "{port}"]
+GUNICORN = [
+    sys.executable,
+    "-m",
+    "gunicorn",
+    "served_app:app",
+    "-k",
+    "uvicorn.workers.UvicornWorker",
+    "-w",
+    "1",
+    "-b",
+    "127.0.0.1:{port}",
+]
+REFUSAL_LINE = re.compile(
+    r"^\d{4}-\d\d-\d\d [\d:,]+ INFO siot_authz token_refused code=token_malformed$", re.M
+)
+
+
+def test_plain_uvicorn_shows_no_refusal_line(issuer: LocalIssuer, tmp_path: Path) -> None:
+    # Why the deployment docs give a logging configuration: without one, the line goes nowhere.
+    output = _served_output(UVICORN, issuer, tmp_path, expect=None)
+
+    assert "Application startup complete" in output  # uvicorn's own lines are captured
+    assert "token_refused" not in output
+
+
+@pytest.mark.parametrize(
+    ("server", "option"),
+    [(UVICORN, "--log-config"), (GUNICORN, "--log-config-json")],
+    ids=["uvicorn", "gunicorn"],
+)
+def test_the_documented_logging_json_shows_each_refusal_in_the_servers_output(
+    issuer: LocalIssuer, tmp_path: Path, server: list[str], option: str
+) -> None:
+    config = tmp_path / "logging.json"
+    config.write_text(documented_logging_json(), encoding="utf-8")
+
+    output = _served_output([*server, option, str(config)], issuer, tmp_path, expect="token_refused")
+
+    assert len(REFUSAL_LINE.findall(output)) == 1, output
+    assert "not-a-jwt" not in output

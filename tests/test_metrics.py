@@ -7,6 +7,7 @@ parses the exposition text with prometheus_client's own parser.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -221,6 +222,22 @@ def test_counts_are_exact_when_many_threads_verify_at_once(
     samples = parse(_text(metrics))
     assert verifications(samples, issuer.user_pool_id, cache="hit") == threads * calls
     assert verifications(samples, "direct", cache="hit") == threads * calls
+
+
+def test_scraping_leaves_every_count_as_it_was(
+    issuer: LocalIssuer, make_client: Callable[..., TestClient]
+) -> None:
+    client = make_client(issuer.settings())
+    token = issuer.mint()
+    assert [get_me(client, token) for _ in range(3)] == [200, 200, 200]
+    assert get_me(client, "not-a-jwt") == 401
+
+    scrapes = [scrape(client) for _ in range(3)]
+
+    for samples in scrapes:
+        assert verifications(samples, issuer.user_pool_id, cache="miss") == 1
+        assert verifications(samples, issuer.user_pool_id, cache="hit") == 2
+        assert verifications(samples, "", code="token_malformed") == 1
 
 
 def _text(metrics: PrometheusMetrics) -> str:
@@ -491,6 +508,42 @@ def test_labels_never_carry_kids_or_usernames(
 
     for secret in ("carol-the-user", "dave", "kid-from-an-attacker", issuer.signing_key.kid):
         assert secret not in text
+
+
+# -- the documented test, on a machine with no SimpleIOT config -----------------------------------
+
+
+def _metrics_doc_block(marker: str) -> str:
+    """The fenced block right after ``<!-- docs-test: MARKER -->`` in docs/metrics.md."""
+    page = (REPO_ROOT / "docs" / "metrics.md").read_text(encoding="utf-8")
+    after = page.split(f"<!-- docs-test: {marker} -->\n", 1)[1]
+    return after.split("\n", 1)[1].split("\n```\n", 1)[0] + "\n"
+
+
+def test_the_documented_metrics_test_passes_without_any_config_or_pool_settings(tmp_path: Path) -> None:
+    project = tmp_path / "project"
+    (project / "myservice").mkdir(parents=True)
+    (project / "myservice" / "__init__.py").touch()
+    (project / "myservice" / "observed.py").write_text(_metrics_doc_block("file myservice/observed.py"))
+    (project / "tests").mkdir()
+    (project / "tests" / "test_observed.py").write_text(_metrics_doc_block("pytest"))
+    home = tmp_path / "home"  # no ~/.simpleiot here
+    home.mkdir()
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("SIOT_AUTHZ_", "PYTEST_"))}
+    env |= {"HOME": str(home), "PYTHONPATH": str(project)}
+
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_observed.py"],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "1 passed" in result.stdout
 
 
 # -- without prometheus_client ----------------------------------------------------------------------

@@ -90,3 +90,20 @@ def test_the_wheel_installs_and_runs_the_cli_and_the_pytest_plugin(dist: Path, t
         env=env,
     )
     assert "1 passed" in result.stdout
+
+
+def test_the_wheel_carries_the_apache_license_it_declares(dist: Path) -> None:
+    # Issue 17: pyproject declares Apache-2.0, but there was no LICENSE file and no License-File.
+    import zipfile
+
+    wheel = next(dist.glob("*.whl"))
+    with zipfile.ZipFile(wheel) as archive:
+        names = archive.namelist()
+        metadata = archive.read(next(name for name in names if name.endswith(".dist-info/METADATA"))).decode()
+        license_name = next(name for name in names if name.endswith(".dist-info/licenses/LICENSE"))
+        shipped = archive.read(license_name).decode()
+    assert "License-File: LICENSE" in metadata.splitlines()
+    assert "License-Expression: Apache-2.0" in metadata.splitlines()
+    assert shipped == (REPO_ROOT / "LICENSE").read_text(encoding="utf-8")
+    assert "Apache License\n                           Version 2.0, January 2004" in shipped
+    assert "END OF TERMS AND CONDITIONS" in shipped

@@ -177,6 +177,21 @@ def test_missing_required_settings_are_named() -> None:
         ("user_pool_id",),
         ("client_ids",),
     }
+    # Issue 17: the message names the variables a newcomer has to set, not just the fields.
+    for variable in ("SIOT_AUTHZ_REGION", "SIOT_AUTHZ_USER_POOL_ID", "SIOT_AUTHZ_CLIENT_IDS"):
+        assert variable in str(caught.value)
+
+
+def test_a_missing_setting_among_bad_ones_keeps_every_error_and_its_field(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("SIOT_AUTHZ_REGION", "not a region")
+    with pytest.raises(ValidationError) as caught:
+        AuthSettings(user_pool_id=POOL)  # type: ignore[call-arg]
+    errors = {error["loc"]: error for error in caught.value.errors()}
+    assert set(errors) == {("region",), ("client_ids",)}
+    assert "must be an AWS region" in errors[("region",)]["msg"]
+    assert "SIOT_AUTHZ_CLIENT_IDS" in errors[("client_ids",)]["msg"]
 
 
 # -- bad values fail at construction -------------------------------------------------

@@ -3,14 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi import Depends, FastAPI
 from fastapi.testclient import TestClient
 
-from siot_authz import AuthSettings, CognitoAuth, Principal, TokenVerifier
+from siot_authz import AuthSettings, CognitoAuth, Principal, RolesPrincipal, TokenVerifier
 from siot_authz.revocation import MemoryRevocations
-from siot_authz.testing import LocalIssuer, make_principal, override_principal, override_settings
+from siot_authz.testing import (
+    LocalIssuer,
+    make_principal,
+    override_principal,
+    override_roles,
+    override_settings,
+)
+from siot_authz.testing._real_pool import RealPool, find_real_pool
 
 pytest_plugins = ["pytester"]
 
@@ -108,12 +119,6 @@ def test_plugin_is_registered_through_the_entry_point(pytester: pytest.Pytester)
     assert plugin.__name__ == "siot_authz.testing.pytest_plugin"
 
 
-def test_fixtures_work_in_a_users_project_without_any_conftest(pytester: pytest.Pytester) -> None:
-    pytester.makepyfile(myapp=USER_APP, test_routes=USER_TESTS)
-    result = pytester.runpytest_inprocess("-p", "no:cacheprovider")
-    result.assert_outcomes(passed=8)
-
-
 def test_a_users_failing_assertion_still_fails(pytester: pytest.Pytester) -> None:
     # The kit must not make tests pass by itself: a wrong expectation is reported.
     pytester.makepyfile(
@@ -141,8 +146,86 @@ def test_plugin_fixtures_are_listed_with_their_docs(pytester: pytest.Pytester) -
         "siot_auth_headers",
         "siot_trust_local_issuer",
         "siot_override_principal",
+        "siot_override_roles",
     ):
         result.stdout.fnmatch_lines([f"{name}*"])
+
+
+# A user's app whose roles come from its database, with routes defined at import, and settings
+# for a real pool behind a function (the README's way): only the kit can make a request pass.
+ROLES_APP = """
+from fastapi import Depends, FastAPI
+from siot_authz import AuthSettings, CognitoAuth, RolesPrincipal
+
+DATABASE = {"ada": ["member"], "bob": ["member"]}
+
+
+def roles_of(principal):
+    return DATABASE.get(principal.username, [])
+
+
+auth = CognitoAuth(lambda: AuthSettings.from_simpleiot_config("~/.simpleiot/myteam/config.json"), roles=roles_of)
+app = FastAPI(lifespan=auth.lifespan)
+
+
+@app.delete("/project")
+async def delete_project(caller: RolesPrincipal = Depends(auth.require_roles("admin"))) -> dict:
+    return {"by": caller.username, "roles": list(caller.roles)}
+"""
+
+# In this order: each test after the first would pass only by what an earlier one left behind.
+ROLES_TESTS = """
+from fastapi.testclient import TestClient
+from rolesapp import DATABASE, app, auth
+
+
+def delete_as(headers):
+    with TestClient(app) as client:
+        return client.delete("/project", headers=headers).status_code
+
+
+def test_ada_is_made_admin_by_the_fixture(siot_trust_local_issuer, siot_override_roles, siot_auth_headers):
+    siot_trust_local_issuer(app, auth)
+    siot_override_roles(auth, {"ada": ["admin"]})
+    assert delete_as(siot_auth_headers(username="ada")) == 200
+    assert delete_as(siot_auth_headers(username="bob")) == 403
+
+
+def test_ada_is_not_admin_in_the_next_test(siot_trust_local_issuer, siot_auth_headers):
+    siot_trust_local_issuer(app, auth)
+    assert delete_as(siot_auth_headers(username="ada")) == 403
+
+
+def test_ada_is_admin_in_a_patched_database(siot_trust_local_issuer, siot_auth_headers, monkeypatch):
+    monkeypatch.setitem(DATABASE, "ada", ["admin"])
+    siot_trust_local_issuer(app, auth)
+    assert delete_as(siot_auth_headers(username="ada")) == 200
+
+
+def test_the_roles_cached_then_are_gone_in_the_next_test(siot_trust_local_issuer, siot_auth_headers):
+    siot_trust_local_issuer(app, auth)
+    assert delete_as(siot_auth_headers(username="ada")) == 403
+
+
+def test_a_source_of_your_own_with_an_overridden_principal(siot_override_principal, siot_override_roles):
+    siot_override_principal(app, auth, "carol")
+    siot_override_roles(auth, lambda principal: ["admin"] if principal.username == "carol" else [])
+    assert delete_as({}) == 200
+
+
+def test_and_the_apps_own_source_is_back_after_it(siot_override_principal):
+    siot_override_principal(app, auth, "ada")
+    assert delete_as({}) == 403
+"""
+
+
+def test_fixtures_work_in_a_users_project_without_any_conftest(pytester: pytest.Pytester) -> None:
+    # One run for both apps: each pytester run costs seconds.
+    pytester.makepyfile(
+        myapp=USER_APP, test_routes=USER_TESTS, rolesapp=ROLES_APP, test_user_roles=ROLES_TESTS
+    )
+    result = pytester.runpytest_inprocess("-p", "no:cacheprovider", "-p", "no:randomly")
+    result.assert_outcomes(passed=8 + 6)
 
 
 # -- the override helpers, in this project's own tests ------------------------------------------
@@ -326,3 +409,122 @@ def test_override_settings_keeps_the_apps_own_check_and_revocations(issuer: Loca
 def make_sub(issuer: LocalIssuer, username: str) -> str:
     sub: str = issuer.claims(username=username)["sub"]
     return sub
+
+
+# -- roles in tests ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def roles_app(issuer: LocalIssuer) -> tuple[FastAPI, CognitoAuth]:
+    auth = CognitoAuth(issuer.settings(), roles=lambda principal: ["member"])
+    app = FastAPI(lifespan=auth.lifespan)
+
+    @app.get("/roles")
+    async def roles(principal: RolesPrincipal = Depends(auth.with_roles())) -> dict[str, list[str]]:
+        return {"roles": list(principal.roles)}
+
+    return app, auth
+
+
+def test_override_roles_gives_fixed_roles_for_the_block_only(roles_app: tuple[FastAPI, CognitoAuth]) -> None:
+    app, auth = roles_app
+    own_cache = auth.roles
+    with override_principal(app, auth, make_principal("ada")), TestClient(app) as client:
+        with override_roles(auth, {"ada": ["operator", "admin"]}) as cache:
+            assert client.get("/roles").json() == {"roles": ["admin", "operator"]}
+            assert auth.roles is cache
+        assert client.get("/roles").json() == {"roles": ["member"]}
+    assert auth.roles is own_cache
+
+
+def test_override_roles_refuses_a_bare_string_of_roles(roles_app: tuple[FastAPI, CognitoAuth]) -> None:
+    _app, auth = roles_app
+    with pytest.raises(TypeError, match="list of role names"), override_roles(auth, {"ada": "admin"}):  # type: ignore[dict-item]
+        pass  # pragma: no cover - refused on entry
+
+
+def test_the_apps_roles_cache_is_emptied_as_each_override_ends(
+    roles_app: tuple[FastAPI, CognitoAuth], issuer: LocalIssuer
+) -> None:
+    app, auth = roles_app
+    assert auth.roles is not None
+    answers = iter([["admin"], ["member"], ["viewer"]])
+    auth.roles.source = lambda principal: next(answers)  # what a test patching the source does
+    ada = {"Authorization": issuer.mint(username="ada")}
+    with override_settings(app, auth, issuer.settings()), TestClient(app) as client:
+        assert client.get("/roles", headers=ada).json() == {"roles": ["admin"]}
+        assert client.get("/roles", headers=ada).json() == {"roles": ["admin"]}  # cached
+    with override_settings(app, auth, issuer.settings()), TestClient(app) as client:
+        assert client.get("/roles", headers=ada).json() == {"roles": ["member"]}
+    with override_principal(app, auth, make_principal("ada")), TestClient(app) as client:
+        assert client.get("/roles").json() == {"roles": ["viewer"]}
+
+
+# -- no SIOT_AUTHZ_* variables ------------------------------------------------------------------
+
+
+LEFTOVER_SERVER_VARIABLES = {
+    "SIOT_AUTHZ_REGION": "eu-west-1",
+    "SIOT_AUTHZ_USER_POOL_ID": "eu-west-1_Server123",
+    "SIOT_AUTHZ_CLIENT_IDS": "serverclient",
+    "SIOT_AUTHZ_TOKEN_USE": "access",
+    "SIOT_AUTHZ_LEEWAY_SECONDS": "120",
+    "SIOT_AUTHZ_MAX_TOKEN_BYTES": "1024",
+    "SIOT_AUTHZ_JWKS_TTL_SECONDS": "5",
+}
+
+
+def _real_pool(tmp_path: Path) -> RealPool:
+    config = tmp_path / "config.json"
+    config.write_text(
+        json.dumps(
+            {"region": "us-west-2", "cognitoUserPoolId": "us-west-2_Moto12345", "cognitoClientId": "ci"}
+        ),
+        encoding="utf-8",
+    )
+    found = find_real_pool(
+        str(config), "ci-user", "http://127.0.0.1:5000", environ={"SIOT_AUTHZ_TEST_PASSWORD": "x"}
+    )
+    assert found is not None
+    return found[0]
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda issuer, tmp_path: issuer.settings(),
+        lambda issuer, tmp_path: issuer.settings(for_transport=True),
+        lambda issuer, tmp_path: _real_pool(tmp_path).settings(),
+    ],
+    ids=["local issuer", "local issuer, for a transport", "real pool"],
+)
+def test_kit_settings_never_read_siot_authz_variables_left_in_the_shell(
+    issuer: LocalIssuer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, build: Any
+) -> None:
+    for name in os.environ:
+        if name.startswith("SIOT_AUTHZ_"):
+            monkeypatch.delenv(name)
+    in_a_clean_shell = build(issuer, tmp_path)
+    for name, value in LEFTOVER_SERVER_VARIABLES.items():
+        monkeypatch.setenv(name, value)
+
+    settings = build(issuer, tmp_path)
+
+    assert settings == in_a_clean_shell
+    assert type(settings) is AuthSettings
+    assert (settings.token_use, settings.leeway_seconds) == (
+        "id",
+        AuthSettings.model_fields["leeway_seconds"].default,
+    )
+
+
+def test_kit_settings_still_take_their_arguments(
+    issuer: LocalIssuer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SIOT_AUTHZ_TOKEN_USE", "id")
+
+    settings = issuer.settings(token_use="access", leeway_seconds=0)
+
+    assert (settings.token_use, settings.leeway_seconds) == ("access", 0)
+    with pytest.raises(ValueError, match="leeway_seconds"):
+        issuer.settings(leeway_seconds=-1)

@@ -9,6 +9,7 @@ trusts a real Cognito user pool instead.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import logging
 import os
 import socket
@@ -23,6 +24,7 @@ from siot_authz import AuthSettings
 from siot_authz.testing import LocalIssuer
 
 from .api import create_app
+from .database import DEMO_DEVICE, Database
 
 _TOKEN_HOURS = 12
 
@@ -127,17 +129,68 @@ class _Server(uvicorn.Server):
             )
 
 
-def _print_local_instructions(issuer: LocalIssuer, base_url: str) -> None:
+def websocket_library() -> str | None:
+    """The WebSocket library uvicorn would use here, or None when it has none.
+
+    uvicorn serves WebSockets only through ``websockets`` or ``wsproto``, and
+    neither is a dependency of siot-authz: a service picks its own server and
+    its extras. Without one, uvicorn declines every upgrade and a browser sees
+    the same close 1006 as for a bad token, so the banner says so instead.
+    """
+    for name in ("websockets", "wsproto"):
+        if importlib.util.find_spec(name) is not None:
+            return name
+    return None
+
+
+def has_metrics() -> bool:
+    """Whether ``/metrics`` answers (prometheus_client, the ``prometheus`` extra, is installed)."""
+    return importlib.util.find_spec("prometheus_client") is not None
+
+
+def local_banner(
+    issuer: LocalIssuer,
+    base_url: str,
+    *,
+    websockets: str | None,
+    metrics: bool,
+    token_hours: int = _TOKEN_HOURS,
+) -> str:
+    """What the example prints on an embedded local issuer: tokens, and only commands that work here."""
     admin = issuer.mint(
-        username="ada", groups=["admin"], email="ada@example.com", expires_in=_TOKEN_HOURS * 3600
+        username="ada", groups=["admin"], email="ada@example.com", expires_in=token_hours * 3600
     )
-    user = issuer.mint(username="bob", email="bob@example.com", expires_in=_TOKEN_HOURS * 3600)
-    print(
-        f"""
+    user = issuer.mint(username="bob", email="bob@example.com", expires_in=token_hours * 3600)
+    ws_url = base_url.replace("http://", "ws://", 1) + f"/v1/ws/data?serial={DEMO_DEVICE}"
+    if websockets is not None:
+        stream = (
+            f"\nDevice {DEMO_DEVICE}'s data as it is posted, over a WebSocket: paste this into a browser's console\n"
+            "(a browser sends its token as the 'bearer' subprotocol), then post a value from the shell:\n"
+            f'  new WebSocket("{ws_url}", ["bearer", "{user}"]).onmessage = (m) => console.log(m.data)\n'
+            f"  curl -s -X POST -H \"Authorization: $USER_TOKEN\" -H 'Content-Type: application/json' \\\n"
+            f'       -d \'{{"serial": "{DEMO_DEVICE}", "name": "temp", "value": 21.5}}\' {base_url}/v1/data\n'
+        )
+    else:
+        stream = (
+            f"\nThe WebSocket stream at {ws_url} is OFF: uvicorn has no WebSocket library here,\n"
+            "so it would close every WebSocket (1006) as if its token were bad. To turn it on:\n"
+            "  python -m pip install websockets   # then restart\n"
+        )
+    metrics_line = (
+        f"  curl -s {base_url}/metrics                                                                # Prometheus\n"
+        if metrics
+        else ""
+    )
+    verify = (
+        f"siot-authz verify --region {issuer.region} --user-pool-id {issuer.user_pool_id} "
+        f'--client-id {issuer.client_id} --jwks-url {issuer.jwks_url} "$ADMIN_TOKEN"'
+    )
+    return f"""
 siot_authz example API on an embedded local issuer
-  issuer: {issuer.issuer}
-  JWKS:   {issuer.jwks_url}
-  tokens below are valid for {_TOKEN_HOURS} hours; restart for new ones (the key is made at start)
+  issuer:    {issuer.issuer}
+  JWKS:      {issuer.jwks_url}
+  client id: {issuer.client_id}
+  tokens below are valid for {token_hours} hours; restart for new ones (the key is made at start)
 
 Admin (ada, role 'admin' in the example's SQLite database), sent raw as SimpleIOT's Python clients do:
   export ADMIN_TOKEN='{admin}'
@@ -147,6 +200,9 @@ Non-admin (bob, role 'member'), with a Bearer prefix as SimpleIOT's JavaScript c
   export USER_TOKEN='{user}'
   curl -s -H "Authorization: Bearer $USER_TOKEN" {base_url}/v1/me
 
+Verify a token as a service would, and see why one is refused:
+  {verify}
+
 Try:
   curl -s -X POST -H "Authorization: $ADMIN_TOKEN" -H 'Content-Type: application/json' \\
        -d '{{"name": "greenhouse"}}' {base_url}/v1/project
@@ -155,11 +211,8 @@ Try:
   curl -s {base_url}/v1/me                                                                  # 401
   curl -s -H "Authorization: $USER_TOKEN" {base_url}/v1/me/roles                            # roles from the database
   curl -s {base_url}/readyz                                                                 # readiness
-  curl -s {base_url}/metrics                                                                # Prometheus, with the extra
-  browse to {base_url}/docs and use 'Authorize' with either token (paste it without 'Bearer ')
-""",
-        flush=True,
-    )
+{metrics_line}  browse to {base_url}/docs and use 'Authorize' with either token (paste it without 'Bearer ')
+{stream}"""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -182,11 +235,16 @@ def main(argv: list[str] | None = None) -> int:
             issuer.close()
         raise
     port = int(sock.getsockname()[1])  # the real one, also for --port 0
-    app = create_app(settings, database=args.db)
+    database = Database(args.db)
+    # The device the banner's WebSocket line watches, so it is not declined as unknown.
+    database.seed_demo_device()
+    app = create_app(settings, database=database)
     host = f"[{args.host}]" if ":" in args.host else args.host
     base_url = f"http://{host}:{port}"
     if issuer is not None:
-        _print_local_instructions(issuer, base_url)
+        print(
+            local_banner(issuer, base_url, websockets=websocket_library(), metrics=has_metrics()), flush=True
+        )
     else:
         print(f"siot_authz example API for user pool {settings.user_pool_id} on {base_url}", flush=True)
     config = uvicorn.Config(_NewlineAfterJson(app), host=args.host, port=port, log_level="info")
@@ -194,6 +252,7 @@ def main(argv: list[str] | None = None) -> int:
         _Server(config, base_url).run(sockets=[sock])
     finally:
         sock.close()
+        database.close()
         if issuer is not None:
             issuer.close()
     return 0

@@ -26,10 +26,14 @@ from typing import Any
 
 from siot_authz import Principal
 
-__all__ = ["DEMO_USERS", "Database"]
+__all__ = ["DEMO_DEVICE", "DEMO_PROJECT", "DEMO_USERS", "Database"]
 
 #: Seeded at start, so the tokens the example prints are for an admin and a non-admin: name -> (role, is_admin).
 DEMO_USERS = {"ada": ("admin", True), "bob": ("member", False)}
+
+#: Seeded by ``python -m examples.app``, so the banner's WebSocket line has a device to watch.
+DEMO_PROJECT = "demo"
+DEMO_DEVICE = "gh-1"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS project (
@@ -129,6 +133,11 @@ class Database:
         """Make sure the printed demo tokens' users exist: ada is an admin, bob is not."""
         for name, role in DEMO_USERS.items():
             self.add_user(name, role)
+
+    def seed_demo_device(self) -> None:
+        """Make sure device ``gh-1`` (in project ``demo``) exists, as docs/websockets.md's example watches it."""
+        self.add_project(DEMO_PROJECT, "seeded by python -m examples.app", "ada")
+        self.add_device(DEMO_DEVICE, DEMO_PROJECT, "ada")
 
     def roles_of(self, principal: Principal) -> list[str]:
         """The roles source for ``CognitoAuth(roles=...)``: the user's role names, plus "admin" if any role is_admin.

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from typing import Literal
+from typing import Any, Literal, TypeVar
 
 import httpx
 from fastapi import Depends, FastAPI, HTTPException
@@ -33,6 +33,7 @@ from ._observe import Observer
 from ._principal import Principal
 from ._roles import RolesCache, RolesPrincipal, RolesSource
 from ._settings import AuthSettings
+from ._token import strip_bearer
 from ._verifier import Check, TokenVerifier
 from ._websocket import AuthWebSocketException, can_send_denial, websocket_token
 from .revocation import RevocationBackend
@@ -43,6 +44,9 @@ logger = logging.getLogger("siot_authz")
 
 #: One pool's settings, several pools' settings, or a function returning either, called at start-up.
 PoolSettings = AuthSettings | Sequence[AuthSettings] | Callable[[], AuthSettings | Sequence[AuthSettings]]
+
+#: The principal a dependency gives: a :class:`Principal`, or a :class:`RolesPrincipal`.
+_P = TypeVar("_P", bound=Principal)
 
 _DESCRIPTION = (
     "A Cognito user pool JWT (an ID token unless the API says otherwise). "
@@ -86,11 +90,7 @@ class CognitoAuth(SecurityBase):
         revocations: RevocationBackend | None = None,
         observer: Observer | None = None,
         refusal_log_level: int = logging.INFO,
-        roles: RolesSource | None = None,
-        roles_ttl_seconds: float = 60.0,
-        roles_cache_size: int = 10_000,
-        roles_timeout_seconds: float = 2.0,
-        roles_backoff_seconds: float = 5.0,
+        roles: RolesCache | RolesSource | None = None,
         websocket_query_param: str | None = None,
         websocket_denial: Literal["close", "response"] = "close",
     ) -> None:
@@ -103,8 +103,9 @@ class CognitoAuth(SecurityBase):
         ``refusal_log_level`` are passed to :class:`TokenVerifier`.
 
         ``roles`` is the application's roles source, ``source(principal)``
-        returning role names, sync or async, for :meth:`require_roles`; the
-        ``roles_*`` keywords bound its cache (see :class:`RolesCache`).
+        returning role names, sync or async, for :meth:`require_roles`,
+        cached with :class:`RolesCache`'s defaults; pass a
+        ``RolesCache(source, ttl_seconds=..., ...)`` to choose its bounds.
 
         ``websocket_query_param`` (off by default) also takes a WebSocket's
         token from that query parameter, for clients that can send neither
@@ -124,7 +125,7 @@ class CognitoAuth(SecurityBase):
         if verifier is None and settings is None:
             raise TypeError("CognitoAuth needs settings or a verifier")
         self._settings_source = settings
-        self._verifier_options = {
+        self._verifier_options: dict[str, Any] = {
             "async_transport": async_transport,
             "jwks": jwks,
             "check": check,
@@ -136,16 +137,11 @@ class CognitoAuth(SecurityBase):
         self._verifier: TokenVerifier | None = verifier
         if verifier is None and not callable(settings):
             self._verifier = self._build_verifier()
-        #: The roles source's cache; None without a source. May be set before routes are defined.
-        self.roles: RolesCache | None = None
-        if roles is not None:
-            self.roles = RolesCache(
-                roles,
-                ttl_seconds=roles_ttl_seconds,
-                max_entries=roles_cache_size,
-                timeout_seconds=roles_timeout_seconds,
-                backoff_seconds=roles_backoff_seconds,
-            )
+        #: The roles source's cache; None without a source. Read at every
+        #: request, so it may be replaced after the routes are defined (tests do).
+        self.roles: RolesCache | None = (
+            roles if roles is None or isinstance(roles, RolesCache) else RolesCache(roles)
+        )
         self.websocket_query_param = websocket_query_param
         if websocket_denial not in ("close", "response"):
             raise ValueError('websocket_denial must be "close" or "response"')
@@ -158,7 +154,7 @@ class CognitoAuth(SecurityBase):
         source = self._settings_source
         assert source is not None
         settings = source() if callable(source) else source
-        return TokenVerifier(settings, **self._verifier_options)  # type: ignore[arg-type]
+        return TokenVerifier(settings, **self._verifier_options)
 
     def verifier_for(self, settings: AuthSettings | Sequence[AuthSettings]) -> TokenVerifier:
         """A verifier for other pools that keeps this dependency's ``check``, ``revocations``,
@@ -171,7 +167,7 @@ class CognitoAuth(SecurityBase):
             for name, value in self._verifier_options.items()
             if name not in ("jwks", "async_transport")
         }
-        return TokenVerifier(settings, **options)  # type: ignore[arg-type]
+        return TokenVerifier(settings, **options)
 
     @property
     def verifier(self) -> TokenVerifier:
@@ -205,8 +201,14 @@ class CognitoAuth(SecurityBase):
 
     async def __call__(self, connection: HTTPConnection) -> Principal | None:
         token = self.extract_token(connection)
-        if token is None and not self.auto_error:
-            return None
+        if (self._verifier is None or not self.auto_error) and not _has_credentials(token):
+            # "No credentials" needs no pool, so it is answered before the
+            # settings are read: a "no token gets 401" test passes on a
+            # machine without the real config. Where login is optional it
+            # lets the request through, which no verifier should log as refused.
+            if not self.auto_error:
+                return None
+            raise self._refusal(connection, self._no_credentials())
         try:
             # The verifier logs every refusal once, "no token" included.
             return await self.verifier.verify(token)  # type: ignore[arg-type]  # None: MissingToken
@@ -221,35 +223,11 @@ class CognitoAuth(SecurityBase):
 
     def require_groups(self, *groups: str) -> Callable[..., Awaitable[Principal]]:
         """A dependency that also requires membership in at least one of ``groups``."""
-        if not groups:
-            raise ValueError("require_groups needs at least one group")
-        wanted = frozenset(groups)
-
-        async def principal_in_group(
-            connection: HTTPConnection, principal: Principal | None = Depends(self)
-        ) -> Principal:
-            principal = self._required(connection, principal)
-            if not principal.is_in_any_group(wanted):
-                raise self._forbidden(connection, MissingGroup(), principal)
-            return principal
-
-        return principal_in_group
+        return self._authorizing("group", groups, self, Principal.is_in_any_group, MissingGroup)
 
     def require_scopes(self, *scopes: str) -> Callable[..., Awaitable[Principal]]:
         """A dependency that also requires every one of ``scopes`` (access tokens)."""
-        if not scopes:
-            raise ValueError("require_scopes needs at least one scope")
-        wanted = frozenset(scopes)
-
-        async def principal_with_scopes(
-            connection: HTTPConnection, principal: Principal | None = Depends(self)
-        ) -> Principal:
-            principal = self._required(connection, principal)
-            if not principal.has_all_scopes(wanted):
-                raise self._forbidden(connection, MissingScope(), principal)
-            return principal
-
-        return principal_with_scopes
+        return self._authorizing("scope", scopes, self, Principal.has_all_scopes, MissingScope)
 
     def require_roles(self, *roles: str) -> Callable[..., Awaitable[RolesPrincipal]]:
         """A dependency that requires at least one of the application ``roles``; gives a :class:`RolesPrincipal`.
@@ -257,38 +235,51 @@ class CognitoAuth(SecurityBase):
         The roles come from the ``roles`` source given to this object,
         through its cache. A source that fails gives a 503 ``roles_unavailable``.
         """
-        if not roles:
-            raise ValueError("require_roles needs at least one role")
-        wanted = frozenset(roles)
-        principal_with_roles = self.with_roles()
-
-        async def principal_in_role(
-            connection: HTTPConnection, principal: RolesPrincipal = Depends(principal_with_roles)
-        ) -> RolesPrincipal:
-            if wanted.isdisjoint(principal.roles):
-                raise self._forbidden(connection, MissingRole(), principal)
-            return principal
-
-        return principal_in_role
+        return self._authorizing("role", roles, self.with_roles(), RolesPrincipal.has_any_role, MissingRole)
 
     def with_roles(self) -> Callable[..., Awaitable[RolesPrincipal]]:
         """A dependency that gives the principal with its roles, requiring none: for routes that vary by role."""
-        cache = self.roles
-        if cache is None:
-            # At route definition, not at the first request: a missing source is a wiring bug.
-            raise TypeError("roles need a source: CognitoAuth(..., roles=source)")
+        self._roles_cache()  # at route definition, not at the first request: a missing source is a wiring bug
 
         async def principal_with_roles(
             connection: HTTPConnection, principal: Principal | None = Depends(self)
         ) -> RolesPrincipal:
             principal = self._required(connection, principal)
             try:
-                roles = await cache.roles_of(principal)
+                # The cache of the moment, not of route definition: tests replace it.
+                roles = await self._roles_cache().roles_of(principal)
             except AuthError as error:
                 raise self._refusal(connection, error) from None
             return RolesPrincipal.of(principal, roles)
 
         return principal_with_roles
+
+    def _authorizing(
+        self,
+        kind: str,
+        names: tuple[str, ...],
+        base: Callable[..., Awaitable[_P | None]],
+        allows: Callable[[_P, frozenset[str]], bool],
+        refusal: Callable[[], InsufficientPermissions],
+    ) -> Callable[..., Awaitable[_P]]:
+        """The dependency behind every ``require_*``: ``base``'s principal, if ``allows`` it ``names``."""
+        if not names:
+            raise ValueError(f"require_{kind}s needs at least one {kind}")
+        wanted = frozenset(names)
+
+        async def authorized(connection: HTTPConnection, principal: _P | None = Depends(base)) -> _P:
+            principal = self._required(connection, principal)
+            if not allows(principal, wanted):
+                raise self._forbidden(connection, refusal(), principal)
+            return principal
+
+        return authorized
+
+    def _roles_cache(self) -> RolesCache:
+        cache = self.roles
+        if cache is None:
+            raise TypeError("roles need a source: CognitoAuth(..., roles=source)")
+        return cache
 
     async def startup(self) -> None:
         """Resolve the settings, prefetch every pool's JWKS and load the revocation list.
@@ -337,12 +328,31 @@ class CognitoAuth(SecurityBase):
         logger.info("access_denied code=%s pool=%s", error.code, principal.user_pool_id)
         return self._refusal(connection, error)
 
-    def _required(self, connection: HTTPConnection, principal: Principal | None) -> Principal:
+    def _required(self, connection: HTTPConnection, principal: _P | None) -> _P:
         # With auto_error=False the base dependency yields None; authorization
         # still needs someone to authorize.
         if principal is None:
             # auto_error=False let an anonymous request through the base
             # dependency; a route that authorizes refuses it, and says so.
-            logger.info("token_refused code=missing_token")
-            raise self._refusal(connection, MissingToken())
+            raise self._refusal(connection, self._no_credentials())
         return principal
+
+    def _no_credentials(self) -> MissingToken:
+        """A refusal for a request with no credentials, reported as the verifier reports one."""
+        error = MissingToken()
+        logger.log(self._verifier_options["refusal_log_level"], "token_refused code=%s", error.code)
+        observer: Observer | None = self._verifier_options["observer"]
+        if observer is not None:
+            observer.verification("", error.code, False)
+        return error
+
+
+def _has_credentials(token: str | None) -> bool:
+    """Whether the header value holds a token at all, by the verifier's own rule (:func:`strip_bearer`)."""
+    if token is None:
+        return False
+    try:
+        strip_bearer(token)
+    except MissingToken:
+        return False
+    return True

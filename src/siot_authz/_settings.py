@@ -7,24 +7,27 @@ start-up with the field's name instead of turning every request into a 401.
 from __future__ import annotations
 
 import ipaddress
-import json
-import os
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, ValidatorFunctionWrapHandler, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from . import _settings_loaders as loaders
+from ._settings_loaders import SIMPLEIOT_HOME, read_simpleiot_config, simpleiot_team_configs, split_list
 
 __all__ = [
     "SIMPLEIOT_HOME",
     "AuthSettings",
     "TokenUse",
     "as_pool_list",
+    "is_user_pool_id",
     "read_simpleiot_config",
     "simpleiot_team_configs",
+    "split_list",
     "trusted_url_problem",
 ]
 
@@ -35,37 +38,10 @@ _REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d{1,2}$")
 _POOL_ID = re.compile(r"^(?P<region>[a-z]{2}(-[a-z]+)+-\d{1,2})_[0-9A-Za-z]+$")
 _CLIENT_ID = re.compile(r"^[\w+]+$")
 
-# SimpleIOT config.json keys, and the settings fields they fill.
-_SIMPLEIOT_KEYS = {"region": "region", "cognitoUserPoolId": "user_pool_id", "cognitoClientId": "client_ids"}
-_FIELD_TO_SIMPLEIOT_KEY = {field: key for key, field in _SIMPLEIOT_KEYS.items()}
 
-#: Where SimpleIOT keeps one folder per team, each with a ``config.json``.
-SIMPLEIOT_HOME = "~/.simpleiot"
-
-
-def simpleiot_team_configs(home: str | Path = SIMPLEIOT_HOME) -> list[Path]:
-    """Every team's ``config.json`` under ``home`` (``<home>/<team>/config.json``), in team-name order."""
-    root = Path(home).expanduser()
-    if not root.is_dir():
-        raise ValueError(f"SimpleIOT folder {root} does not exist")
-    configs = sorted(root.glob("*/config.json"))
-    if not configs:
-        raise ValueError(f"SimpleIOT folder {root} has no <team>/config.json")
-    return configs
-
-
-def read_simpleiot_config(path: str | Path) -> dict[str, Any]:
-    """The JSON object in a SimpleIOT ``config.json``; ValueError says what is wrong with the file."""
-    config_path = Path(path).expanduser()
-    try:
-        raw = json.loads(config_path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ValueError(f"cannot read SimpleIOT config {config_path}: {exc.strerror}") from None
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"SimpleIOT config {config_path} is not valid JSON: {exc.msg}") from None
-    if not isinstance(raw, dict):
-        raise ValueError(f"SimpleIOT config {config_path} must be a JSON object")
-    return raw
+def is_user_pool_id(value: str) -> bool:
+    """Whether ``value`` is shaped like a Cognito user pool id (``us-west-2_AbC123xyz``)."""
+    return _POOL_ID.fullmatch(value) is not None
 
 
 def _is_local_host(host: str) -> bool:
@@ -175,6 +151,18 @@ class AuthSettings(BaseSettings):
         ),
     )
 
+    @model_validator(mode="wrap")
+    @classmethod
+    def _name_missing_variables(cls, data: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+        # pydantic's "3 validation errors ... Field required" names no variable;
+        # a newcomer with no environment needs to read SIOT_AUTHZ_REGION and the others.
+        try:
+            return handler(data)
+        except ValidationError as exc:
+            if not any(error["type"] == "missing" for error in exc.errors()):
+                raise
+            raise loaders.naming_missing_variables(cls.__name__, exc) from None
+
     @field_validator("region")
     @classmethod
     def _check_region(cls, value: str) -> str:
@@ -193,7 +181,7 @@ class AuthSettings(BaseSettings):
     @classmethod
     def _split_comma_list(cls, value: Any) -> Any:
         if isinstance(value, str):
-            return tuple(part.strip() for part in value.split(",") if part.strip())
+            return split_list(value)
         return value
 
     @field_validator("jwks_file")
@@ -276,39 +264,24 @@ class AuthSettings(BaseSettings):
         arguments override or add any field. A bad file raises ValueError
         naming the file and its own key (``cognitoClientId``, not ``client_ids``).
         """
-        config_path = Path(path).expanduser()
-        raw = read_simpleiot_config(config_path)
-        fields: dict[str, Any] = {}
-        for config_key, field_name in _SIMPLEIOT_KEYS.items():
-            if config_key in raw:
-                fields[field_name] = raw[config_key]
-            elif field_name not in overrides:
-                raise ValueError(f"SimpleIOT config {config_path} has no {config_key!r}")
-        fields.update(overrides)
-        try:
-            return cls(**fields)
-        except ValidationError as exc:
-            raise ValueError(_describe_config_errors(config_path, exc, overrides)) from None
+        return loaders.from_simpleiot_config(cls, path, **overrides)
 
     @classmethod
     def from_simpleiot_configs(
         cls, paths: Iterable[str | Path], **overrides: Any
     ) -> tuple[AuthSettings, ...]:
         """Settings for several pools, one SimpleIOT ``config.json`` each; ``overrides`` apply to all."""
-        pools = tuple(cls.from_simpleiot_config(path, **overrides) for path in paths)
-        if not pools:
-            raise ValueError("no SimpleIOT config.json was given")
-        return pools
+        return loaders.from_simpleiot_configs(cls, paths, **overrides)
 
     @classmethod
     def from_simpleiot_home(
         cls, home: str | Path = SIMPLEIOT_HOME, **overrides: Any
     ) -> tuple[AuthSettings, ...]:
         """Settings for every team under ``home`` (``<home>/<team>/config.json``), in team-name order."""
-        return cls.from_simpleiot_configs(simpleiot_team_configs(home), **overrides)
+        return loaders.from_simpleiot_home(cls, home, **overrides)
 
     @classmethod
-    def pools_from_env(cls, environ: dict[str, str] | None = None) -> tuple[AuthSettings, ...]:
+    def pools_from_env(cls, environ: Mapping[str, str] | None = None) -> tuple[AuthSettings, ...]:
         """Settings for one or several pools, from the environment.
 
         ``SIOT_AUTHZ_POOLS`` holds a JSON array of objects, one per pool, with
@@ -318,44 +291,7 @@ class AuthSettings(BaseSettings):
         variables fill every field a pool leaves out, so shared limits are set
         once. With neither, the plain variables describe a single pool.
         """
-        env = os.environ if environ is None else environ
-        pools: list[AuthSettings] = []
-        listed = env.get("SIOT_AUTHZ_POOLS", "").strip()
-        if listed:
-            try:
-                entries = json.loads(listed)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"SIOT_AUTHZ_POOLS is not valid JSON: {exc.msg}") from None
-            if not isinstance(entries, list) or not all(isinstance(entry, dict) for entry in entries):
-                raise ValueError("SIOT_AUTHZ_POOLS must be a JSON array of objects")
-            for index, entry in enumerate(entries):
-                try:
-                    pools.append(cls(**entry))
-                except ValidationError as exc:
-                    raise ValueError(f"SIOT_AUTHZ_POOLS[{index}]: {_first_errors(exc)}") from None
-        paths = [part for part in env.get("SIOT_AUTHZ_SIMPLEIOT_CONFIGS", "").split(os.pathsep) if part]
-        if paths:
-            pools.extend(cls.from_simpleiot_configs(paths))
-        if not pools:
-            pools.append(cls())  # the fields come from the environment
-        return tuple(pools)
-
-
-def _first_errors(exc: ValidationError, names: dict[str, str] | None = None) -> str:
-    parts = []
-    for error in exc.errors():
-        field = str(error["loc"][0]) if error["loc"] else "settings"
-        label = (names or {}).get(field, field)
-        message = str(error["msg"]).removeprefix("Value error, ")
-        parts.append(f"{label!r}: {message}")
-    return "; ".join(parts)
-
-
-def _describe_config_errors(path: Path, exc: ValidationError, overrides: dict[str, Any]) -> str:
-    # Name the config file's own keys for what came from the file, and the
-    # field names for what the caller passed as keyword arguments.
-    names = {field: key for field, key in _FIELD_TO_SIMPLEIOT_KEY.items() if field not in overrides}
-    return f"SimpleIOT config {path}: {_first_errors(exc, names)}"
+        return loaders.pools_from_env(cls, environ)
 
 
 def as_pool_list(settings: AuthSettings | Sequence[AuthSettings]) -> tuple[AuthSettings, ...]:

@@ -28,6 +28,14 @@ Everything slower (key ages, key counts, revocation state, readiness) is
 read from :meth:`TokenVerifier.health` when scraped, so it costs requests
 nothing. JWKS fetches are rare and use ordinary prometheus_client metrics.
 
+Several worker processes (``uvicorn --workers``, gunicorn) share their
+metrics through prometheus_client's multiprocess mode when
+``PROMETHEUS_MULTIPROC_DIR`` is set: a count kept in one worker's memory
+cannot be read by the worker a scrape reaches, so verifications are then
+counted in prometheus_client's files (about 1 µs a call), and each worker
+writes its gauges there from a thread. :mod:`siot_authz._prometheus_files`
+holds that mode; without the variable, none of it runs.
+
 Label sets are bounded. A pool id comes from configuration (``""`` for a
 token refused before it was routed to a pool), a code is one of the
 :class:`AuthError` codes (``"unknown"`` for anything else), and a watched
@@ -40,7 +48,7 @@ from __future__ import annotations
 import itertools
 import logging
 import threading
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol, get_args
 
@@ -55,6 +63,14 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess test
 
 from ._errors import AuthError
 from ._health import AuthHealth
+from ._prometheus_files import (
+    GaugePublisher,
+    GaugeSample,
+    GaugeSpec,
+    SharedFilesCollector,
+    SharedVerificationCounter,
+    multiprocess_directory,
+)
 from ._verifier import TokenVerifier
 from .revocation import BackendState
 
@@ -90,12 +106,6 @@ def _auth_error_codes() -> frozenset[str]:
     return frozenset(codes)
 
 
-def _count_value(counter: itertools.count[int]) -> int:
-    # A count shows its position only in its repr, "count(42)": the price of a lock-free increment.
-    text = repr(counter)
-    return int(text[text.index("(") + 1 : -1])
-
-
 @dataclass(frozen=True)
 class _Watched:
     name: str
@@ -109,6 +119,53 @@ class _Watched:
         return verifier.health()
 
 
+#: Every gauge read from health(), and how several workers' values combine in multiprocess mode.
+#: The ``live*`` modes drop an exited worker's value. "Worst worker" wins throughout: the fewest
+#: keys, the oldest keys, any stale or failed pool, any worker in a revocation state, and ready
+#: only when every worker is.
+_GAUGES: dict[str, GaugeSpec] = {
+    "keys_held": GaugeSpec(
+        "jwks_keys_held", "1 when the pool holds signing keys, fresh or stale.", ("pool",), "livemin"
+    ),
+    "keys": GaugeSpec("jwks_keys", "Number of signing keys the pool holds.", ("pool",), "livemin"),
+    "key_age": GaugeSpec(
+        "jwks_keys_age_seconds",
+        "Seconds since the held keys were fetched (absent when none).",
+        ("pool",),
+        "livemax",
+    ),
+    "stale": GaugeSpec("jwks_keys_stale", "1 when the held keys are past their TTL.", ("pool",), "livemax"),
+    "fetch_failed": GaugeSpec(
+        "jwks_last_fetch_failed", "1 when the pool's last JWKS fetch failed.", ("pool",), "livemax"
+    ),
+    "revocation_entries": GaugeSpec(
+        "revocation_entries", "Live revocation entries held.", ("backend",), "livemin"
+    ),
+    "revocation_state": GaugeSpec(
+        "revocation_state",
+        "1 for the revocation backend's current state (ok, starting, degraded, failed), 0 for the others.",
+        ("backend", "state"),
+        "livemax",
+    ),
+    "revocation_unconfirmed": GaugeSpec(
+        "revocation_unconfirmed_seconds",
+        "Seconds since the revocation mirror was confirmed current (absent for a backend that is its own source).",
+        ("backend",),
+        "livemax",
+    ),
+    "ready": GaugeSpec(
+        "ready",
+        "1 when the verifier can verify tokens: keys for every pool, revocations enforceable.",
+        (),
+        "livemin",
+    ),
+}
+
+_VERIFICATIONS_HELP = (
+    "Token verifications, by pool, result, refusal code and whether the verified-token cache answered."
+)
+
+
 class PrometheusMetrics:
     """Counts verifications and JWKS fetches, and reports watched verifiers' health, to Prometheus.
 
@@ -117,23 +174,49 @@ class PrometheusMetrics:
     to prometheus_client's global registry (what ``make_asgi_app()`` and
     ``start_http_server()`` serve), so create one per process. Every metric
     name starts with ``namespace``.
+
+    With several worker processes, set ``PROMETHEUS_MULTIPROC_DIR`` in the
+    environment the server starts with: the metrics then live in
+    prometheus_client's per-process files, :attr:`registry` (a registry of
+    its own unless one is given) serves every worker's values merged, and
+    each worker writes its gauges every ``publish_interval_seconds``
+    (ignored in single-process mode). See docs/metrics.md.
     """
 
-    def __init__(self, registry: CollectorRegistry | None = None, *, namespace: str = "siot_authz") -> None:
-        self.registry = registry if registry is not None else REGISTRY
+    def __init__(
+        self,
+        registry: CollectorRegistry | None = None,
+        *,
+        namespace: str = "siot_authz",
+        publish_interval_seconds: float = 5.0,
+    ) -> None:
+        if publish_interval_seconds <= 0:
+            raise ValueError("publish_interval_seconds must be positive")
+        directory = multiprocess_directory()
+        #: True when values are shared between processes through ``PROMETHEUS_MULTIPROC_DIR``.
+        self.is_multiprocess = directory is not None
+        if registry is None:
+            # In multiprocess mode the global registry would serve this
+            # process's own values beside the merged ones: serve only the merge.
+            registry = CollectorRegistry() if self.is_multiprocess else REGISTRY
+        self.registry = registry
         self.namespace = namespace
         #: Accepted verified-cache hits by pool id; every other verification by (pool id, code, cache hit).
         self._cache_hits: dict[str, itertools.count[int]] = {}
         self._verifications: dict[tuple[str, str | None, bool], itertools.count[int]] = {}
+        #: How many numbers each count above gave to readers rather than to verifications.
+        self._reads: dict[tuple[str, str | None, bool], int] = {}
         self._known_codes = _auth_error_codes()
         self._watched: dict[str, _Watched] = {}
         self._lock = threading.Lock()
+        # In multiprocess mode the values live in files: these objects only write them.
+        metric_registry = None if self.is_multiprocess else self.registry
         self._jwks_fetches = Counter(
             "jwks_fetches",
             "JWKS fetches, by pool and outcome (ok, error, invalid).",
             ("pool", "outcome"),
             namespace=namespace,
-            registry=self.registry,
+            registry=metric_registry,
         )
         self._jwks_fetch_seconds = Histogram(
             "jwks_fetch_duration_seconds",
@@ -141,9 +224,23 @@ class PrometheusMetrics:
             ("pool",),
             namespace=namespace,
             buckets=FETCH_DURATION_BUCKETS,
-            registry=self.registry,
+            registry=metric_registry,
         )
-        self.registry.register(_ScrapeTimeCollector(self))
+        self._publisher: GaugePublisher | None = None
+        self._shared: SharedVerificationCounter | None = None
+        if directory is None:
+            self.registry.register(_ScrapeTimeCollector(self))
+            return
+        self._publisher = GaugePublisher(
+            directory, namespace, _GAUGES, self._gauge_samples, publish_interval_seconds
+        )
+        self._shared = SharedVerificationCounter(
+            directory, namespace, _VERIFICATIONS_HELP, self._bounded_code, self._publisher.ensure_running
+        )
+        # The observer call goes straight to the shared counter: the
+        # single-process method below stays as it is, and costs what it did.
+        self.verification = self._shared.verification  # type: ignore[method-assign]
+        self.registry.register(SharedFilesCollector(directory, self._publish_now))
 
     # -- the Observer protocol (request path: keep it cheap) ----------------------
 
@@ -163,16 +260,20 @@ class PrometheusMetrics:
         except KeyError:
             next(self._new_verification_counter(pool_id, code, cache_hit))
 
-    def _new_verification_counter(
-        self, pool_id: str, code: str | None, cache_hit: bool
-    ) -> itertools.count[int]:
+    def _bounded_code(self, code: str | None) -> str | None:
         if code is not None and code not in self._known_codes:
             # An AuthError subclass defined after we started, or a code that is
             # not one: the set of codes must stay bounded either way. A code
             # that is not one comes back here every time; only a refusal pays.
             self._known_codes = _auth_error_codes()
             if code not in self._known_codes:
-                code = _UNKNOWN_CODE
+                return _UNKNOWN_CODE
+        return code
+
+    def _new_verification_counter(
+        self, pool_id: str, code: str | None, cache_hit: bool
+    ) -> itertools.count[int]:
+        code = self._bounded_code(code)
         with self._lock:
             if cache_hit and code is None:
                 return self._cache_hits.setdefault(pool_id, itertools.count())
@@ -180,6 +281,8 @@ class PrometheusMetrics:
 
     def jwks_fetch(self, pool_id: str, outcome: str, seconds: float) -> None:
         """Count one JWKS fetch and record how long it took."""
+        if self._publisher is not None:
+            self._publisher.ensure_running()  # a worker's first fetch is its start-up prefetch
         self._jwks_fetches.labels(pool_id, outcome).inc()
         self._jwks_fetch_seconds.labels(pool_id).observe(seconds)
 
@@ -192,7 +295,9 @@ class PrometheusMetrics:
         verifier is looked up at each scrape, so one built at start-up is
         seen). Each watched verifier needs its own ``name``, the value of the
         ``verifier`` label on its gauges; the default ``""`` is the one a
-        single verifier needs.
+        single verifier needs. In multiprocess mode each worker also writes
+        them every ``publish_interval_seconds``, for the scrapes other
+        workers answer.
         """
         with self._lock:
             if name in self._watched:
@@ -208,19 +313,47 @@ class PrometheusMetrics:
         """
         return MetricsApp(make_asgi_app(registry=self.registry))
 
-    # -- read by the collector --------------------------------------------------
+    # -- read by the collectors ----------------------------------------------------
 
     def _verification_counts(self) -> list[tuple[tuple[str, str | None, bool], int]]:
+        counts = []
         with self._lock:
             held: list[tuple[tuple[str, str | None, bool], itertools.count[int]]] = [
                 ((pool_id, None, True), counter) for pool_id, counter in self._cache_hits.items()
             ]
             held += self._verifications.items()
-        return [(labels, _count_value(counter)) for labels, counter in held]
+            for labels, counter in held:
+                # A count tells its position only by giving out the next
+                # number. The numbers given to readers (all here, under the
+                # lock) are remembered and left out, so the value is exact
+                # while other threads keep counting.
+                taken = self._reads.get(labels, 0)
+                counts.append((labels, next(counter) - taken))
+                self._reads[labels] = taken + 1
+        return counts
 
     def _watched_now(self) -> list[_Watched]:
         with self._lock:
             return list(self._watched.values())
+
+    def _gauge_samples(self) -> Iterator[GaugeSample]:
+        """Every gauge sample of every watched verifier; in multiprocess mode, also the zero counts."""
+        for watched in self._watched_now():
+            health = _read_health(watched)
+            if health is None:
+                yield "ready", [watched.name], 0
+                continue
+            if self._shared is not None:
+                for pool in health.pools:  # accepted series exist from the start
+                    self._shared.child(pool.user_pool_id, None, True)
+                    self._shared.child(pool.user_pool_id, None, False)
+            yield from _health_samples(watched.name, health)
+
+    def _publish_now(self) -> None:
+        # Called by the scrape in multiprocess mode: this worker's own gauges are never behind.
+        if self._publisher is not None:
+            self._publisher.ensure_running()
+            self._publisher.publish()
 
 
 class MetricsApp:
@@ -238,8 +371,18 @@ class MetricsApp:
         await self._app(scope, receive, send)
 
 
+def _read_health(watched: _Watched) -> AuthHealth | None:
+    try:
+        return watched.health()
+    except Exception as exc:
+        # A scrape must not fail because one verifier cannot be built yet
+        # (its settings function raised): it is reported as not ready.
+        logger.warning("metrics_health_failed verifier=%r type=%s", watched.name, type(exc).__name__)
+        return None
+
+
 class _ScrapeTimeCollector(Collector):
-    """Builds the verification counter and the health gauges each time the registry is scraped."""
+    """Single-process mode: builds the verification counter and the health gauges at each scrape."""
 
     def __init__(self, metrics: PrometheusMetrics) -> None:
         self._metrics = metrics
@@ -257,7 +400,7 @@ class _ScrapeTimeCollector(Collector):
             seen.add((pool_id, code, cache_hit))
             verifications.add_metric(_verification_labels(pool_id, code, cache_hit), count)
         for watched in self._metrics._watched_now():
-            health = self._read_health(watched)
+            health = _read_health(watched)
             if health is None:
                 families["ready"].add_metric([watched.name], 0)
                 continue
@@ -267,62 +410,21 @@ class _ScrapeTimeCollector(Collector):
                     if (pool.user_pool_id, None, cache_hit) not in seen:
                         seen.add((pool.user_pool_id, None, cache_hit))
                         verifications.add_metric(_verification_labels(pool.user_pool_id, None, cache_hit), 0)
-            _add_health(families, watched.name, health)
+            for key, labels, value in _health_samples(watched.name, health):
+                families[key].add_metric(labels, value)
         return [verifications, *families.values()]
-
-    @staticmethod
-    def _read_health(watched: _Watched) -> AuthHealth | None:
-        try:
-            return watched.health()
-        except Exception as exc:
-            # A scrape must not fail because one verifier cannot be built yet
-            # (its settings function raised): it is reported as not ready.
-            logger.warning("metrics_health_failed verifier=%r type=%s", watched.name, type(exc).__name__)
-            return None
 
     def _verifications_family(self) -> CounterMetricFamily:
         return CounterMetricFamily(
-            self._prefix + "verifications",
-            "Token verifications, by pool, result, refusal code and whether the verified-token cache answered.",
-            labels=["pool", "result", "code", "cache"],
+            self._prefix + "verifications", _VERIFICATIONS_HELP, labels=["pool", "result", "code", "cache"]
         )
 
     def _gauge_families(self) -> dict[str, GaugeMetricFamily]:
-        prefix = self._prefix
-
-        def gauge(name: str, documentation: str, *labels: str) -> GaugeMetricFamily:
-            return GaugeMetricFamily(prefix + name, documentation, labels=["verifier", *labels])
-
         return {
-            "keys_held": gauge(
-                "jwks_keys_held", "1 when the pool holds signing keys, fresh or stale.", "pool"
-            ),
-            "keys": gauge("jwks_keys", "Number of signing keys the pool holds.", "pool"),
-            "key_age": gauge(
-                "jwks_keys_age_seconds",
-                "Seconds since the held keys were fetched (absent when none).",
-                "pool",
-            ),
-            "stale": gauge("jwks_keys_stale", "1 when the held keys are past their TTL.", "pool"),
-            "fetch_failed": gauge(
-                "jwks_last_fetch_failed", "1 when the pool's last JWKS fetch failed.", "pool"
-            ),
-            "revocation_entries": gauge("revocation_entries", "Live revocation entries held.", "backend"),
-            "revocation_state": gauge(
-                "revocation_state",
-                "1 for the revocation backend's current state (ok, starting, degraded, failed), 0 for the others.",
-                "backend",
-                "state",
-            ),
-            "revocation_unconfirmed": gauge(
-                "revocation_unconfirmed_seconds",
-                "Seconds since the revocation mirror was confirmed current (absent for a backend that is its own source).",
-                "backend",
-            ),
-            "ready": gauge(
-                "ready",
-                "1 when the verifier can verify tokens: keys for every pool, revocations enforceable.",
-            ),
+            key: GaugeMetricFamily(
+                self._prefix + spec.name, spec.documentation, labels=["verifier", *spec.labels]
+            )
+            for key, spec in _GAUGES.items()
         }
 
 
@@ -330,21 +432,22 @@ def _verification_labels(pool_id: str, code: str | None, cache_hit: bool) -> lis
     return [pool_id, "accepted" if code is None else "refused", code or "", "hit" if cache_hit else "miss"]
 
 
-def _add_health(families: dict[str, GaugeMetricFamily], name: str, health: AuthHealth) -> None:
+def _health_samples(name: str, health: AuthHealth) -> Iterator[GaugeSample]:
+    """The gauge samples one verifier's health gives: (gauge key, labels, value)."""
     for pool in health.pools:
         labels = [name, pool.user_pool_id]
         keys = pool.keys
-        families["keys_held"].add_metric(labels, int(keys.has_keys))
-        families["keys"].add_metric(labels, keys.key_count)
+        yield "keys_held", labels, int(keys.has_keys)
+        yield "keys", labels, keys.key_count
         if keys.age_seconds is not None:
-            families["key_age"].add_metric(labels, keys.age_seconds)
-        families["stale"].add_metric(labels, int(keys.is_stale))
-        families["fetch_failed"].add_metric(labels, int(keys.last_error is not None))
+            yield "key_age", labels, keys.age_seconds
+        yield "stale", labels, int(keys.is_stale)
+        yield "fetch_failed", labels, int(keys.last_error is not None)
     revocation = health.revocation
     backend = [name, revocation.backend]
-    families["revocation_entries"].add_metric(backend, revocation.entries)
+    yield "revocation_entries", backend, revocation.entries
     for state in _REVOCATION_STATES:
-        families["revocation_state"].add_metric([*backend, state], int(state == revocation.state))
+        yield "revocation_state", [*backend, state], int(state == revocation.state)
     if revocation.unconfirmed_seconds is not None:
-        families["revocation_unconfirmed"].add_metric(backend, revocation.unconfirmed_seconds)
-    families["ready"].add_metric([name], int(health.is_ready))
+        yield "revocation_unconfirmed", backend, revocation.unconfirmed_seconds
+    yield "ready", [name], int(health.is_ready)

@@ -15,13 +15,12 @@ import json
 import logging
 import os
 import time
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from .._errors import AuthError, JwksUnavailable, MissingToken, TokenUseMismatch
+from .._errors import AuthError, JwksUnavailable, MissingToken, TokenRevoked, TokenUseMismatch
 from .._http import JwksFetchError, fetch_jwks_sync
 from .._jwks import InvalidJwks, parse_jwks
 from .._settings import AuthSettings
@@ -30,7 +29,8 @@ from .._verifier import TokenVerifier
 from ._config import key_urls, load_config, load_pool_settings
 from ._exit import EXIT_OK, EXIT_REFUSED, CommandFailed
 from ._login import log_in
-from ._output import Spinner, format_table, relative_time, utc_iso
+from ._output import Spinner, format_table, json_time, relative_time, utc_iso
+from ._revoke import is_revoked, revocation_store, wants_revocations
 from ._terminal import Terminal
 
 __all__ = ["run_decode", "run_jwks", "run_login", "run_verify"]
@@ -170,38 +170,6 @@ def run_jwks(args: argparse.Namespace, terminal: Terminal) -> int:
     return EXIT_OK
 
 
-class _KeyFetcher(httpx.BaseTransport):
-    """Gives the verifier each pool's JWKS as ``fetch_key_set`` reads it, and keeps the exact reason a fetch failed.
-
-    Keys are fetched only for the pool the token is routed to, once, and a
-    failure is reported as precisely as by ``jwks`` instead of as a bare
-    ``jwks_unavailable``.
-    """
-
-    def __init__(self, terminal: Terminal, pools: Sequence[AuthSettings]) -> None:
-        self._terminal = terminal
-        self._limits = {pool.resolved_jwks_url: pool for pool in pools}
-        self._default = pools[0]
-        self.failure: CommandFailed | None = None
-
-    def handle_request(self, request: httpx.Request) -> httpx.Response:
-        url = str(request.url)
-        limits = self._limits.get(url, self._default)
-        try:
-            body = fetch_key_set(
-                url,
-                self._terminal,
-                time_limit=limits.http_timeout_seconds,
-                max_bytes=limits.max_jwks_bytes,
-            )
-        except CommandFailed as failure:
-            self.failure = failure
-            return httpx.Response(502, stream=httpx.ByteStream(b""))
-        # A stream, not ``content=``: the verifier reads the body with iter_raw(),
-        # which refuses a response whose content was given up front.
-        return httpx.Response(200, stream=httpx.ByteStream(body))
-
-
 def _hint(error: AuthError, settings: AuthSettings) -> str | None:
     if isinstance(error, TokenUseMismatch):
         other = "access" if settings.token_use == "id" else "id"
@@ -209,35 +177,80 @@ def _hint(error: AuthError, settings: AuthSettings) -> str | None:
     return None
 
 
+def _keys_unavailable(verifier: TokenVerifier, error: JwksUnavailable) -> CommandFailed:
+    """Exactly why keys could not be had, from the pool's :class:`KeyStatus`, as ``jwks`` would say it."""
+    for pool, status in zip(verifier.pools, verifier.health().pools, strict=True):
+        reason = status.keys.last_error
+        if reason is None:
+            continue
+        url = pool.settings.resolved_jwks_url
+        if reason.startswith("jwks_"):  # fetched, but not a usable key set
+            return CommandFailed(f"{url} did not return a key set: {reason}")
+        return CommandFailed(f"cannot fetch signing keys from {url}: {reason}")
+    return CommandFailed(f"{error.code}: {error.detail}")
+
+
+def _refuse(args: argparse.Namespace, terminal: Terminal, error: AuthError) -> int:
+    if args.json:
+        terminal.out(json.dumps({"valid": False, "code": error.code, "message": error.detail}))
+    else:
+        terminal.out(f"{error.code}: {error.detail}")
+    return EXIT_REFUSED
+
+
 def run_verify(args: argparse.Namespace, terminal: Terminal) -> int:
-    """Verify a token against every configured pool; print the principal (exit 0) or the reason code (exit 1)."""
+    """Verify a token against every configured pool; print the principal (exit 0) or the reason code (exit 1).
+
+    With ``--redis-url`` (or ``SIOT_AUTHZ_REDIS_URL``), a valid token is also
+    checked against the revocations in that store, as a service following it would.
+    """
     pools = load_pool_settings(args)
+    store = revocation_store(args) if wants_revocations(args) else None
     token = _token_argument(args, terminal)
-    fetcher = _KeyFetcher(terminal, pools)
     try:
-        verifier = TokenVerifier(pools, sync_transport=fetcher)
+        verifier = TokenVerifier(pools)
     except ValueError as exc:  # the same pool twice, say
         raise CommandFailed(str(exc)) from None
     try:
-        principal = verifier.verify_sync(token)
+        with Spinner(terminal, "Verifying"):
+            principal = verifier.verify_sync(token)
     except JwksUnavailable as error:
-        raise fetcher.failure or CommandFailed(f"{error.code}: {error.detail}") from None
+        raise _keys_unavailable(verifier, error) from None
     except AuthError as error:
-        if args.json:
-            terminal.out(json.dumps({"valid": False, "code": error.code, "message": error.detail}))
-        else:
-            terminal.out(f"{error.code}: {error.detail}")
         hint = _hint(error, pools[0])
+        status = _refuse(args, terminal, error)
         if hint:
             terminal.err(hint)
-        return EXIT_REFUSED
+        return status
     finally:
         verifier.close()
+    if store is not None and is_revoked(store, principal):
+        return _refuse(args, terminal, TokenRevoked())
     terminal.out(principal.model_dump_json(indent=2))
     return EXIT_OK
 
 
 # -- decode ------------------------------------------------------------------------
+
+
+# Deeper than any real token nests; past it, printing (json.dumps with indent
+# recurses in Python) could itself run out of stack.
+_MAX_DEPTH = 64
+
+
+def _nesting_depth(value: Any) -> int:
+    """How deeply ``value``'s arrays and objects nest, counted without recursion."""
+    deepest = 0
+    pending = [(value, 1)]
+    while pending:
+        item, depth = pending.pop()
+        if isinstance(item, dict | list):
+            deepest = max(deepest, depth)
+            if depth <= _MAX_DEPTH:
+                pending.extend(
+                    (child, depth + 1) for child in (item.values() if isinstance(item, dict) else item)
+                )
+    return deepest
 
 
 def _decode_segment(segment: str, name: str) -> dict[str, Any]:
@@ -246,13 +259,22 @@ def _decode_segment(segment: str, name: str) -> dict[str, Any]:
         value = json.loads(raw)
     except (binascii.Error, ValueError):
         raise CommandFailed(f"the {name} is not base64url-encoded JSON", exit_code=EXIT_REFUSED) from None
+    except RecursionError:  # arrays nested ~1,000 deep: about 3 KB of "[[[["
+        raise CommandFailed(
+            f"the {name} nests too deeply to decode (no token nests like this; the verifier refuses it)",
+            exit_code=EXIT_REFUSED,
+        ) from None
     if not isinstance(value, dict):
         raise CommandFailed(f"the {name} is not a JSON object", exit_code=EXIT_REFUSED)
+    if _nesting_depth(value) > _MAX_DEPTH:
+        raise CommandFailed(
+            f"the {name} nests more than {_MAX_DEPTH} levels deep; not shown", exit_code=EXIT_REFUSED
+        )
     return value
 
 
 def describe_times(claims: dict[str, Any], now: float) -> dict[str, str]:
-    """``{"exp": "2024-05-01T12:00:00Z (expires in 54 min)", ...}`` for the time claims present."""
+    """``{"exp": "2024-05-01T12:00:00Z (expires in 54 min)", ...}`` for the time claims present: for people."""
     described = {}
     for name in _TIME_CLAIMS:
         value = claims.get(name)
@@ -262,6 +284,19 @@ def describe_times(claims: dict[str, Any], now: float) -> dict[str, str]:
             except (OverflowError, OSError, ValueError):
                 described[name] = "(not a representable time)"
     return described
+
+
+def json_times(claims: dict[str, Any]) -> dict[str, str | None]:
+    """``{"exp": "2024-05-01T12:00:00Z", ...}`` for the time claims present: for scripts (None if unrepresentable)."""
+    times: dict[str, str | None] = {}
+    for name in _TIME_CLAIMS:
+        value = claims.get(name)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            try:
+                times[name] = json_time(value)
+            except (OverflowError, OSError, ValueError):
+                times[name] = None
+    return times
 
 
 def run_decode(args: argparse.Namespace, terminal: Terminal) -> int:
@@ -277,11 +312,11 @@ def run_decode(args: argparse.Namespace, terminal: Terminal) -> int:
         )
     header = _decode_segment(segments[0], "header")
     claims = _decode_segment(segments[1], "payload")
-    times = describe_times(claims, time.time())
     if args.json:
-        document = {"verified": False, "header": header, "claims": claims, "times": times}
+        document = {"verified": False, "header": header, "claims": claims, "times": json_times(claims)}
         terminal.out(json.dumps(document, indent=2))
         return EXIT_OK
+    times = describe_times(claims, time.time())
     terminal.out("UNVERIFIED: decoded without checking the signature or any claim.")
     terminal.out("Header:")
     terminal.out(json.dumps(header, indent=2))

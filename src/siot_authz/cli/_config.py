@@ -23,20 +23,28 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from .._settings import AuthSettings, read_simpleiot_config, simpleiot_team_configs, trusted_url_problem
+from .. import _settings_loaders as loaders
+from .._settings import (
+    AuthSettings,
+    read_simpleiot_config,
+    simpleiot_team_configs,
+    split_list,
+    trusted_url_problem,
+)
 from ._exit import CommandFailed
 
 __all__ = [
     "CliConfig",
+    "PoolSources",
     "add_config_arguments",
-    "config_paths",
     "key_urls",
     "load_config",
     "load_configs",
     "load_pool_settings",
+    "pool_sources",
 ]
 
-_ENV = "SIOT_AUTHZ_"
+_ENV = loaders.ENV_PREFIX
 
 # field -> (flag, key in a SimpleIOT config.json, environment variable)
 _SOURCES = {
@@ -73,32 +81,31 @@ class CliConfig:
         """The JWKS URL: the override, or the pool's Cognito default."""
         if self.jwks_url:
             return self.jwks_url
-        region, pool = self.require("region"), self.require("user_pool_id")
+        region, pool = self.require("region", "user_pool_id")
         return f"https://cognito-idp.{region}.amazonaws.com/{pool}/.well-known/jwks.json"
 
     @property
     def client_id(self) -> str:
         """The app client to log in with: the first configured one."""
-        return self.require("client_ids")[0]  # type: ignore[no-any-return]
+        (client_ids,) = self.require("client_ids")
+        return client_ids[0]  # type: ignore[no-any-return]
 
-    def require(self, name: str) -> Any:
-        """The value of ``name``, or a :class:`CommandFailed` saying every way to set it."""
-        value = getattr(self, name)
-        if not value:
-            flag, config_key, variable = _SOURCES[name]
-            raise CommandFailed(
-                f"{name} is not configured: pass {flag}, use --config with a config.json "
-                f"that has {config_key!r}, or set {variable}."
+    def require(self, *names: str) -> tuple[Any, ...]:
+        """The values of ``names``, or one :class:`CommandFailed` naming every missing one and how to set it."""
+        missing = [name for name in names if not getattr(self, name)]
+        if missing:
+            ways = "; ".join(
+                f"{name}: pass {flag}, put {config_key!r} in the --config file, or set {variable}"
+                for name in missing
+                for flag, config_key, variable in [_SOURCES[name]]
             )
-        return value
+            raise CommandFailed(f"not configured: {', '.join(missing)} ({ways})")
+        return tuple(getattr(self, name) for name in names)
 
     def auth_settings(self) -> AuthSettings:
         """Verifier settings for this pool; other fields still come from ``SIOT_AUTHZ_*``."""
-        fields: dict[str, Any] = {
-            "region": self.require("region"),
-            "user_pool_id": self.require("user_pool_id"),
-            "client_ids": self.require("client_ids"),
-        }
+        region, user_pool_id, client_ids = self.require("region", "user_pool_id", "client_ids")
+        fields: dict[str, Any] = {"region": region, "user_pool_id": user_pool_id, "client_ids": client_ids}
         if self.jwks_url:
             fields["jwks_url"] = self.jwks_url
         if self.token_use:
@@ -106,15 +113,16 @@ class CliConfig:
         try:
             return AuthSettings(**fields)
         except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(str(part) for part in error['loc']) or 'settings'}: {error['msg']}"
-                for error in exc.errors()
-            )
-            raise CommandFailed(f"invalid configuration: {problems}") from None
+            raise CommandFailed(f"invalid configuration: {loaders.describe_errors(exc)}") from None
 
 
-def add_config_arguments(parser: argparse.ArgumentParser, *, several_pools: bool = False) -> None:
-    """The flags every command that talks to a pool accepts; ``several_pools`` lets it take more than one."""
+def add_config_arguments(
+    parser: argparse.ArgumentParser, *, several_pools: bool = False, client_ids_mean: str
+) -> None:
+    """The flags every command that talks to a pool accepts; ``several_pools`` lets it take more than one.
+
+    ``client_ids_mean`` says what this command does with the app client ids, in ``--client-id``'s help.
+    """
     group = parser.add_argument_group("pool configuration (flags win over --config, which wins over env)")
     if several_pools:
         group.add_argument(
@@ -138,23 +146,30 @@ def add_config_arguments(parser: argparse.ArgumentParser, *, several_pools: bool
     group.add_argument("--region", help=f"AWS region of the user pool [{_ENV}REGION]")
     group.add_argument("--user-pool-id", help=f"Cognito user pool id [{_ENV}USER_POOL_ID]")
     group.add_argument(
-        "--client-id", help=f"app client id [{_ENV}CLIENT_IDS, comma-separated; the first logs in]"
+        "--client-id", help=f"app client id [{_ENV}CLIENT_IDS, comma-separated; {client_ids_mean}]"
     )
 
 
-def _read_config_file(path: str) -> Mapping[str, Any]:
-    try:
-        return read_simpleiot_config(path)
-    except ValueError as exc:
-        raise CommandFailed(str(exc)) from None
+_ONE_POOL_FLAGS = ("region", "user_pool_id", "client_id", "jwks_url")
+_POOLS_ENV = (_ENV + "POOLS", _ENV + "SIMPLEIOT_CONFIGS")
 
 
-def _split(value: str) -> tuple[str, ...]:
-    return tuple(part.strip() for part in value.split(",") if part.strip())
+@dataclass(frozen=True)
+class PoolSources:
+    """Where a command's pools come from, decided once for every command.
+
+    Exactly one holds: ``files`` (several pools, one config.json each),
+    ``from_env`` (several pools from ``SIOT_AUTHZ_POOLS`` /
+    ``SIOT_AUTHZ_SIMPLEIOT_CONFIGS``), or ``single`` (one pool from flags,
+    then one ``--config``, then ``SIOT_AUTHZ_*``).
+    """
+
+    files: tuple[Path, ...] = ()
+    from_env: bool = False
+    single: CliConfig | None = None
 
 
-def config_paths(args: argparse.Namespace) -> list[Path]:
-    """Every config.json named by ``--config`` (once or more) and ``--simpleiot-home``, in that order."""
+def _named_paths(args: argparse.Namespace) -> list[Path]:
     named = getattr(args, "config", None)
     paths = [Path(named)] if isinstance(named, (str, Path)) else [Path(path) for path in named or ()]
     home = getattr(args, "simpleiot_home", None)
@@ -166,82 +181,87 @@ def config_paths(args: argparse.Namespace) -> list[Path]:
     return paths
 
 
-_ONE_POOL_FLAGS = ("region", "user_pool_id", "client_id", "jwks_url")
-_POOLS_ENV = (_ENV + "POOLS", _ENV + "SIMPLEIOT_CONFIGS")
-
-
-def _refuse_one_pool_flags(args: argparse.Namespace) -> None:
-    given = [name for name in _ONE_POOL_FLAGS if getattr(args, name, None)]
-    if given:
-        flags = ", ".join("--" + name.replace("_", "-") for name in given)
-        raise CommandFailed(
-            f"{flags} names one pool, but several are configured; "
-            "put each pool's values in its own config.json"
-        )
-
-
-def _is_several(args: argparse.Namespace, paths: list[Path]) -> bool:
-    return len(paths) > 1 or bool(getattr(args, "simpleiot_home", None))
+def pool_sources(
+    args: argparse.Namespace, environ: Mapping[str, str] | None = None, *, env_pools: bool = True
+) -> PoolSources:
+    """The one decision of where pools come from; ``env_pools`` False ignores ``SIOT_AUTHZ_POOLS`` (logins)."""
+    env = os.environ if environ is None else environ
+    paths = _named_paths(args)
+    one_pool_flags = [name for name in _ONE_POOL_FLAGS if getattr(args, name, None)]
+    if len(paths) > 1 or getattr(args, "simpleiot_home", None):
+        if one_pool_flags:
+            flags = ", ".join("--" + name.replace("_", "-") for name in one_pool_flags)
+            raise CommandFailed(
+                f"{flags} names one pool, but several are configured; "
+                "put each pool's values in its own config.json"
+            )
+        return PoolSources(files=tuple(paths))
+    # SIOT_AUTHZ_POOLS only when the command line names no pool at all: a flag or a file is the deliberate choice.
+    if env_pools and not paths and not one_pool_flags and any(env.get(name) for name in _POOLS_ENV):
+        return PoolSources(from_env=True)
+    return PoolSources(single=load_config(args, env))
 
 
 def load_configs(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> list[CliConfig]:
-    """One :class:`CliConfig` per configured pool: each config.json, or the single pool of flags and env."""
-    paths = config_paths(args)
-    if not _is_several(args, paths):
-        return [load_config(args, environ)]
-    _refuse_one_pool_flags(args)
-    configs = []
-    for path in paths:
-        one = argparse.Namespace(**{**vars(args), "config": str(path), "simpleiot_home": None})
-        configs.append(load_config(one, environ))
-    return configs
+    """One :class:`CliConfig` per configured pool, for commands that log in (no ``SIOT_AUTHZ_POOLS``)."""
+    env = os.environ if environ is None else environ
+    sources = pool_sources(args, env, env_pools=False)
+    if sources.single is not None:
+        return [sources.single]
+    return [_file_config(path, args, env) for path in sources.files]
 
 
 def load_pool_settings(
     args: argparse.Namespace, environ: Mapping[str, str] | None = None
 ) -> list[AuthSettings]:
-    """Verifier settings for every configured pool, each file's problems named by its path and its own keys.
-
-    With one pool or none named on the command line, ``SIOT_AUTHZ_POOLS`` or
-    ``SIOT_AUTHZ_SIMPLEIOT_CONFIGS`` may still name several.
-    """
+    """Verifier settings for every configured pool, each file's problems named by its path and its own keys."""
     env = os.environ if environ is None else environ
-    paths = config_paths(args)
+    sources = pool_sources(args, env)
     overrides = {"token_use": args.token_use} if getattr(args, "token_use", None) else {}
     try:
-        if _is_several(args, paths):
-            _refuse_one_pool_flags(args)
-            return list(AuthSettings.from_simpleiot_configs(paths, **overrides))
-        if _uses_pools_from_env(args, paths, env):
-            pools = AuthSettings.pools_from_env(dict(env))
-            return [pool.model_copy(update=overrides) for pool in pools]
+        if sources.files:
+            return list(loaders.from_simpleiot_configs(AuthSettings, sources.files, **overrides))
+        if sources.from_env:
+            return list(loaders.pools_from_env(AuthSettings, env, **overrides))
     except ValueError as exc:
         raise CommandFailed(str(exc)) from None
-    return [load_config(args, env).auth_settings()]
-
-
-def _uses_pools_from_env(args: argparse.Namespace, paths: list[Path], env: Mapping[str, str]) -> bool:
-    # Only when the command line names no pool at all: a flag or a file is the deliberate choice.
-    has_one_pool_flags = any(getattr(args, name, None) for name in _ONE_POOL_FLAGS)
-    return not paths and not has_one_pool_flags and any(env.get(name) for name in _POOLS_ENV)
+    assert sources.single is not None
+    return [sources.single.auth_settings()]
 
 
 def key_urls(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> list[tuple[str, str]]:
     """(user pool id, JWKS URL) of every configured pool; needs no app client id."""
     env = os.environ if environ is None else environ
-    paths = config_paths(args)
-    if _uses_pools_from_env(args, paths, env):
+    sources = pool_sources(args, env)
+    if sources.from_env:
         return [(pool.user_pool_id, pool.resolved_jwks_url) for pool in load_pool_settings(args, env)]
-    return [(config.user_pool_id or "-", config.jwks_endpoint) for config in load_configs(args, env)]
+    configs = (
+        [sources.single]
+        if sources.single is not None
+        else [_file_config(p, args, env) for p in sources.files]
+    )
+    return [(config.user_pool_id or "-", config.jwks_endpoint) for config in configs if config is not None]
+
+
+def _read_config_file(path: Path) -> Mapping[str, Any]:
+    try:
+        return read_simpleiot_config(path)
+    except ValueError as exc:
+        raise CommandFailed(str(exc)) from None
+
+
+def _file_config(path: Path, args: argparse.Namespace, env: Mapping[str, str]) -> CliConfig:
+    one = argparse.Namespace(**{**vars(args), "config": str(path), "simpleiot_home": None})
+    return load_config(one, env)
 
 
 def load_config(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> CliConfig:
     """Merge flags, the config file and the environment into a :class:`CliConfig` for one pool."""
     env = os.environ if environ is None else environ
-    paths = config_paths(args)
+    paths = _named_paths(args)
     if len(paths) > 1:
         raise CommandFailed("this command talks to one pool; pass --config once")
-    file_values = _read_config_file(str(paths[0])) if paths else {}
+    file_values = _read_config_file(paths[0]) if paths else {}
     values: dict[str, Any] = {}
     for name, (flag, config_key, variable) in _SOURCES.items():
         flag_value = getattr(args, flag[2:].replace("-", "_"), None)
@@ -255,7 +275,7 @@ def load_config(args: argparse.Namespace, environ: Mapping[str, str] | None = No
         else:
             chosen = env.get(variable) or None
         if name == "client_ids":
-            chosen = _split(chosen) if chosen else ()
+            chosen = split_list(chosen) if chosen else ()
         values[name] = chosen
     return CliConfig(
         **values,

@@ -8,39 +8,21 @@ from __future__ import annotations
 
 import argparse
 
-from ._cognito import CognitoApiError, CognitoClient, CognitoUnreachable, NewPasswordRequired, Tokens
+from .._cognito_client import (
+    CognitoApiError,
+    CognitoClient,
+    CognitoUnreachable,
+    LoginFailed,
+    NewPasswordRequired,
+    Tokens,
+    log_in_unattended,
+)
 from ._config import CliConfig
 from ._exit import EXIT_ERROR, EXIT_REFUSED, CommandFailed
 from ._output import Spinner
 from ._terminal import Terminal
 
 __all__ = ["add_credential_arguments", "log_in", "log_in_as"]
-
-# Cognito error name -> what to tell the person. Configuration problems exit 2, refusals 1.
-_REFUSALS: dict[str, tuple[str, int]] = {
-    "NotAuthorizedException": ("wrong username or password", EXIT_REFUSED),
-    "UserNotFoundException": ("no such user in this user pool", EXIT_REFUSED),
-    "UserNotConfirmedException": (
-        "the user has signed up but is not confirmed; confirm it with the code Cognito sent "
-        "(or an administrator can run 'aws cognito-idp admin-confirm-sign-up')",
-        EXIT_REFUSED,
-    ),
-    "PasswordResetRequiredException": (
-        "an administrator has required a password reset; reset it through the app's "
-        "forgot-password flow first",
-        EXIT_REFUSED,
-    ),
-    "InvalidPasswordException": ("the new password does not meet the pool's password policy", EXIT_REFUSED),
-    "ResourceNotFoundException": (
-        "Cognito does not know this app client in this region; check region and cognitoClientId",
-        EXIT_ERROR,
-    ),
-    "InvalidParameterException": (
-        "Cognito rejected the request; the app client must allow USER_PASSWORD_AUTH",
-        EXIT_ERROR,
-    ),
-    "TooManyRequestsException": ("Cognito is throttling requests; wait and try again", EXIT_ERROR),
-}
 
 
 class _RefusePasswordArgument(argparse.Action):
@@ -81,13 +63,8 @@ def add_credential_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _explain(error: CognitoApiError) -> CommandFailed:
-    explanation, exit_code = _REFUSALS.get(error.error_type, ("Cognito refused the login", EXIT_REFUSED))
-    if error.error_type == "NotAuthorizedException" and "secret" in error.message.lower():
-        # Same exception name, different cause: the app client has a secret.
-        explanation = "this app client has a client secret; use an app client without one"
-        exit_code = EXIT_ERROR
-    detail = f" (Cognito: {error.error_type}: {error.message})" if error.message else ""
-    return CommandFailed(f"login failed: {explanation}{detail}", exit_code=exit_code)
+    refusal = LoginFailed.from_api_error(error)
+    return CommandFailed(refusal.message, exit_code=EXIT_ERROR if refusal.is_setup_problem else EXIT_REFUSED)
 
 
 def _username(args: argparse.Namespace, terminal: Terminal) -> str:
@@ -159,21 +136,13 @@ def log_in(args: argparse.Namespace, config: CliConfig, terminal: Terminal) -> T
 def log_in_as(config: CliConfig, username: str, password: str, *, timeout: float = 10.0) -> Tokens:
     """Log in with no one to ask: a refusal, or a demand for a new password, is a :class:`CommandFailed`.
 
-    For automated callers (the pytest plugin's contract fixtures), which hold
-    the password already and cannot answer a new-password challenge.
+    The CLI's face of :func:`siot_authz._cognito_client.log_in_unattended`,
+    which the test kit can call directly.
     """
-    client = CognitoClient(config.cognito_endpoint, config.client_id, timeout=timeout)
     try:
-        outcome = client.initiate_auth(username, password)
-    except CognitoApiError as error:
-        raise _explain(error) from None
-    except CognitoUnreachable as error:
-        raise CommandFailed(f"cannot reach Cognito at {client.endpoint}: {error}") from None
-    if isinstance(outcome, NewPasswordRequired):
-        raise CommandFailed(
-            f"login failed: Cognito requires {outcome.username} to choose a new password first; "
-            "log in once with 'siot-authz login' in a terminal, or have an administrator run "
-            "'aws cognito-idp admin-set-user-password --permanent'",
-            exit_code=EXIT_REFUSED,
+        return log_in_unattended(
+            config.cognito_endpoint, config.client_id, username, password, timeout=timeout
         )
-    return outcome
+    except LoginFailed as refusal:
+        exit_code = EXIT_ERROR if refusal.is_setup_problem else EXIT_REFUSED
+        raise CommandFailed(refusal.message, exit_code=exit_code) from None

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import sys
 from collections.abc import Callable, Sequence
+from typing import NoReturn
 
 from .. import __version__
 from ._commands import run_decode, run_jwks, run_login, run_verify
@@ -16,6 +18,7 @@ from ._login import add_credential_arguments
 from ._revoke import (
     add_revocations_arguments,
     add_revoke_arguments,
+    add_store_arguments,
     run_revocations,
     run_revoke_session,
     run_revoke_user,
@@ -44,6 +47,68 @@ Settings come from flags, then --config (a SimpleIOT config.json), then
 SIOT_AUTHZ_* environment variables."""
 
 
+# argparse quotes the offending value in these messages; the value may be a
+# password or a token typed where it must not go, so the quote is cut out.
+_QUOTED_VALUE = re.compile(
+    r"(?P<what>invalid choice|invalid [\w ]+ value|ignored explicit argument): .*?(?P<rest> \(choose from [^()]*\))?$",
+    re.DOTALL,
+)
+# A long option's name, without any "=value" glued to it.
+_OPTION_NAME = re.compile(r"^--[A-Za-z][A-Za-z0-9-]{0,40}$")
+
+
+def _unrecognized(extras: Sequence[str]) -> str:
+    """Which arguments were not understood, naming long options only and never a value."""
+    names = []
+    for extra in extras:
+        name = extra.split("=", 1)[0]
+        if _OPTION_NAME.fullmatch(name) and name not in names:
+            names.append(name)
+    others = len(extras) - sum(extra.split("=", 1)[0] in names for extra in extras)
+    parts = [f"unrecognized option(s) {', '.join(names)}"] if names else []
+    if others:
+        parts.append(f"{others} unexpected argument(s), not shown (one may be a secret)")
+    return "; ".join(parts) + " (values are never shown)"
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose usage errors name flags but never repeat a value given on the command line.
+
+    A value can be a password typed after a misspelt flag (``--pasword PW``,
+    ``--password-stdin PW``) or a token given to the wrong flag
+    (``--token-use TOKEN``), and usage errors land in terminals, CI logs and
+    screenshots.
+    """
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        self._given = list(sys.argv[1:] if args is None else args)
+        return super().parse_known_args(args, namespace)
+
+    def parse_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> argparse.Namespace:
+        parsed, extras = self.parse_known_args(args, namespace)
+        if extras:
+            self.error(_unrecognized(extras))
+        return parsed
+
+    def error(self, message: str) -> NoReturn:
+        message = _QUOTED_VALUE.sub(lambda found: found["what"] + (found["rest"] or ""), message)
+        # Whatever the message's wording (it varies across Python versions),
+        # no long argument given on the command line is repeated.
+        for given in getattr(self, "_given", ()):
+            for value in (given, given.split("=", 1)[-1]):
+                if len(value) >= _SHORTEST_HIDDEN and not value.startswith("-") and value in message:
+                    message = message.replace(value, "<hidden>")
+        super().error(message)
+
+
+# Values shorter than this are flags' choices ("id") or numbers, never a secret worth hiding.
+_SHORTEST_HIDDEN = 6
+
+
 def _token_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "token",
@@ -58,7 +123,7 @@ def _json_flag(parser: argparse.ArgumentParser, what: str) -> None:
 
 
 def _add_command(
-    commands: argparse._SubParsersAction[argparse.ArgumentParser],
+    commands: argparse._SubParsersAction[_Parser],
     name: str,
     run: Command | None,
     summary: str,
@@ -66,7 +131,7 @@ def _add_command(
     *,
     epilog: str = _EPILOG,
     full_name: str | None = None,
-) -> argparse.ArgumentParser:
+) -> _Parser:
     parser = commands.add_parser(
         name,
         help=summary,
@@ -82,7 +147,7 @@ def _add_command(
 
 def build_parser() -> argparse.ArgumentParser:
     """The full command-line interface."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="siot-authz",
         description="Get, inspect and verify Cognito tokens for SimpleIOT services, "
         "and check that a deployed API refuses what it should.",
@@ -104,7 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
         "Log in with USER_PASSWORD_AUTH and print the ID token. The password is read from a "
         "prompt, or from stdin with --password-stdin; never from an argument.",
     )
-    add_config_arguments(login)
+    add_config_arguments(login, client_ids_mean="the first logs in")
     add_credential_arguments(login)
     _json_flag(login, "every token (IdToken, AccessToken, RefreshToken, ExpiresIn)")
 
@@ -118,7 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(--config more than once, or --simpleiot-home), the token is routed to its pool by iss.",
     )
     _token_argument(verify)
-    add_config_arguments(verify, several_pools=True)
+    add_config_arguments(verify, several_pools=True, client_ids_mean="tokens issued to any are accepted")
     verify.add_argument("--jwks-url", metavar="URL", help="fetch keys here instead [SIOT_AUTHZ_JWKS_URL]")
     verify.add_argument(
         "--token-use",
@@ -126,6 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="which tokens to accept (default id) [SIOT_AUTHZ_TOKEN_USE]",
     )
     _json_flag(verify, "a refusal")
+    add_store_arguments(verify, purpose=": a valid token is also checked against its revocations")
 
     decode = _add_command(
         commands,
@@ -150,7 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--save writes the key set to a file a service can load as jwks_file, to verify "
         "from its first request without a network.",
     )
-    add_config_arguments(jwks, several_pools=True)
+    add_config_arguments(jwks, several_pools=True, client_ids_mean="not needed to list keys")
     jwks.add_argument("--jwks-url", metavar="URL", help="fetch this URL instead [SIOT_AUTHZ_JWKS_URL]")
     jwks.add_argument("--timeout", type=float, default=10.0, metavar="SECONDS", help="default 10")
     jwks.add_argument(
@@ -171,7 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
         "pass/fail table; exits 1 if any check fails.",
     )
     add_contract_arguments(contract)
-    add_config_arguments(contract, several_pools=True)
+    add_config_arguments(contract, several_pools=True, client_ids_mean="the first logs in")
     add_credential_arguments(contract)
 
     revoke = _add_command(
@@ -231,9 +297,7 @@ def main(argv: Sequence[str] | None = None, *, terminal: Terminal | None = None)
     args = build_parser().parse_args(raw)
     if args.verbose:
         logging.basicConfig(level=logging.INFO, stream=terminal.stderr, format="%(name)s: %(message)s")
-        # httpx logs every request it sends, including the in-process replay
-        # that hands verify the keys already fetched; fetch_key_set logs the
-        # one real request instead.
+        # httpx's own line per request repeats the library's jwks_fetched line.
         logging.getLogger("httpx").setLevel(logging.WARNING)
     run: Command = args.run
     try:

@@ -10,7 +10,7 @@ from types import TracebackType
 
 from ._terminal import Terminal
 
-__all__ = ["Spinner", "format_table", "relative_time", "utc_iso"]
+__all__ = ["Spinner", "format_table", "json_time", "relative_time", "utc_iso"]
 
 _FRAMES = "|/-\\"
 
@@ -76,6 +76,17 @@ def utc_iso(timestamp: float) -> str:
     """``2024-05-01T12:00:00Z`` for a Unix time."""
     moment = datetime.fromtimestamp(timestamp, tz=UTC)
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def json_time(timestamp: float) -> str:
+    """The one form every ``--json`` output gives a time in: ISO 8601 in UTC, ``2024-05-01T12:00:00Z``.
+
+    Fractions of a second are kept when there are any (``...T12:00:00.250000Z``),
+    as the principal's ``issued_at`` and ``expires_at`` print them, so a
+    revocation's ``before`` read back means the same instant.
+    """
+    moment = datetime.fromtimestamp(timestamp, tz=UTC)
+    return moment.isoformat().replace("+00:00", "Z")
 
 
 def _span(seconds: float) -> str:

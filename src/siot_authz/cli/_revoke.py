@@ -15,21 +15,32 @@ import os
 import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from .._settings import AuthSettings
-from ..revocation import Revocation, RevocationStoreUnavailable
+from .._settings import AuthSettings, is_user_pool_id
+from ..revocation import Revocation, RevocationMirror, RevocationStoreUnavailable
 from ._exit import EXIT_OK, CommandFailed
-from ._output import format_table, utc_iso
+from ._output import format_table, json_time, utc_iso
 from ._terminal import Terminal
 
 if TYPE_CHECKING:
+    from .._principal import Principal
     from ..revocation import RevocationBackend
 
-__all__ = ["add_store_arguments", "run_revocations", "run_revoke_session", "run_revoke_user"]
+__all__ = [
+    "add_revocations_arguments",
+    "add_revoke_arguments",
+    "add_store_arguments",
+    "entry_json",
+    "is_revoked",
+    "revocation_store",
+    "run_revocations",
+    "run_revoke_session",
+    "run_revoke_user",
+    "wants_revocations",
+]
 
 _REDIS_URL_ENV = "SIOT_AUTHZ_REDIS_URL"
-_POOL_ID = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d{1,2}_[0-9A-Za-z]+$")
 
 _NO_STORE = (
     "no shared revocation store: pass --redis-url (or set SIOT_AUTHZ_REDIS_URL) with the Redis "
@@ -39,13 +50,13 @@ _NO_STORE = (
 )
 
 
-def add_store_arguments(parser: argparse.ArgumentParser) -> None:
+def add_store_arguments(parser: argparse.ArgumentParser, *, purpose: str = "") -> None:
     """The flags naming the shared revocation store."""
     group = parser.add_argument_group("revocation store")
     group.add_argument(
         "--redis-url",
         metavar="URL",
-        help=f"the Redis your services' RedisRevocations follow [{_REDIS_URL_ENV}]",
+        help=f"the Redis your services' RedisRevocations follow{purpose} [{_REDIS_URL_ENV}]",
     )
     group.add_argument(
         "--redis-prefix",
@@ -55,7 +66,14 @@ def add_store_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _store(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> RevocationBackend:
+def wants_revocations(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> bool:
+    """Whether a shared store is named, by ``--redis-url`` or ``SIOT_AUTHZ_REDIS_URL``."""
+    env = os.environ if environ is None else environ
+    return bool(getattr(args, "redis_url", None) or env.get(_REDIS_URL_ENV))
+
+
+def revocation_store(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> RevocationBackend:
+    """The shared store the services follow, or a :class:`CommandFailed` saying how to name one."""
     env = os.environ if environ is None else environ
     url = args.redis_url or env.get(_REDIS_URL_ENV)
     if not url:
@@ -67,14 +85,46 @@ def _store(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -
     try:
         return RedisRevocations(url, prefix=args.redis_prefix)
     except ValueError as exc:
-        raise CommandFailed(f"--redis-prefix {exc}") from None
+        raise CommandFailed(f"cannot use the revocation store: {store_message(exc, url)}") from None
 
 
+# Parts of a Redis URL that are its shape, not its secrets.
+_URL_WORDS = {"redis", "rediss", "cluster", "sentinel", "unix"}
+
+
+def store_message(error: BaseException, url: str) -> str:
+    """``error``'s text, unless it quotes any part of ``url``: then a fixed sentence.
+
+    A password pasted into a URL unencoded can make a parser (redis-py's
+    included) quote a piece of it back (issue 19.1); the CLI prints none of
+    it, whatever the library beneath does.
+    """
+    message = str(error)
+    pieces = [piece for piece in re.split(r"[^A-Za-z0-9]+", url) if len(piece) >= 4]
+    if any(piece in message for piece in pieces if piece.lower() not in _URL_WORDS):
+        return "the Redis URL cannot be used as given (its text is not shown: it may hold a password)"
+    return message
+
+
+def is_revoked(store: RevocationBackend, principal: Principal) -> bool:
+    """Whether the store's live entries cover ``principal``, by the rule every service enforces.
+
+    The entries are loaded once, as a service's mirror loads them at start,
+    and asked the same ``covers`` question the verifier asks on every request.
+    """
+    try:
+        entries = store.entries_sync()
+    except RevocationStoreUnavailable as exc:
+        raise CommandFailed(f"cannot check revocations: {exc}") from None
+    mirror = RevocationMirror()
+    mirror.replace_all(entries)
+    return mirror.covers(principal)
+
+
+# Usage errors never repeat the value given (it may be a secret typed in the wrong place).
 def _pool(value: str) -> str:
-    if not _POOL_ID.fullmatch(value):
-        raise argparse.ArgumentTypeError(
-            f"{value!r} is not a Cognito user pool id such as 'us-west-2_AbC123xyz'"
-        )
+    if not is_user_pool_id(value):
+        raise argparse.ArgumentTypeError("not a Cognito user pool id such as 'us-west-2_AbC123xyz'")
     return value
 
 
@@ -82,13 +132,9 @@ def _moment(value: str) -> datetime:
     try:
         moment = datetime.fromisoformat(value)
     except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"{value!r} is not an ISO 8601 time such as 2026-05-01T12:00:00Z"
-        ) from None
+        raise argparse.ArgumentTypeError("not an ISO 8601 time such as 2026-05-01T12:00:00Z") from None
     if moment.tzinfo is None:
-        raise argparse.ArgumentTypeError(
-            f"{value!r} has no time zone; add Z for UTC or an offset such as +02:00"
-        )
+        raise argparse.ArgumentTypeError("no time zone; add Z for UTC or an offset such as +02:00")
     return moment
 
 
@@ -140,14 +186,31 @@ def _lifetime(args: argparse.Namespace, environ: Mapping[str, str] | None = None
     return lifetime + leeway
 
 
+def _entry(args: argparse.Namespace, kind: str, subject: str, before: float) -> Revocation:
+    """The entry to record: the one place its lifetime is computed.
+
+    MERGE: the revocation-entry lifetime (token lifetime plus leeway) moves
+    into one library function; call it here once ``main`` has it, and drop
+    ``_lifetime``'s sum.
+    """
+    return Revocation(kind, args.pool, subject, before, before + _lifetime(args))  # type: ignore[arg-type]
+
+
+def entry_json(entry: Revocation) -> dict[str, Any]:
+    """An entry as ``--json`` prints it: its times in the one JSON time form (ISO 8601, UTC)."""
+    document = entry.to_json()
+    document.update(before=json_time(entry.before), expires_at=json_time(entry.expires_at))
+    return document
+
+
 def _record(args: argparse.Namespace, terminal: Terminal, entry: Revocation) -> int:
-    store = _store(args)
+    store = revocation_store(args)
     try:
         store.add_sync(entry)
     except RevocationStoreUnavailable as exc:
         raise CommandFailed(f"nothing was revoked: {exc}") from None
     if args.json:
-        terminal.out(json.dumps(entry.to_json(), indent=2))
+        terminal.out(json.dumps(entry_json(entry), indent=2))
         return EXIT_OK
     if entry.kind == "user":
         what = f"tokens of user {entry.subject} in {entry.user_pool_id} issued before {utc_iso(entry.before)}"
@@ -160,20 +223,18 @@ def _record(args: argparse.Namespace, terminal: Terminal, entry: Revocation) -> 
 def run_revoke_user(args: argparse.Namespace, terminal: Terminal) -> int:
     """Refuse a user's tokens issued before a time (default now), in every service following the store."""
     before = args.before.timestamp() if args.before is not None else datetime.now(UTC).timestamp()
-    entry = Revocation("user", args.pool, args.sub, before, before + _lifetime(args))
-    return _record(args, terminal, entry)
+    return _record(args, terminal, _entry(args, "user", args.sub, before))
 
 
 def run_revoke_session(args: argparse.Namespace, terminal: Terminal) -> int:
     """Refuse every token issued from one refresh token (its ``origin_jti``)."""
     now = datetime.now(UTC).timestamp()
-    entry = Revocation("session", args.pool, args.origin_jti, now, now + _lifetime(args))
-    return _record(args, terminal, entry)
+    return _record(args, terminal, _entry(args, "session", args.origin_jti, now))
 
 
 def run_revocations(args: argparse.Namespace, terminal: Terminal) -> int:
     """List every live revocation in the shared store."""
-    store = _store(args)
+    store = revocation_store(args)
     try:
         entries = store.entries_sync()
     except RevocationStoreUnavailable as exc:
@@ -181,7 +242,7 @@ def run_revocations(args: argparse.Namespace, terminal: Terminal) -> int:
     if args.pool:
         entries = [entry for entry in entries if entry.user_pool_id == args.pool]
     if args.json:
-        terminal.out(json.dumps([entry.to_json() for entry in entries], indent=2))
+        terminal.out(json.dumps([entry_json(entry) for entry in entries], indent=2))
         return EXIT_OK
     terminal.err(f"{len(entries)} revocation(s)")
     rows = [

@@ -7,6 +7,7 @@ Commands never touch ``sys.std*`` or ``getpass`` directly; tests hand
 from __future__ import annotations
 
 import getpass
+import os
 import sys
 from dataclasses import dataclass, field
 from typing import TextIO
@@ -33,6 +34,8 @@ class Terminal:
     stdin: TextIO = field(default_factory=_default_stdin)
     stdout: TextIO = field(default_factory=_default_stdout)
     stderr: TextIO = field(default_factory=_default_stderr)
+    #: True once the reader of stdout has gone (``siot-authz verify ... | head -1``).
+    is_stdout_gone: bool = field(default=False, init=False)
 
     @property
     def is_interactive(self) -> bool:
@@ -69,12 +72,38 @@ class Terminal:
         return self.stdin.read().strip()
 
     def out(self, text: str = "") -> None:
-        """Print a result line."""
-        print(text, file=self.stdout)
+        """Print a result line; if the reader has gone, drop it quietly.
+
+        A reader such as ``head -3`` may close the pipe before the result is
+        written. That is the reader's choice, not a failure of the command:
+        the command still exits with its own status (0 for a valid token),
+        not with a traceback and 1, which means "refused". Each line is
+        flushed so the broken pipe shows here, not at interpreter exit.
+        """
+        if self.is_stdout_gone:
+            return
+        try:
+            print(text, file=self.stdout, flush=True)
+        except BrokenPipeError:
+            self.is_stdout_gone = True
+            _silence(self.stdout)
 
     def err(self, text: str) -> None:
         """Print a message for the person, not for a pipe."""
         print(text, file=self.stderr)
+
+
+def _silence(stream: TextIO) -> None:
+    """Point ``stream``'s descriptor at /dev/null, so the interpreter's final flush has nowhere to fail."""
+    try:
+        descriptor = stream.fileno()
+    except (AttributeError, OSError, ValueError):  # a StringIO in tests: nothing to flush at exit
+        return
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, descriptor)
+    finally:
+        os.close(null)
 
 
 def _isatty(stream: TextIO) -> bool:

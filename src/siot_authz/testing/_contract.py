@@ -12,8 +12,8 @@ from typing import Literal
 
 import httpx
 
-from ..cli._cognito import Tokens
-from ..cli._contract import PROBE_KEYS, Outcome, Probe, build_probes, send_probe
+from .._cognito_client import Tokens
+from .._contract_probes import PROBE_KEYS, Outcome, Probe, build_probes, send_probe
 
 __all__ = ["CONTRACT_PROBES", "ContractCheck", "check_contract_probe"]
 

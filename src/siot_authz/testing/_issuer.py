@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from .._settings import AuthSettings
 from ._jwks_server import JwksServer
+from ._settings_from_arguments import settings_from_arguments
 
 __all__ = ["LocalIssuer", "SigningKey", "b64url"]
 
@@ -232,7 +233,9 @@ class LocalIssuer:
     def settings(self, *, for_transport: bool = False, **overrides: Any) -> AuthSettings:
         """Settings that trust this issuer's tokens; keyword arguments override fields.
 
-        The JWKS is served on loopback first, if it is not yet, so the
+        Only those arguments count: ``SIOT_AUTHZ_*`` variables left in the
+        shell (from running the server) are not read, so a test behaves the
+        same on every machine. The JWKS is served on loopback first, if it is not yet, so the
         settings work with any verifier. With ``for_transport=True`` nothing
         is started and the key URL is a name only :meth:`transport` answers:
         pass ``issuer.transport()`` to the verifier, or every key fetch fails.
@@ -250,7 +253,7 @@ class LocalIssuer:
             "jwks_url": jwks_url,
         }
         fields.update(overrides)
-        return AuthSettings(**fields)
+        return settings_from_arguments(**fields)
 
     def close(self) -> None:
         """Stop the loopback server, if started."""

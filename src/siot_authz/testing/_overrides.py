@@ -1,10 +1,15 @@
-"""Pointing a user's FastAPI app at test identities: a fixed principal, or a local issuer."""
+"""Pointing a user's FastAPI app at test identities: a fixed principal, a local issuer, fixed roles.
+
+Each override is undone when its block ends, and the app's roles cache is
+emptied as it is: roles looked up for a test identity must not carry over
+to the next test, where the same user may hold other roles.
+"""
 
 from __future__ import annotations
 
 import copy
 import functools
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -13,11 +18,15 @@ from fastapi import FastAPI
 
 from .._fastapi import CognitoAuth
 from .._principal import Principal
+from .._roles import RolesCache, RolesSource
 from .._settings import AuthSettings
 from .._verifier import TokenVerifier
 from ._issuer import LocalIssuer
 
-__all__ = ["make_principal", "override_principal", "override_settings"]
+__all__ = ["make_principal", "override_principal", "override_roles", "override_settings"]
+
+#: What a test gives as roles: role names by username, or a roles source of its own.
+RolesOverride = Mapping[str, Iterable[str]] | RolesSource
 
 
 def make_principal(
@@ -75,6 +84,19 @@ def _verifier_swapped(auth: CognitoAuth, verifier: TokenVerifier) -> Iterator[No
         auth._verifier = saved
 
 
+@contextmanager
+def _roles_forgotten(auth: CognitoAuth) -> Iterator[None]:
+    # Emptied on the way in and out: roles cached for a test identity (the
+    # same pool and sub in every test) would otherwise outlive the test.
+    if auth.roles is not None:
+        auth.roles.clear()
+    try:
+        yield
+    finally:
+        if auth.roles is not None:
+            auth.roles.clear()
+
+
 @functools.cache
 def _stand_in_issuer() -> LocalIssuer:
     # One per process: it only has to answer the lifespan's key prefetch.
@@ -95,10 +117,11 @@ def _stand_in_verifier() -> TokenVerifier:
 def override_principal(app: FastAPI, auth: CognitoAuth, principal: Principal) -> Iterator[Principal]:
     """Within the block, ``Depends(auth)`` in ``app`` yields ``principal`` without a token.
 
-    ``require_groups`` and ``require_scopes`` still apply their checks to it,
-    so authorization logic stays under test. The app's lifespan meanwhile
-    starts a stand-in verifier, so the real pool is neither configured nor
-    contacted: the app's settings function is not called.
+    ``require_groups``, ``require_scopes`` and ``require_roles`` still apply
+    their checks to it, so authorization logic stays under test (roles come
+    from the app's source, or from :func:`override_roles`). The app's
+    lifespan meanwhile starts a stand-in verifier, so the real pool is
+    neither configured nor contacted: the app's settings function is not called.
     """
 
     async def fixed_principal() -> Principal:
@@ -106,7 +129,11 @@ def override_principal(app: FastAPI, auth: CognitoAuth, principal: Principal) ->
 
     stand_in = _stand_in_verifier()
     try:
-        with _verifier_swapped(auth, stand_in), _overridden(app, auth, fixed_principal):
+        with (
+            _verifier_swapped(auth, stand_in),
+            _overridden(app, auth, fixed_principal),
+            _roles_forgotten(auth),
+        ):
             yield principal
     finally:
         stand_in.close()
@@ -129,7 +156,50 @@ def override_settings(app: FastAPI, auth: CognitoAuth, settings: AuthSettings) -
     local_auth = copy.copy(auth)
     local_auth.verifier = auth.verifier_for(settings)
     try:
-        with _verifier_swapped(auth, local_auth.verifier), _overridden(app, auth, local_auth):
+        with (
+            _verifier_swapped(auth, local_auth.verifier),
+            _overridden(app, auth, local_auth),
+            _roles_forgotten(auth),
+        ):
             yield local_auth
     finally:
         local_auth.verifier.close()
+
+
+@contextmanager
+def override_roles(auth: CognitoAuth, roles: RolesOverride) -> Iterator[RolesCache]:
+    """Within the block, ``auth.require_roles`` and ``auth.with_roles`` get their roles from ``roles``.
+
+    ``roles`` maps usernames to role names (``{"ada": ["admin"]}``; anyone
+    else has none), or is a roles source like the app's own. It works on
+    routes already defined, and the app's own source is not asked. Each
+    block starts with an empty cache, so roles never carry over from an
+    earlier block or test.
+    """
+    source = _roles_by_username(roles) if isinstance(roles, Mapping) else roles
+    saved = auth.roles
+    auth.roles = RolesCache(source)
+    try:
+        yield auth.roles
+    finally:
+        auth.roles = saved
+        if saved is not None:
+            saved.clear()
+
+
+def _roles_by_username(roles: Mapping[str, Iterable[str]]) -> RolesSource:
+    # Copied now: the mapping is what the test said at this point.
+    table = {username: _names(username, names) for username, names in roles.items()}
+
+    async def roles_of(principal: Principal) -> tuple[str, ...]:
+        # Async, so no thread is needed to read a dict.
+        return table.get(principal.username, ())
+
+    return roles_of
+
+
+def _names(username: str, names: Iterable[str]) -> tuple[str, ...]:
+    # {"ada": "admin"} would otherwise grant the roles "a", "d", "m", "i" and "n".
+    if isinstance(names, str):
+        raise TypeError(f"roles of {username!r} must be a list of role names, not the string {names!r}")
+    return tuple(names)

@@ -12,11 +12,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from .._cognito_client import Tokens
 from .._settings import AuthSettings, read_simpleiot_config
-from ..cli._cognito import Tokens
 from ..cli._config import CliConfig
 from ..cli._exit import CommandFailed
 from ..cli._login import log_in_as
+from ._settings_from_arguments import settings_from_arguments
 
 __all__ = [
     "CONFIG_VARIABLE",
@@ -63,9 +64,19 @@ class RealPool:
         return f"{self.endpoint_url.rstrip('/')}/{self.user_pool_id}/.well-known/jwks.json"
 
     def settings(self, **overrides: object) -> AuthSettings:
-        """Settings trusting this pool, read from its config.json like an app built the README's way."""
-        fields: dict[str, object] = {} if self.jwks_url is None else {"jwks_url": self.jwks_url}
-        return AuthSettings.from_simpleiot_config(self.config_path, **{**fields, **overrides})
+        """Settings trusting this pool, from its config.json; keyword arguments override fields.
+
+        As with the local issuer, ``SIOT_AUTHZ_*`` variables are not read:
+        the contract's valid token is an ID token, whatever the shell says.
+        """
+        fields: dict[str, object] = {
+            "region": self.region,
+            "user_pool_id": self.user_pool_id,
+            "client_ids": (self.client_id,),
+        }
+        if self.jwks_url is not None:
+            fields["jwks_url"] = self.jwks_url
+        return settings_from_arguments(**{**fields, **overrides})
 
     def log_in(self, password: str, *, timeout: float = 10.0) -> Tokens:
         """Log in as the test user; :class:`RealPoolError` says why not."""

@@ -15,6 +15,8 @@ siot_trust_local_issuer   function ``siot_trust_local_issuer(app, auth)``: the a
                                    minted tokens (through the real pipeline)
 siot_override_principal   function ``siot_override_principal(app, auth, username=..., groups=...)``:
                                    every request is that user, no token needed
+siot_override_roles       function ``siot_override_roles(auth, {"ada": ["admin"]})``: the
+                                   roles ``require_roles`` sees, on routes already defined
 siot_real_pool            session  the real pool and test user (skips when none is set)
 siot_real_settings        session  :class:`AuthSettings` trusting the real pool
 siot_real_tokens          session  real ``id_token`` and ``access_token``, one login
@@ -22,7 +24,8 @@ siot_contract             function ``siot_contract(client_or_url, probe, path=..
                                    ``siot-authz contract`` probe, as a test
 ========================  =======  ===================================================
 
-Overrides made through the function-scoped fixtures are undone after each test.
+Overrides made through the function-scoped fixtures are undone after each test,
+and the app's roles cache is emptied as they are.
 
 The ``siot_real_*`` fixtures and ``siot_contract`` need a real user pool (or
 an emulator): ``--siot-config`` (a SimpleIOT config.json), ``--siot-username``,
@@ -41,13 +44,14 @@ from typing import Any
 import pytest
 from fastapi import FastAPI
 
+from .._cognito_client import Tokens
 from .._fastapi import CognitoAuth
 from .._principal import Principal
+from .._roles import RolesCache
 from .._settings import AuthSettings
-from ..cli._cognito import Tokens
 from ._contract import ContractCheck, check_contract_probe
 from ._issuer import LocalIssuer
-from ._overrides import make_principal, override_principal, override_settings
+from ._overrides import RolesOverride, make_principal, override_principal, override_roles, override_settings
 from ._real_pool import (
     CONFIG_VARIABLE,
     ENDPOINT_VARIABLE,
@@ -66,6 +70,7 @@ __all__ = [
     "siot_local_issuer",
     "siot_mint",
     "siot_override_principal",
+    "siot_override_roles",
     "siot_real_pool",
     "siot_real_settings",
     "siot_real_tokens",
@@ -175,6 +180,22 @@ def siot_override_principal() -> Iterator[Callable[..., Principal]]:
         ) -> Principal:
             chosen = principal or make_principal(username, **principal_fields)
             return stack.enter_context(override_principal(app, auth, chosen))
+
+        yield override
+
+
+@pytest.fixture
+def siot_override_roles() -> Iterator[Callable[[CognitoAuth, RolesOverride], RolesCache]]:
+    """``siot_override_roles(auth, {"ada": ["admin"]})``: the roles ``require_roles`` sees, until the test ends.
+
+    Role names by username (anyone else has none), or a roles source of
+    your own. Works on routes defined at import, and the app's own source
+    is not asked; the roles are gone in the next test.
+    """
+    with ExitStack() as stack:
+
+        def override(auth: CognitoAuth, roles: RolesOverride) -> RolesCache:
+            return stack.enter_context(override_roles(auth, roles))
 
         yield override
 

@@ -53,3 +53,10 @@ def test_the_fixture_form_of_override_principal(siot_override_principal):
     siot_override_principal(app, auth, "bob", groups=("admin",))
     with TestClient(app) as client:
         assert client.delete("/v1/project?name=x").status_code == 200
+
+
+def test_no_token_gets_401_without_the_real_config():
+    # No override and no lifespan: nothing reads ~/.simpleiot, which this machine may not have.
+    response = TestClient(app).get("/v1/me")
+    assert response.status_code == 401
+    assert response.json()["detail"]["code"] == "missing_token"

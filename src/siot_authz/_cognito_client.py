@@ -1,5 +1,9 @@
 """A tiny client for the two Cognito calls a password login needs, over plain httpx.
 
+It sits below both the CLI (``siot-authz login`` and ``contract``) and the
+test kit (the pytest plugin's real-pool fixtures), so neither reaches into
+the other for it.
+
 ``InitiateAuth`` with ``USER_PASSWORD_AUTH`` and ``RespondToAuthChallenge``
 are unauthenticated JSON calls for app clients without a secret (as
 SimpleIOT's are), so neither boto3 nor AWS credentials are needed.
@@ -16,8 +20,10 @@ __all__ = [
     "CognitoApiError",
     "CognitoClient",
     "CognitoUnreachable",
+    "LoginFailed",
     "NewPasswordRequired",
     "Tokens",
+    "log_in_unattended",
 ]
 
 _TARGET_PREFIX = "AWSCognitoIdentityProviderService."
@@ -161,3 +167,82 @@ class CognitoClient:
             },
         )
         return self._outcome(body, challenge.username)
+
+
+# Cognito error name -> what to tell the person, and whether it is a set-up problem (True) or a refusal.
+_REFUSALS: dict[str, tuple[str, bool]] = {
+    "NotAuthorizedException": ("wrong username or password", False),
+    "UserNotFoundException": ("no such user in this user pool", False),
+    "UserNotConfirmedException": (
+        "the user has signed up but is not confirmed; confirm it with the code Cognito sent "
+        "(or an administrator can run 'aws cognito-idp admin-confirm-sign-up')",
+        False,
+    ),
+    "PasswordResetRequiredException": (
+        "an administrator has required a password reset; reset it through the app's "
+        "forgot-password flow first",
+        False,
+    ),
+    "InvalidPasswordException": ("the new password does not meet the pool's password policy", False),
+    "ResourceNotFoundException": (
+        "Cognito does not know this app client in this region; check region and cognitoClientId",
+        True,
+    ),
+    "InvalidParameterException": (
+        "Cognito rejected the request; the app client must allow USER_PASSWORD_AUTH",
+        True,
+    ),
+    "TooManyRequestsException": ("Cognito is throttling requests; wait and try again", True),
+}
+
+
+class LoginFailed(Exception):
+    """A login that could not end in tokens, with a message for a person; ``is_setup_problem`` tells
+    a configuration or network problem (the client, the endpoint) from a refusal of this user."""
+
+    def __init__(self, message: str, *, is_setup_problem: bool) -> None:
+        super().__init__(message)
+        self.message = message
+        self.is_setup_problem = is_setup_problem
+
+    @classmethod
+    def from_api_error(cls, error: CognitoApiError) -> LoginFailed:
+        """What a Cognito error means for the person logging in."""
+        explanation, is_setup_problem = _REFUSALS.get(error.error_type, ("Cognito refused the login", False))
+        if error.error_type == "NotAuthorizedException" and "secret" in error.message.lower():
+            # Same exception name, different cause: the app client has a secret.
+            explanation = "this app client has a client secret; use an app client without one"
+            is_setup_problem = True
+        detail = f" (Cognito: {error.error_type}: {error.message})" if error.message else ""
+        return cls(f"login failed: {explanation}{detail}", is_setup_problem=is_setup_problem)
+
+
+def log_in_unattended(
+    endpoint: str,
+    client_id: str,
+    username: str,
+    password: str,
+    *,
+    timeout: float = 10.0,
+    transport: httpx.BaseTransport | None = None,
+) -> Tokens:
+    """Log in with no one to ask, for callers that hold the password already (CI, the test kit's fixtures).
+
+    A refusal, an unreachable endpoint, or a demand for a new password (which
+    only a person can answer) is a :class:`LoginFailed` saying what to do.
+    """
+    client = CognitoClient(endpoint, client_id, timeout=timeout, transport=transport)
+    try:
+        outcome = client.initiate_auth(username, password)
+    except CognitoApiError as error:
+        raise LoginFailed.from_api_error(error) from None
+    except CognitoUnreachable as error:
+        raise LoginFailed(f"cannot reach Cognito at {endpoint}: {error}", is_setup_problem=True) from None
+    if isinstance(outcome, NewPasswordRequired):
+        raise LoginFailed(
+            f"login failed: Cognito requires {outcome.username} to choose a new password first; "
+            "log in once with 'siot-authz login' in a terminal, or have an administrator run "
+            "'aws cognito-idp admin-set-user-password --permanent'",
+            is_setup_problem=False,
+        )
+    return outcome
