@@ -15,19 +15,25 @@ worker B, so it includes one poll round trip (about a millisecond on
 loopback). Prints median, 90th percentile and worst case per route;
 ``--json`` prints them as one JSON object instead.
 
-    python bench/revocation_propagation.py [--count 50] [--json]
+``--cluster`` runs the same against a Redis Cluster of three primaries (each
+with a replica): the entry is published on the primary that holds its key and
+crosses the cluster bus to the node the workers subscribe on.
+
+    python bench/revocation_propagation.py [--count 50] [--cluster] [--json]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import statistics
 import sys
+import tempfile
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -38,7 +44,7 @@ from siot_authz.testing import LocalIssuer
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from redis_server import running_redis
+from redis_server import RedisClusterNodes, running_redis
 from revocation_app import Worker, worker_env
 
 #: Give up on one sample after this long: a lost revocation, not a slow one.
@@ -85,15 +91,31 @@ def _summary(samples: list[float]) -> dict[str, float]:
     }
 
 
-async def _run(count: int) -> dict[str, dict[str, float]]:
-    with LocalIssuer() as issuer, running_redis() as redis_server:
+@contextlib.contextmanager
+def _redis_url(is_cluster: bool) -> Iterator[str]:
+    """A started Redis (one server, or a cluster) on loopback, stopped afterwards; yields its URL."""
+    if not is_cluster:
+        with running_redis() as server:
+            yield server.url
+        return
+    with tempfile.TemporaryDirectory(prefix="siot-authz-bench-cluster-") as directory:
+        nodes = RedisClusterNodes(Path(directory))
+        try:
+            nodes.start()
+            yield nodes.url
+        finally:
+            nodes.close()
+
+
+async def _run(count: int, *, is_cluster: bool) -> dict[str, dict[str, float]]:
+    with LocalIssuer() as issuer, _redis_url(is_cluster) as redis_url:
         settings = issuer.settings()
         fields = json.loads(
             settings.model_dump_json(include={"region", "user_pool_id", "client_ids", "jwks_url"})
         )
-        env = worker_env(fields, redis_server.url)
+        env = worker_env(fields, redis_url)
         first, second = Worker(env), Worker(env)
-        script_revocations = RedisRevocations(redis_server.url)
+        script_revocations = RedisRevocations(redis_url)
         script = TokenVerifier(settings, revocations=script_revocations)
         try:
             first.start()
@@ -121,13 +143,15 @@ async def _run(count: int) -> dict[str, dict[str, float]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=50, help="revocations per route (default 50)")
+    parser.add_argument("--cluster", action="store_true", help="through a three-primary Redis Cluster")
     parser.add_argument("--json", action="store_true", help="print the figures as one JSON object")
     arguments = parser.parse_args()
-    results = asyncio.run(_run(arguments.count))
+    results = asyncio.run(_run(arguments.count, is_cluster=arguments.cluster))
     if arguments.json:
         print(json.dumps(results, indent=2))
         return
-    print("Revocation propagation to another worker through Redis (ms, from sending to the first 401)")
+    through = "a Redis Cluster" if arguments.cluster else "Redis"
+    print(f"Revocation propagation to another worker through {through} (ms, from sending to the first 401)")
     print(f"{'route':<36}{'n':>5}{'median':>10}{'p90':>10}{'worst':>10}")
     for route, figures in results.items():
         print(

@@ -73,6 +73,7 @@ class Profile:
     warmup_seconds: int
     connections: int
     memory_checkpoints: tuple[int, ...]
+    gc_verifies: int  # real verifications before the GC pause is timed
 
 
 FULL = Profile(
@@ -83,6 +84,7 @@ FULL = Profile(
     warmup_seconds=1,
     connections=16,
     memory_checkpoints=(10_000, 100_000, 1_000_000),
+    gc_verifies=10_000,  # fills the default cache exactly
 )
 QUICK = Profile(
     rounds=2,
@@ -92,13 +94,14 @@ QUICK = Profile(
     warmup_seconds=1,
     connections=8,
     memory_checkpoints=(10_000, 100_000),
+    gc_verifies=1_000,
 )
 
 # Targets from the issue: name -> (variant, reference, lowest acceptable ratio or None for info rows).
 TARGETS = {
     "in-process": [
         ("python-jose jwt.decode / bare", "jose", "bare", None),
-        ("cold path / bare", "cold", "bare", None),
+        ("cold path / bare", "cold", "bare", 0.75),
         ("cold, 3 pools / bare", "cold-pools", "bare", None),
         ("cold, metrics on / bare", "cold-metrics", "bare", None),
         ("cold, revocation on / bare", "cold-revoc", "bare", None),
@@ -120,7 +123,8 @@ TARGETS = {
 #: Issue 11's cold-start budgets, in seconds: import, and settings + verifier + first verify_sync.
 IMPORT_BUDGET_SECONDS = 0.25
 FIRST_VERIFY_BUDGET_SECONDS = 0.005
-#: Issue 11's budget for what a full default-size verified cache adds to one full gc.collect().
+#: Issue 18's budget for what a full default-size verified cache adds to one full gc.collect(),
+#: measured the independent way (real verifies of realistic tokens, nothing frozen).
 GC_PAUSE_BUDGET_MS = 5.0
 #: DESIGN.md's budget for a verified-cache hit with metrics and revocation on.
 HOT_BUDGET_MICROSECONDS = 3.0
@@ -196,9 +200,23 @@ def rotated(items: Sequence[str], by: int) -> list[str]:
 # -- tokens -------------------------------------------------------------------
 
 
-def mint_pool(issuer: LocalIssuer, count: int) -> list[str]:
-    """Distinct Cognito-shaped ID tokens, valid for two hours."""
-    return [issuer.mint(username=f"bench-user-{i}", expires_in=7200) for i in range(count)]
+#: The groups a realistic SimpleIOT user has (Cognito puts them in every ID token).
+BENCH_GROUPS = ("team-admins", "devices-rw")
+
+
+def mint_pool(issuer: LocalIssuer, count: int, prefix: str = "bench-user") -> list[str]:
+    """Distinct ID tokens with realistic Cognito claims, valid for two hours.
+
+    Each has what a Cognito ID token carries: ``sub``, ``cognito:username``,
+    ``cognito:groups``, ``email`` and ``email_verified``, ``auth_time``,
+    ``origin_jti``, ``event_id`` and ``jti`` (the issuer adds the rest).
+    """
+    return [
+        issuer.mint(
+            username=f"{prefix}-{i}", groups=BENCH_GROUPS, email=f"{prefix}-{i}@example.com", expires_in=7200
+        )
+        for i in range(count)
+    ]
 
 
 def _b64decode(segment: str) -> bytes:
@@ -566,11 +584,10 @@ def run_memory_child(checkpoints: list[int], real_tokens: int) -> None:
             tier.clear()  # type: ignore[attr-defined]
         empty_pause = min(empty_pause, _gc_pause_ms())
         added = full_pause - empty_pause
-        verdict = "met" if added <= GC_PAUSE_BUDGET_MS else "MISSED"
         print(
-            f"  full gc.collect(): {empty_pause:.1f} ms with the cache empty, {full_pause:.1f} ms full"
-            f" ({held:,} entries): adds {added:.1f} ms   target <= {GC_PAUSE_BUDGET_MS:.1f} ms: {verdict}"
-            " (objects alive before the cache was filled are frozen out of both)"
+            f"  full gc.collect(), shortest of 25, CPU: {empty_pause:.1f} ms with the cache empty,"
+            f" {full_pause:.1f} ms full ({held:,} entries): adds {added:.1f} ms (information: objects alive"
+            " before the cache was filled are frozen out of both; the target is judged on the row above)"
         )
         gc.unfreeze()
         verifier.close()
@@ -589,6 +606,59 @@ def _gc_pause_ms() -> float:
         gc.collect()
         pauses.append(time.process_time() - start)
     return min(pauses) * 1e3
+
+
+def run_gc_child(count: int) -> None:
+    """In a fresh process, the way a service lives: what a full default-size cache adds to a full collection.
+
+    ``count`` real verifications of distinct, realistic ID tokens fill a
+    verified cache of the default size; nothing is frozen and nothing is put
+    into the cache by hand. The pause is the median of five full collections
+    before and five after, wall time, as an outside observer would time it.
+    """
+    with LocalIssuer() as issuer:
+        verifier = TokenVerifier(issuer.settings(), jwks={issuer.user_pool_id: issuer.jwks()})
+        tokens = mint_pool(issuer, count, prefix="gc-user")
+        verifier.verify_sync(mint_pool(issuer, 1, prefix="warm-up")[0])  # the first verify builds lazily
+        before, before_cpu = _median_full_collection()
+        tracked_before = len(gc.get_objects())
+        for token in tokens:
+            verifier.verify_sync(token)
+        after, after_cpu = _median_full_collection()
+        held = len(verifier.pools[0].verified)
+        tracked = (len(gc.get_objects()) - tracked_before) / max(held, 1)
+        added = after - before
+        verdict = "met" if added <= GC_PAUSE_BUDGET_MS else "MISSED"
+        print(
+            f"  full gc.collect(), median of 5, wall: {before:.1f} ms before, {after:.1f} ms after"
+            f" {count:,} real verifies ({held:,} entries): adds {added:.1f} ms"
+            f"   target <= {GC_PAUSE_BUDGET_MS:.1f} ms: {verdict}"
+        )
+        print(
+            f"  the same in CPU time: {before_cpu:.1f} -> {after_cpu:.1f} ms (adds {after_cpu - before_cpu:.1f});"
+            f" objects the collector tracks, per cache entry: {tracked:.2f}"
+        )
+        verifier.close()
+
+
+def _median_full_collection() -> tuple[float, float]:
+    """The median of five full collections, in ms of wall time and of this process's CPU time."""
+    walls, cpus = [], []
+    for _ in range(5):
+        wall, cpu = time.perf_counter(), time.process_time()
+        gc.collect()
+        walls.append(time.perf_counter() - wall)
+        cpus.append(time.process_time() - cpu)
+    return statistics.median(walls) * 1e3, statistics.median(cpus) * 1e3
+
+
+def gc_pause(count: int) -> None:
+    print(
+        f"\ngarbage collection: a fresh process, {count:,} real verifications of distinct realistic ID tokens"
+        " through a default-size verified cache, nothing frozen (the independent method of issue 18)"
+    )
+    command = [sys.executable, str(Path(__file__).resolve()), "--gc-child", str(count)]
+    subprocess.run(command, check=True, timeout=900)
 
 
 def memory(profile: Profile, real_tokens: int) -> None:
@@ -714,10 +784,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--loadgen", nargs=4, help=argparse.SUPPRESS)
     parser.add_argument("--memory-child", nargs="+", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--gc-child", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
     if args.loadgen:
         run_python_loadgen(*args.loadgen)
+        return 0
+    if args.gc_child:
+        run_gc_child(args.gc_child)
         return 0
     if args.memory_child:
         real_tokens, *checkpoints = args.memory_child
@@ -744,6 +818,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.skip_e2e:
             end_to_end(issuer, others, tokens, profile, Path(workdir), allow_wrk=not args.no_wrk)
     if not args.skip_memory:
+        gc_pause(profile.gc_verifies)
         memory(profile, real_tokens=min(profile.pool_size, 2000))
     if not args.skip_features:
         feature_benches(args.quick)

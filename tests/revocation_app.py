@@ -24,17 +24,23 @@ import httpx
 _SETTINGS = "SIOT_AUTHZ_TEST_SETTINGS"
 _REDIS_URL = "SIOT_AUTHZ_TEST_REDIS_URL"
 _MAX_UNCONFIRMED = "SIOT_AUTHZ_TEST_MAX_UNCONFIRMED"
+_TLS_CA_FILE = "SIOT_AUTHZ_TEST_REDIS_CA_FILE"
 
 
 def worker_env(
-    settings: dict[str, Any], redis_url: str, *, max_unconfirmed_seconds: float = 300
+    settings: dict[str, Any],
+    redis_url: str,
+    *,
+    max_unconfirmed_seconds: float = 300,
+    tls_ca_file: str | os.PathLike[str] | None = None,
 ) -> dict[str, str]:
-    """The environment a worker needs: one pool's settings (JSON), the Redis URL, the fail-closed limit."""
+    """The environment a worker needs: one pool's settings (JSON), the Redis URL and CA, the fail-closed limit."""
     return {
         **os.environ,
         _SETTINGS: json.dumps(settings),
         _REDIS_URL: redis_url,
         _MAX_UNCONFIRMED: str(max_unconfirmed_seconds),
+        _TLS_CA_FILE: "" if tls_ca_file is None else os.fspath(tls_ca_file),
     }
 
 
@@ -46,7 +52,9 @@ def build_app() -> Any:
     from siot_authz.revocation import RedisRevocations, RevocationStoreUnavailable
 
     revocations = RedisRevocations(
-        os.environ[_REDIS_URL], max_unconfirmed_seconds=float(os.environ[_MAX_UNCONFIRMED])
+        os.environ[_REDIS_URL],
+        max_unconfirmed_seconds=float(os.environ[_MAX_UNCONFIRMED]),
+        tls_ca_file=os.environ.get(_TLS_CA_FILE) or None,
     )
     auth = CognitoAuth(AuthSettings(**json.loads(os.environ[_SETTINGS])), revocations=revocations)
     app = FastAPI(lifespan=auth.lifespan)
@@ -92,12 +100,21 @@ class Worker:
 
     def start(self, *, timeout: float = 30) -> None:
         """Start and wait until ``/readyz`` answers 200 (keys held, revocations loaded)."""
+        self.launch()
+        self.wait_until_ready(timeout=timeout)
+
+    def launch(self) -> None:
+        """Start the process without waiting; several workers start faster side by side."""
         self._process = subprocess.Popen(
             [sys.executable, str(Path(__file__).resolve()), "--port", str(self.port)],
             env=self.env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
+
+    def wait_until_ready(self, *, timeout: float = 30) -> None:
+        """Wait until ``/readyz`` answers 200; stops the worker if it does not in time."""
+        assert self._process is not None, "not launched"
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self._process.poll() is not None:

@@ -148,11 +148,22 @@ def test_a_redis_url_the_parser_chokes_on_is_never_quoted(
     command: list[str], capsys: pytest.CaptureFixture[str]
 ) -> None:
     # Issue 19.1: an unencoded password made redis-py's parser quote it back ("...as 'S3cr3t'").
-    url = "redis://:S3cr3tPw/x+y=@127.0.0.1:1/0"
+    url = "redis://:S3cr3tPw/x+y=@127.0.0.1:99999/0"  # an unencoded password and a port out of range
     assert main([*command, "--redis-url", url]) == 2
     errors = capsys.readouterr().err
     assert "S3cr3tPw" not in errors
     assert "cannot use the revocation store" in errors
+
+
+def test_an_unencoded_password_that_parses_is_never_quoted_when_the_store_is_down(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # The URL parser takes everything before the last "@" as credentials, so this one parses; the
+    # store is unreachable, and the message names the host, never the password.
+    assert main(["revocations", "--redis-url", "redis://:S3cr3tPw/x+y=@127.0.0.1:1/0"]) == 2
+    errors = capsys.readouterr().err
+    assert "S3cr3tPw" not in errors
+    assert "127.0.0.1:1" in errors
 
 
 def test_a_bad_prefix_is_still_explained(capsys: pytest.CaptureFixture[str]) -> None:

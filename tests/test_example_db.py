@@ -94,7 +94,9 @@ def test_a_promotion_in_the_database_counts_once_the_cache_forgets_it(
     bob = as_user(issuer, "bob")
     assert api.delete("/v1/project?name=barn", headers=bob).status_code == 403
     database.add_user("bob", ("admin", True))
-    assert api.delete("/v1/project?name=barn", headers=bob).status_code == 403  # cached for roles_ttl_seconds
+    assert (
+        api.delete("/v1/project?name=barn", headers=bob).status_code == 403
+    )  # cached for RolesCache's ttl_seconds
     principal = api.get("/v1/me", headers=bob).json()["principal"]
     assert auth.roles is not None
     auth.roles.forget(principal["user_pool_id"], principal["sub"])

@@ -315,3 +315,214 @@ def test_a_revoked_token_refused_from_the_cache_is_reported_as_a_cache_hit(issue
 
     pool = issuer.user_pool_id
     assert seen == [(pool, None, False), (pool, None, True), (pool, "token_revoked", True)]
+
+
+# -- one pool's entries never touch another's -------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def other_pool() -> Iterator[LocalIssuer]:
+    """A second user pool, whose users may carry the very same sub and origin_jti as the first's."""
+    with LocalIssuer(user_pool_id="us-east-1_OtherPool2") as other:
+        other.serve()
+        yield other
+
+
+@pytest.mark.parametrize("kind", ["user", "session"])
+def test_revoking_in_one_pool_leaves_the_same_subject_valid_in_another(
+    issuer: LocalIssuer, other_pool: LocalIssuer, clock: FakeClock, kind: str
+) -> None:
+    """A sub (or origin_jti) is unique only within its pool: another pool may hand out the same one."""
+    verifier = TokenVerifier(
+        [issuer.settings(), other_pool.settings()], clock=clock, revocations=MemoryRevocations(clock=clock)
+    )
+    shared_sub, shared_jti = "5b1b2a1c-2f4e-4a55-9d3a-0b7f4c1e2d3f", "7d2e9c4a-1b3f-4e5d-8a6c-2f1e0d9b8a7c"
+    issued = int(clock.now) - 60
+    claims = {"sub": shared_sub, "origin_jti": shared_jti, "iat": issued, "auth_time": issued}
+    revoked, elsewhere = issuer.mint(**claims), other_pool.mint(**claims)
+
+    if kind == "user":
+        verifier.revoke_user_sync(issuer.user_pool_id, shared_sub)
+    else:
+        verifier.revoke_session_sync(issuer.user_pool_id, shared_jti)
+
+    with pytest.raises(TokenRevoked):
+        verifier.verify_sync(revoked)
+    assert verifier.verify_sync(elsewhere).user_pool_id == other_pool.user_pool_id
+    verifier.close()
+
+
+# -- a `before` on a whole second ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("issued_after_before", "is_refused"),
+    [
+        (-1, True),
+        # iat == before: issued in the second the revocation names (the CLI's --before ...Z gives a
+        # whole second), so refused, as for any same-second token: never let a signed-out one through.
+        (0, True),
+        (1, False),
+    ],
+)
+def test_a_whole_second_before_refuses_tokens_issued_in_that_second(
+    issuer: LocalIssuer,
+    revoking_verifier: TokenVerifier,
+    clock: FakeClock,
+    issued_after_before: int,
+    is_refused: bool,
+) -> None:
+    before = int(clock.now) - 600
+    sub = issuer.claims()["sub"]
+    revoking_verifier.revoke_user_sync(
+        issuer.user_pool_id, sub, before=datetime.fromtimestamp(before, tz=UTC)
+    )
+    issued_at = before + issued_after_before
+    token = issuer.mint(iat=issued_at, auth_time=issued_at, exp=issued_at + 3600)
+
+    if is_refused:
+        with pytest.raises(TokenRevoked):
+            revoking_verifier.verify_sync(token)
+    else:
+        assert revoking_verifier.verify_sync(token).sub == sub
+
+
+# -- bounded entries ---------------------------------------------------------------------
+
+ENTRY = {"kind": "user", "user_pool_id": "eu-west-1_pool", "subject": "bob", "before": 1.0, "expires_at": 2.0}
+
+
+@pytest.mark.parametrize(
+    ("subject", "is_accepted"),
+    [
+        ("s" * 256, True),
+        ("s" * 257, False),
+        ("é" * 128, True),  # 256 bytes in UTF-8
+        ("é" * 129, False),  # 129 characters, 258 bytes
+        ("s" * 5_000_000, False),
+    ],
+    ids=["256 bytes", "257 bytes", "128 two-byte characters", "129 two-byte characters", "5 MB"],
+)
+def test_a_subject_is_bounded_at_256_bytes_on_every_path(
+    issuer: LocalIssuer, revoking_verifier: TokenVerifier, subject: str, is_accepted: bool
+) -> None:
+    """The API, the CLI (which builds a Revocation) and a Redis follower (which parses one) share the bound."""
+    paths: list[Callable[[], object]] = [
+        lambda: revoking_verifier.revoke_user_sync(issuer.user_pool_id, subject),
+        lambda: revoking_verifier.revoke_session_sync(issuer.user_pool_id, subject),
+        lambda: Revocation.from_json({**ENTRY, "subject": subject}),
+        lambda: Revocation("session", issuer.user_pool_id, subject, 1.0, 2.0),
+    ]
+    for path in paths:
+        if is_accepted:
+            path()
+        else:
+            with pytest.raises(ValueError, match="at most 256 bytes"):
+                path()
+    assert len(revoking_verifier.revocation_entries_sync()) == (2 if is_accepted else 0)
+
+
+def test_a_pool_id_longer_than_any_cognito_pool_id_is_not_a_revocation() -> None:
+    with pytest.raises(ValueError, match="at most 128 bytes"):
+        Revocation.from_json({**ENTRY, "user_pool_id": "eu-west-1_" + "p" * 119})
+    assert Revocation.from_json({**ENTRY, "user_pool_id": "eu-west-1_" + "p" * 118}).subject == "bob"
+
+
+# -- costs that do not grow with the number of entries -------------------------------------
+
+
+def test_revoking_and_reading_health_cost_the_same_with_100k_entries(
+    issuer: LocalIssuer, revoking_verifier: TokenVerifier, clock: FakeClock
+) -> None:
+    """A flood of revocations must not make each later one, or each health probe, scan them all.
+
+    Scanning 100k entries costs milliseconds, so 5,000 revokes and 5,000
+    health reads would take tens of seconds; at a constant cost they take a
+    fraction of one. The bound is loose on purpose: it separates the two,
+    it does not time the machine.
+    """
+    pool = issuer.user_pool_id
+    flood = [
+        Revocation("session", pool, f"flood-{index:06d}", clock.now + index / 1000, clock.now + LIFETIME)
+        for index in range(100_000)
+    ]
+    revoking_verifier.revocations.mirror.replace_all(flood)
+
+    started = time.perf_counter()
+    for index in range(5_000):
+        revoking_verifier.revoke_user_sync(pool, f"user-{index:06d}")
+        revoking_verifier.health()
+    elapsed = time.perf_counter() - started
+
+    assert revoking_verifier.health().revocation.entries == 105_000
+    assert elapsed < 5.0, f"{elapsed:.2f} s"
+
+
+def test_expired_entries_go_in_expiry_order_even_when_replaced(clock: FakeClock) -> None:
+    mirror = MemoryRevocations(clock=clock).mirror
+    now = clock.now
+    mirror.add(Revocation("user", "p", "a", now, now + 10))
+    mirror.add(Revocation("user", "p", "a", now + 5, now + 30))  # replaces the first: lives to +30
+    mirror.add(Revocation("session", "p", "s", now, now + 20))
+
+    clock.now = now + 10
+    assert mirror.drop_expired() == 0  # the replaced entry's time passed, its replacement's has not
+    clock.now = now + 20
+    assert mirror.drop_expired() == 1
+    assert [entry.subject for entry in mirror.entries()] == ["a"]
+    clock.now = now + 30
+    assert (mirror.drop_expired(), len(mirror), mirror.has_entries) == (1, 0, False)
+
+
+def test_writing_the_same_user_many_times_keeps_the_expiry_index_small(clock: FakeClock) -> None:
+    mirror = MemoryRevocations(clock=clock).mirror
+    for index in range(10_000):
+        mirror.add(Revocation("user", "p", "same", clock.now + index, clock.now + index + 60))
+    assert len(mirror) == 1
+    assert len(mirror._expiry) < 200  # rebuilt once stale items dominate, not one per write
+
+
+# -- listeners ---------------------------------------------------------------------------
+
+
+def test_listeners_hear_each_applied_entry_after_it_is_enforced(
+    issuer: LocalIssuer, clock: FakeClock
+) -> None:
+    mirror = MemoryRevocations(clock=clock).mirror
+    principal = TokenVerifier(issuer.settings()).verify_sync(issuer.mint(iat=int(clock.now) - 60))
+    heard: list[tuple[list[str], bool]] = []
+    mirror.add_listener(
+        lambda entries: heard.append(([e.subject for e in entries], mirror.covers(principal)))
+    )
+
+    mirror.add(Revocation("user", issuer.user_pool_id, principal.sub, clock.now, clock.now + 60))
+    mirror.add(
+        Revocation("user", issuer.user_pool_id, principal.sub, clock.now - 5, clock.now + 60)
+    )  # ignored
+    mirror.replace_all([Revocation("session", issuer.user_pool_id, "s-1", clock.now, clock.now + 60)])
+
+    assert heard == [([principal.sub], True), (["s-1"], False)]
+
+
+def test_a_listener_that_raises_breaks_neither_the_mirror_nor_other_listeners(
+    clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    mirror = MemoryRevocations(clock=clock).mirror
+    heard: list[str] = []
+
+    def broken(entries: object) -> None:
+        raise RuntimeError("secret detail")
+
+    mirror.add_listener(broken)
+    mirror.add_listener(lambda entries: heard.append("second"))
+    mirror.add(Revocation("session", "p", "s-1", clock.now, clock.now + 60))
+
+    assert len(mirror) == 1
+    assert heard == ["second"]
+    assert "revocation_listener_failed type=RuntimeError" in caplog.text
+    assert "secret detail" not in caplog.text
+
+    mirror.remove_listener(broken)
+    mirror.remove_listener(broken)  # twice: harmless
+    mirror.add(Revocation("session", "p", "s-2", clock.now, clock.now + 60))
+    assert (heard, mirror.listener_count) == (["second", "second"], 1)

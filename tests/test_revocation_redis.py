@@ -7,6 +7,7 @@ another: there is no "unrevoke", by design.
 from __future__ import annotations
 
 import json
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -20,6 +21,7 @@ from revocation_app import Worker, worker_env
 from siot_authz import RevocationUnavailable, TokenVerifier
 from siot_authz.revocation import RedisRevocations, Revocation, RevocationStoreUnavailable
 from siot_authz.testing import LocalIssuer
+from tcp_proxy import TcpProxy
 
 pytestmark = pytest.mark.skipif(not is_redis_installed(), reason="needs redis-server on PATH")
 
@@ -76,8 +78,10 @@ def workers(_session_issuer: LocalIssuer, shared_redis: RedisServer) -> Iterator
     env = worker_env(settings_json(_session_issuer), shared_redis.url)
     first, second = Worker(env), Worker(env)
     try:
-        first.start()
-        second.start()
+        first.launch()
+        second.launch()
+        first.wait_until_ready()
+        second.wait_until_ready()
         yield first, second
     finally:
         first.stop()
@@ -324,3 +328,77 @@ def test_a_malformed_entry_in_redis_is_ignored(own_redis: RedisServer) -> None:
 def test_refuses_a_limit_that_would_fail_closed_at_once(limit: float) -> None:
     with pytest.raises(ValueError, match="max_unconfirmed_seconds"):
         RedisRevocations(max_unconfirmed_seconds=limit)
+
+
+# -- what confirms the mirror, and what unsettles it (issue 14's mutant rows) -------------------------
+
+
+def test_pongs_keep_a_healthy_mirror_confirmed_past_its_limit(own_redis: RedisServer) -> None:
+    # Only PONGs confirm the mirror after the first load: without them it would fail closed after 1 s.
+    revocations = RedisRevocations(own_redis.url, max_unconfirmed_seconds=1)
+    revocations.start_sync()
+    try:
+        time.sleep(2.5)
+
+        assert revocations.status().state == "ok"
+        assert not revocations.is_failed_closed()
+    finally:
+        revocations.stop_sync()
+
+
+def test_a_dropped_connection_shows_as_degraded_within_a_second(own_redis: RedisServer) -> None:
+    revocations = RedisRevocations(own_redis.url)
+    revocations.start_sync()
+    try:
+        assert revocations.status().state == "ok"
+
+        own_redis.kill()
+
+        wait_until(lambda: revocations.status().state == "degraded", 1.0)
+        assert revocations.status().last_error is not None
+    finally:
+        revocations.stop_sync()
+
+
+def test_a_write_made_before_the_subscription_is_confirmed_is_not_lost(own_redis: RedisServer) -> None:
+    proxy = TcpProxy(own_redis.port, hold_subscribe=0.8)
+    follower = RedisRevocations(f"redis://127.0.0.1:{proxy.port}/0")
+    writer = RedisRevocations(own_redis.url)
+    starting = threading.Thread(target=follower.start_sync)
+    try:
+        starting.start()
+        assert proxy.holding.wait(5)
+        time.sleep(0.3)  # a follower that did not wait would have loaded (an empty set) by now
+
+        writer.add_sync(entry("written-in-the-gap"))
+        starting.join(10)
+
+        wait_until(lambda: "written-in-the-gap" in [e.subject for e in follower.mirror.entries()], 2)
+    finally:
+        follower.stop_sync()
+        writer.stop_sync()
+        proxy.close()
+
+
+def test_a_write_after_a_failover_reaches_the_new_primary_behind_the_same_endpoint(
+    own_redis: RedisServer,
+) -> None:
+    # The endpoint (a proxy here, a DNS name on ElastiCache) moves to the promoted replica; the
+    # connection already open still reaches the old primary, now a replica that answers READONLY.
+    with running_redis() as promoted:
+        endpoint = TcpProxy(own_redis.port)
+        revocations = RedisRevocations(f"redis://127.0.0.1:{endpoint.port}/0")
+        try:
+            revocations.add_sync(entry("before-the-failover"))
+            demoted = redis.Redis(port=own_redis.port)
+            demoted.replicaof("127.0.0.1", str(promoted.port))
+            demoted.close()
+            endpoint.upstream_port = promoted.port
+
+            revocations.add_sync(entry("after-the-failover"))
+
+            listed = RedisRevocations(promoted.url).entries_sync()
+            assert "after-the-failover" in [item.subject for item in listed]
+        finally:
+            revocations.stop_sync()
+            endpoint.close()

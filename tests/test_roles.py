@@ -296,7 +296,9 @@ def test_slow_source_times_out_with_503_and_never_blocks_the_event_loop(
         await asyncio.sleep(10)
         return ["admin"]
 
-    auth = CognitoAuth(issuer.settings(), roles=stuck_async if is_async else stuck, roles_timeout_seconds=0.3)
+    auth = CognitoAuth(
+        issuer.settings(), roles=RolesCache(stuck_async if is_async else stuck, timeout_seconds=0.3)
+    )
     app = roles_app(auth)
     with TestClient(app) as client:
         ada = as_user(issuer, "ada")

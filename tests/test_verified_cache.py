@@ -509,3 +509,28 @@ def test_a_full_default_cache_is_mostly_invisible_to_the_garbage_collector(
     assert len(cache.hot_entries) == HOT_ENTRIES
     assert [entry for entry in cache.cold_entries.values() if gc.is_tracked(entry)] == []
     verifier.close()
+
+
+def test_a_cached_principal_leaves_the_collector_little_to_visit(
+    settings: AuthSettings, issuer: LocalIssuer
+) -> None:
+    verifier = TokenVerifier(settings)
+    first, second = (
+        verifier.verify_sync(issuer.mint(username=name, groups=["admin", "ops"], email=f"{name}@example.com"))
+        for name in ("ada", "bob")
+    )
+    gc.collect()
+    gc.collect()
+
+    for principal in (first, second):
+        # The claim values (groups as a tuple) are one tuple the collector has stopped tracking.
+        assert not gc.is_tracked(principal.claims._values)  # type: ignore[attr-defined]
+        assert principal.claims["cognito:groups"] == principal.groups == ("admin", "ops")
+    # Claim names, their positions and the fields-set are shared, not held once per principal.
+    assert first.claims._names is second.claims._names  # type: ignore[attr-defined]
+    assert first.model_fields_set is second.model_fields_set
+    # model_copy copies the shared fields-set before changing it.
+    copied = first.model_copy(update={"username": "other"})
+    assert copied.username == "other"
+    assert second.model_fields_set == set(Principal.model_fields)
+    verifier.close()

@@ -1,14 +1,26 @@
 // A browser-like WebSocket client for tests: node's built-in WebSocket (undici), which,
 // like a browser, cannot set headers and sends its token as a subprotocol offer.
 //
-//   node --experimental-websocket tests/ws_client.mjs URL '["bearer", "<token>"]'
+//   node --experimental-websocket tests/ws_client.mjs URL '["bearer", "<token>"]' ['{"timeoutMs": 5000}']
 //
 // Opens URL offering the given subprotocols, sends "ping", waits for the server's
-// messages until it closes (or 5 s pass), and prints one JSON line:
-// {"opened", "protocol", "messages", "closeCode", "error"}.
+// messages until it closes (or timeoutMs pass, 5 s by default), and prints one JSON line:
+// {"opened", "protocol", "messages", "closeCode", "closeReason", "openedAt", "closedAt", "error"}
+// (times in Unix milliseconds). With an "opened" option it also prints "opened" on its own
+// line as soon as the socket opens, so a test can act on an open socket.
 
-const [url, offered = "[]"] = process.argv.slice(2);
-const result = { opened: false, protocol: null, messages: [], closeCode: null, error: null };
+const [url, offered = "[]", rawOptions = "{}"] = process.argv.slice(2);
+const options = { timeoutMs: 5000, announceOpen: false, ...JSON.parse(rawOptions) };
+const result = {
+  opened: false,
+  protocol: null,
+  messages: [],
+  closeCode: null,
+  closeReason: null,
+  openedAt: null,
+  closedAt: null,
+  error: null,
+};
 
 function finish() {
   process.stdout.write(JSON.stringify(result) + "\n");
@@ -18,7 +30,7 @@ function finish() {
 const timer = setTimeout(() => {
   result.error = "timeout";
   finish();
-}, 5000);
+}, options.timeoutMs);
 
 let socket;
 try {
@@ -31,7 +43,9 @@ try {
 
 socket.addEventListener("open", () => {
   result.opened = true;
+  result.openedAt = Date.now();
   result.protocol = socket.protocol;
+  if (options.announceOpen) process.stdout.write("opened\n");
   socket.send("ping");
 });
 socket.addEventListener("message", (event) => {
@@ -45,6 +59,8 @@ socket.addEventListener("error", () => {
 });
 socket.addEventListener("close", (event) => {
   result.closeCode = event.code;
+  result.closeReason = event.reason;
+  result.closedAt = Date.now();
   clearTimeout(timer);
   finish();
 });

@@ -20,7 +20,7 @@ from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
-from fastapi import Depends, FastAPI, HTTPException, Request, WebSocket
+from fastapi import Depends, FastAPI, HTTPException, Request, WebSocket, WebSocketDisconnect
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
@@ -264,8 +264,9 @@ def create_app(auth: CognitoAuth | PoolSettings, *, database: Database | str | P
     async def stream_data(websocket: WebSocket, serial: str, principal: Principal = Depends(cognito)) -> None:
         """A device's data so far, then each new point as it is posted: ``{"serial", "data"}`` per message.
 
-        The token is checked once, at the handshake: from ``Authorization``,
-        or, from a browser, ``new WebSocket(url, ["bearer", token])``.
+        The token is checked at the handshake: from ``Authorization``, or,
+        from a browser, ``new WebSocket(url, ["bearer", token])``. The socket
+        is closed with 4401 when the token expires and 4403 when it is revoked.
         """
         if not await run_in_threadpool(db.has_device, serial):
             await websocket.close(code=1008, reason="device not found")  # before accept: declined
@@ -299,7 +300,10 @@ async def _forward(websocket: WebSocket, queue: asyncio.Queue[dict[str, Any]], s
         while True:
             done, _ = await asyncio.wait({receiving, getting}, return_when=asyncio.FIRST_COMPLETED)
             if getting in done:
-                await websocket.send_json({"serial": serial, "data": getting.result()})
+                try:
+                    await websocket.send_json({"serial": serial, "data": getting.result()})
+                except WebSocketDisconnect:
+                    return  # closed in this same turn: its token ended, or the client left
                 getting = asyncio.ensure_future(queue.get())
             if receiving in done:
                 if receiving.result()["type"] == "websocket.disconnect":

@@ -49,7 +49,13 @@ from ._verifier import Check, TokenVerifier
 if TYPE_CHECKING:
     from ._fastapi import AuthHTTPException, CognitoAuth, PoolSettings
     from ._roles import RolesCache, RolesPrincipal, RolesSource
-    from ._websocket import BEARER_SUBPROTOCOL, AuthWebSocketException, accept_websocket
+    from ._websocket import (
+        BEARER_SUBPROTOCOL,
+        WS_4401_TOKEN_EXPIRED,
+        WS_4403_TOKEN_REVOKED,
+        AuthWebSocketException,
+        accept_websocket,
+    )
 
 __version__ = "0.1.0"
 
@@ -62,6 +68,8 @@ _LAZY = {
     "RolesSource": "._roles",
     "AuthWebSocketException": "._websocket",
     "BEARER_SUBPROTOCOL": "._websocket",
+    "WS_4401_TOKEN_EXPIRED": "._websocket",
+    "WS_4403_TOKEN_REVOKED": "._websocket",
     "accept_websocket": "._websocket",
 }
 
@@ -79,6 +87,8 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "BEARER_SUBPROTOCOL",
+    "WS_4401_TOKEN_EXPIRED",
+    "WS_4403_TOKEN_REVOKED",
     "AuthError",
     "AuthHTTPException",
     "AuthHealth",

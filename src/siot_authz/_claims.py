@@ -38,10 +38,9 @@ def _timestamp(claims: dict[str, Any], name: str, *, required: bool) -> float | 
     return float(value)
 
 
-def _required_timestamp(claims: dict[str, Any], name: str) -> float:
-    value = _timestamp(claims, name, required=True)
-    assert value is not None
-    return value
+def _is_time(value: Any) -> bool:
+    """What _timestamp accepts: a number of seconds, not a bool, from 0 to year 9999."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value <= _LATEST_TIMESTAMP
 
 
 def _string(claims: dict[str, Any], name: str) -> str:
@@ -64,9 +63,14 @@ def _string_list(claims: dict[str, Any], name: str) -> tuple[str, ...]:
     if name not in claims:
         return ()
     value = claims[name]
-    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+    if not isinstance(value, list) or not (
+        _ONLY_STR.issuperset(map(type, value)) or all(isinstance(item, str) for item in value)
+    ):
         raise ClaimTypeInvalid(f"The '{name}' claim is not a list of strings.")
     return tuple(value)
+
+
+_ONLY_STR = frozenset([str])
 
 
 class ClaimRules:
@@ -106,30 +110,59 @@ class ClaimRules:
         if not isinstance(client_id, str) or client_id not in self._client_ids:
             raise ClientNotAllowed()
 
-        expires_at = _required_timestamp(claims, "exp")
-        issued_at = _required_timestamp(claims, "iat")
-        not_before = _timestamp(claims, "nbf", required=False)
-        if now >= expires_at + self._leeway:
+        expires_at: float = claims.get("exp")  # type: ignore[assignment]  # checked on the next line
+        if not _is_time(expires_at):
+            raise ClaimTypeInvalid("The 'exp' claim is missing or not a valid time.")
+        issued_at: float = claims.get("iat")  # type: ignore[assignment]  # checked on the next line
+        if not _is_time(issued_at):
+            raise ClaimTypeInvalid("The 'iat' claim is missing or not a valid time.")
+        not_before = _timestamp(claims, "nbf", required=False) if "nbf" in claims else None
+        leeway = self._leeway
+        if now >= expires_at + leeway:
             raise TokenExpired()
-        if issued_at > now + self._leeway:
+        if issued_at > now + leeway:
             raise TokenNotYetValid("The token was issued in the future.")
-        if not_before is not None and not_before > now + self._leeway:
+        if not_before is not None and not_before > now + leeway:
             raise TokenNotYetValid()
 
         scope = _optional_string(claims, "scope")
+        sub = _string(claims, "sub")
+        username = _string(claims, username_claim)
+        groups = _string_list(claims, "cognito:groups")
+        if groups:
+            # The principal's claims hold the same tuple (a copy of the dict,
+            # in the same order): frozen already, so building them walks nothing.
+            claims = {**claims, "cognito:groups": groups}
         # Every value below has its field's exact type, proved by the rules
         # above, so the principal is built without validating it again.
         return verified_principal(
-            _string(claims, "sub"),
-            _string(claims, username_claim),
-            _string_list(claims, "cognito:groups"),
+            sub,
+            username,
+            groups,
             tuple(scope.split()) if scope else (),
             token_use,
             client_id,
             _optional_string(claims, "email"),
             issuer,
             self._user_pool_id,
-            datetime.fromtimestamp(issued_at, tz=UTC),
-            datetime.fromtimestamp(expires_at, tz=UTC),
+            _utc(float(issued_at)),
+            _utc(float(expires_at)),
             claims,
         )
+
+
+# Tokens verified in the same second share their iat and exp; in a login
+# storm most do. One datetime per distinct time saves building two per
+# token. Bounded, and emptied when full (datetimes are immutable, so sharing
+# them is safe).
+_datetimes: dict[float, datetime] = {}
+_MAX_DATETIMES = 4096
+
+
+def _utc(timestamp: float) -> datetime:
+    moment = _datetimes.get(timestamp)
+    if moment is None:
+        if len(_datetimes) >= _MAX_DATETIMES:
+            _datetimes.clear()
+        moment = _datetimes[timestamp] = datetime.fromtimestamp(timestamp, UTC)
+    return moment

@@ -18,6 +18,7 @@ from fastapi import Depends, FastAPI, HTTPException
 from fastapi.openapi.models import HTTPBearer as HTTPBearerModel
 from fastapi.security.base import SecurityBase
 from starlette.requests import HTTPConnection
+from starlette.websockets import WebSocket
 
 from ._errors import (
     AuthError,
@@ -35,7 +36,7 @@ from ._roles import RolesCache, RolesPrincipal, RolesSource
 from ._settings import AuthSettings
 from ._token import strip_bearer
 from ._verifier import Check, TokenVerifier
-from ._websocket import AuthWebSocketException, can_send_denial, websocket_token
+from ._websocket import AuthWebSocketException, can_send_denial, end_with_token, websocket_token
 from .revocation import RevocationBackend
 
 __all__ = ["AuthHTTPException", "CognitoAuth", "PoolSettings"]
@@ -211,7 +212,7 @@ class CognitoAuth(SecurityBase):
             raise self._refusal(connection, self._no_credentials())
         try:
             # The verifier logs every refusal once, "no token" included.
-            return await self.verifier.verify(token)  # type: ignore[arg-type]  # None: MissingToken
+            principal = await self.verifier.verify(token)  # type: ignore[arg-type]  # None: MissingToken
         except MissingToken as error:
             # No header, a blank one, or "Bearer" alone: the verifier decides
             # what counts as no credentials, and auto_error what that means.
@@ -220,6 +221,33 @@ class CognitoAuth(SecurityBase):
             raise self._refusal(connection, error) from None
         except AuthError as error:
             raise self._refusal(connection, error) from None
+        if isinstance(connection, WebSocket) and self.ends_websockets_with_token:
+            self._end_with_token(connection, principal)
+        return principal
+
+    # -- WebSockets that end with their token (see _websocket) ------------------------
+
+    #: Close an open WebSocket when its token expires (4401) or is revoked (4403). Set False on
+    #: an instance to leave open sockets to the route: they then outlive their token.
+    ends_websockets_with_token: bool = True
+
+    def _end_with_token(self, websocket: WebSocket, principal: Principal) -> None:
+        # The moment an HTTP request with this token starts getting token_expired: exp plus leeway.
+        verifier = self.verifier
+        leeway = next(
+            (
+                pool.settings.leeway_seconds
+                for pool in verifier.pools
+                if pool.user_pool_id == principal.user_pool_id
+            ),
+            0.0,
+        )
+        end_with_token(
+            websocket,
+            principal,
+            verifier.revocations.mirror,
+            expires_at=principal.expires_at.timestamp() + leeway,
+        )
 
     def require_groups(self, *groups: str) -> Callable[..., Awaitable[Principal]]:
         """A dependency that also requires membership in at least one of ``groups``."""

@@ -22,7 +22,7 @@ __all__ = [
 _ATOMS = (str, int, float, bool, type(None))
 
 
-_ATOM_TYPES = frozenset(_ATOMS)
+_ATOM_TYPES: frozenset[type] = frozenset(_ATOMS)
 
 
 def _frozen(value: Any) -> Any:
@@ -34,8 +34,27 @@ def _frozen(value: Any) -> Any:
     if isinstance(value, Claims):
         return value
     if isinstance(value, Mapping):
-        return Claims({name: _frozen(item) for name, item in value.items()})
+        return _claims_of(dict(value))
     return value
+
+
+#: A claim-name layout: the names in token order, and each name's position.
+_Layout = tuple[tuple[str, ...], dict[str, int]]
+
+# Tokens of one pool share a few claim-name layouts; each is kept once,
+# with its name-to-position map, instead of once per token. Bounded:
+# layouts past this are built per token and not shared.
+_layouts: dict[tuple[str, ...], _Layout] = {}
+_MAX_SHARED_LAYOUTS = 64
+
+
+def _layout(names: tuple[str, ...]) -> _Layout:
+    layout = _layouts.get(names)
+    if layout is None:
+        layout = (names, {name: position for position, name in enumerate(names)})
+        if len(_layouts) < _MAX_SHARED_LAYOUTS:
+            layout = _layouts.setdefault(names, layout)
+    return layout
 
 
 class Claims(Mapping[str, Any]):
@@ -43,39 +62,66 @@ class Claims(Mapping[str, Any]):
 
     A principal is shared by every request that presents the same token (the
     verified-token cache hands out one object), so one handler must not be
-    able to change what the next one sees. The claims are held as the parser
-    produced them and made immutable as they are read: nested arrays come out
-    as tuples and nested objects as :class:`Claims`. Wrapping instead of
-    copying keeps a cold verification and each cached entry cheap (one
-    object; a flat claims dict is not even tracked by the garbage collector).
+    able to change what the next one sees.
+
+    Held as one tuple of frozen values (arrays as tuples, objects as
+    :class:`Claims`) beside a layout of names that every token with the same
+    claim names shares. That is the cheapest form for the garbage collector,
+    which every full collection walks for each cached principal: the values
+    tuple holds no container it must visit, so after its first collection it
+    is not tracked at all, where a dict of claims with a list of groups in it
+    is two objects and thirty references to visit, for as long as it lives.
     """
 
-    __slots__ = ("_claims",)
+    __slots__ = ("_index", "_names", "_values")
 
-    def __init__(self, claims: dict[str, Any]) -> None:
-        # Owned: nothing else may hold ``claims`` (the parser's fresh dict, or a frozen copy).
-        self._claims = claims
+    _names: tuple[str, ...]
+    _index: dict[str, int]
+    _values: tuple[Any, ...]
+
+    def __init__(self, claims: Mapping[str, Any]) -> None:
+        self._names, self._index = _layout(tuple(claims))
+        self._values = tuple([_frozen(value) for value in claims.values()])
 
     def __getitem__(self, name: str) -> Any:
-        value = self._claims[name]
-        return value if isinstance(value, _ATOMS) else _frozen(value)
+        return self._values[self._index[name]]
 
     def get(self, name: str, default: Any = None) -> Any:
         """The claim ``name``, or ``default`` when the token does not have it."""
-        value = self._claims.get(name, default)
-        return value if isinstance(value, _ATOMS) else _frozen(value)
+        position = self._index.get(name)
+        return default if position is None else self._values[position]
 
     def __contains__(self, name: object) -> bool:
-        return name in self._claims
+        return name in self._index
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self._claims)
+        return iter(self._names)
 
     def __len__(self) -> int:
-        return len(self._claims)
+        return len(self._names)
 
     def __repr__(self) -> str:
-        return f"Claims({dict(self.items())!r})"
+        return f"Claims({dict(zip(self._names, self._values, strict=True))!r})"
+
+
+def _claims_from(names: tuple[str, ...], values: tuple[Any, ...]) -> Claims:
+    """Claims from a layout's names and frozen values, in the same order; nothing is copied or checked."""
+    claims = Claims.__new__(Claims)
+    claims._names, claims._index = _layout(names)
+    claims._values = values
+    return claims
+
+
+def _claims_of(claims: dict[str, Any], *, frozen_types: frozenset[type] = _ATOM_TYPES) -> Claims:
+    """Claims from a parsed JSON object, its arrays made tuples and nested objects :class:`Claims`.
+
+    ``frozen_types`` are the value types taken as they are.
+    """
+    values = tuple(claims.values())
+    if not frozen_types.issuperset(map(type, values)):
+        # An array of groups, as a rule: only those values are frozen.
+        values = tuple([value if type(value) in _ATOM_TYPES else _frozen(value) for value in values])
+    return _claims_from(tuple(claims), values)
 
 
 def freeze_claims(claims: Mapping[str, Any]) -> Claims:
@@ -142,8 +188,17 @@ class Principal(BaseModel):
         return set(scopes).issubset(self.scopes)
 
 
-_FIELD_NAMES = frozenset(Principal.model_fields)
+# The claims handed to verified_principal come from the JSON parser, which
+# never makes a tuple; the one tuple in them is the rules' groups, all
+# strings. So a tuple there is frozen already.
+_PARSED_FROZEN = _ATOM_TYPES | {tuple}
+
+# One fields-set for every principal built here, instead of one set (a
+# container the collector visits) per cached principal. pydantic copies it
+# before changing it (model_copy), and a frozen model never adds to it.
+_ALL_FIELDS_SET = set(Principal.model_fields)
 _set_attribute = object.__setattr__
+_new_principal = Principal.__new__
 
 
 def verified_principal(
@@ -158,18 +213,19 @@ def verified_principal(
     user_pool_id: str,
     issued_at: datetime,
     expires_at: datetime,
-    claims: dict[str, Any],
+    claims: dict[str, Any] | Claims,
 ) -> Principal:
     """A :class:`Principal` from values the claim rules have already proved, without validating them again.
 
     Every argument must have its field's exact type (the claim rules check
-    each one), and ``claims`` must be a dict nothing else holds. pydantic's
-    validator would re-check all of it and deep-copy the claims, which cost
-    more than the rules themselves on the cold path; this sets the same
-    attributes pydantic's own ``model_construct`` sets, in field order.
-    ``tests/test_claims.py`` proves the result equals a validated principal.
+    each one), and ``claims`` must be the parser's dict (made a :class:`Claims`
+    here) or a :class:`Claims`. pydantic's validator would re-check all of it
+    and deep-copy the claims, which cost more than the rules themselves on
+    the cold path; this sets the same attributes pydantic's own
+    ``model_construct`` sets, in field order. ``tests/test_claims.py`` proves
+    the result equals a validated principal.
     """
-    principal = Principal.__new__(Principal)
+    principal = _new_principal(Principal)
     _set_attribute(
         principal,
         "__dict__",
@@ -185,10 +241,10 @@ def verified_principal(
             "user_pool_id": user_pool_id,
             "issued_at": issued_at,
             "expires_at": expires_at,
-            "claims": Claims(claims),
+            "claims": claims if type(claims) is Claims else _claims_of(claims, frozen_types=_PARSED_FROZEN),  # type: ignore[arg-type]
         },
     )
-    _set_attribute(principal, "__pydantic_fields_set__", set(_FIELD_NAMES))
+    _set_attribute(principal, "__pydantic_fields_set__", _ALL_FIELDS_SET)
     _set_attribute(principal, "__pydantic_extra__", None)
     _set_attribute(principal, "__pydantic_private__", None)
     return principal
@@ -200,11 +256,6 @@ _part_fields = operator.itemgetter(*(name for name in Principal.model_fields if 
 #: A principal as plain values: its fields, its claim names, and its claim values (arrays as tuples).
 PrincipalParts = tuple[tuple[Any, ...], tuple[str, ...], tuple[Any, ...]]
 
-# Tokens of one pool share a few claim-name layouts; each layout is kept once
-# instead of once per cached token. Bounded: layouts past this are not shared.
-_shared_names: dict[tuple[str, ...], tuple[str, ...]] = {}
-_MAX_SHARED_LAYOUTS = 64
-
 
 def principal_parts(principal: Principal) -> PrincipalParts:
     """The principal as plain values, which the garbage collector stops tracking once it has seen them.
@@ -212,28 +263,18 @@ def principal_parts(principal: Principal) -> PrincipalParts:
     Strings, numbers, datetimes and tuples of them are not containers the
     collector must visit, so a cached entry held this way costs a full
     collection nothing, where a principal object costs several visits. The
-    claims are a tuple of names (shared by every token with the same
-    layout) and a tuple of values, not a dict: the collector never stops
-    tracking a tuple that holds a dict, and the names need not be stored
-    once per token.
+    claims are their layout's shared names and their values tuple, taken as
+    they are from a principal built by the claim rules.
     """
     values = principal.__dict__
     claims = values["claims"]
-    raw = claims._claims if isinstance(claims, Claims) else dict(claims)
-    names = tuple(raw)
-    claim_values = tuple(raw.values())
-    if list in set(map(type, claim_values)):
-        claim_values = tuple([_frozen(value) if type(value) is list else value for value in claim_values])
-    shared = _shared_names.get(names)
-    if shared is None:
-        if len(_shared_names) < _MAX_SHARED_LAYOUTS:
-            _shared_names[names] = names
-        shared = names
-    return _part_fields(values), shared, claim_values
+    if type(claims) is not Claims:  # a principal built some other way (model_construct)
+        claims = _claims_of(dict(claims))
+    return _part_fields(values), claims._names, claims._values
 
 
 def principal_from_parts(parts: PrincipalParts) -> Principal:
     """The principal again, equal to the one :func:`principal_parts` took apart; nothing is re-validated."""
     fields, names, claim_values = parts
     build: Callable[..., Principal] = verified_principal  # fields are in its order, claims last
-    return build(*fields, dict(zip(names, claim_values, strict=True)))
+    return build(*fields, _claims_from(names, claim_values))

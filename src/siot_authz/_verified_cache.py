@@ -48,7 +48,10 @@ __all__ = ["HOT_ENTRIES", "SWEEP_INTERVAL_SECONDS", "KeyCheck", "VerifiedTokenCa
 SWEEP_INTERVAL_SECONDS = 1.0
 
 #: How many of the most recently used tokens keep their principal object.
-HOT_ENTRIES = 4096
+#: Each is four objects a full collection visits (about 27 references); at
+#: 2,048 a full default cache adds about a millisecond or two to a full
+#: collection, where 4,096 added twice that (bench/run.py's GC row).
+HOT_ENTRIES = 2048
 
 
 class _Entry(NamedTuple):

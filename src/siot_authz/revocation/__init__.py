@@ -3,14 +3,18 @@
 ``MemoryRevocations`` (the default) holds them in one process. ``RedisRevocations``
 (the ``redis`` extra) shares them between every worker and host through
 Redis, each process enforcing a local mirror so no request waits on Redis.
+``RedisLookupRevocations`` reads the same store per token, with no
+background thread, for processes frozen between calls (AWS Lambda).
 """
 
 from typing import TYPE_CHECKING
 
 from ._base import (
+    MAX_SUBJECT_BYTES,
     BackendState,
     Revocation,
     RevocationBackend,
+    RevocationListener,
     RevocationMirror,
     RevocationStatus,
     RevocationStoreUnavailable,
@@ -19,13 +23,17 @@ from ._memory import MemoryRevocations
 
 if TYPE_CHECKING:
     from ._redis import RedisRevocations
+    from ._redis_lookup import RedisLookupRevocations
 
 __all__ = [
+    "MAX_SUBJECT_BYTES",
     "BackendState",
     "MemoryRevocations",
+    "RedisLookupRevocations",
     "RedisRevocations",
     "Revocation",
     "RevocationBackend",
+    "RevocationListener",
     "RevocationMirror",
     "RevocationStatus",
     "RevocationStoreUnavailable",
@@ -33,10 +41,14 @@ __all__ = [
 
 
 def __getattr__(name: str) -> object:
-    # RedisRevocations is imported on first use, so that without the
+    # The Redis backends are imported on first use, so that without the
     # ``redis`` extra installed nothing changes and ``redis`` is never imported.
     if name == "RedisRevocations":
         from ._redis import RedisRevocations
 
         return RedisRevocations
+    if name == "RedisLookupRevocations":
+        from ._redis_lookup import RedisLookupRevocations
+
+        return RedisLookupRevocations
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
