@@ -35,11 +35,11 @@ def revocations() -> RevocationBackend | None:
     url = os.environ.get("SIOT_EXAMPLE_REDIS_URL")
     if not url:
         return None  # in-process only: fine for one process, not for a fleet of Lambdas
-    from siot_authz.revocation import RedisLookupRevocations  # type: ignore[attr-defined]
+    from siot_authz.revocation import RedisLookupRevocations
 
     return RedisLookupRevocations(
         url, cache_seconds=float(os.environ.get("SIOT_EXAMPLE_REVOCATION_CACHE", "5"))
-    )  # type: ignore[no-any-return]
+    )
 
 
 verifier = TokenVerifier(AuthSettings(), revocations=revocations())
