@@ -12,7 +12,10 @@ Each round starts three fresh interpreters, in rotating order:
 The rows are medians over rounds of whole-process wall time, its CPU time
 (user + system, the steadiest figure on a shared machine), and the time
 measured inside the process (from before the first siot_authz import to the
-answer); the deltas are medians of per-round differences. The target (issue 15) is the Lambda path at most 10 ms over
+answer); the deltas are medians of per-round differences. Two fresh
+interpreters differ by more than the effect measured, so the target is
+judged inside the Lambda process: the time from the end of its own
+``import siot_authz`` to the answer. The target (issue 15) is the Lambda path at most 10 ms over
 ``import siot_authz``. No socket is opened: the keys are in the file.
 
 Bytecode is compiled first and the children may use it, as in a deployment
@@ -51,6 +54,8 @@ print((time.perf_counter() - started) * 1000)
 _LAMBDA = """
 import time, os
 started = time.perf_counter()
+import siot_authz
+imported = time.perf_counter()
 from siot_authz import AuthSettings, TokenVerifier
 from siot_authz.aws_lambda import LambdaAuthorizer
 handler = LambdaAuthorizer(TokenVerifier(AuthSettings()))
@@ -58,7 +63,7 @@ answer = handler({"type": "TOKEN", "authorizationToken": os.environ["BENCH_TOKEN
                   "methodArn": "arn:aws:execute-api:us-east-1:123456789012:abcdef123/prod/GET/project"})
 elapsed = (time.perf_counter() - started) * 1000
 assert answer["policyDocument"]["Statement"][0]["Effect"] == "Allow"
-print(elapsed)
+print(elapsed, (time.perf_counter() - imported) * 1000)
 """
 
 PROGRAMS = {"python -c pass": _PASS, "import siot_authz": _IMPORT, "Lambda path": _LAMBDA}
@@ -69,8 +74,8 @@ def _children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def run_once(program: str, env: dict[str, str]) -> tuple[float, float, float | None]:
-    """(wall ms of the whole process, its CPU ms, ms measured inside it or None)."""
+def run_once(program: str, env: dict[str, str]) -> tuple[float, float, list[float]]:
+    """(wall ms of the whole process, its CPU ms, the figures it printed)."""
     cpu_before = _children_cpu()
     started = time.perf_counter()
     result = subprocess.run(
@@ -78,8 +83,7 @@ def run_once(program: str, env: dict[str, str]) -> tuple[float, float, float | N
     )
     wall = (time.perf_counter() - started) * 1000
     cpu = (_children_cpu() - cpu_before) * 1000
-    inside = float(result.stdout.strip()) if result.stdout.strip() else None
-    return wall, cpu, inside
+    return wall, cpu, [float(figure) for figure in result.stdout.split()]
 
 
 def main() -> None:
@@ -110,17 +114,20 @@ def main() -> None:
         walls: dict[str, list[float]] = {name: [] for name in PROGRAMS}
         cpus: dict[str, list[float]] = {name: [] for name in PROGRAMS}
         insides: dict[str, list[float]] = {name: [] for name in PROGRAMS}
+        beyond_import: list[float] = []
         names = list(PROGRAMS)
         for round_number in range(rounds):
             shift = round_number % len(names)
             for name in names[shift:] + names[:shift]:
-                wall, cpu, inside = run_once(PROGRAMS[name], env)
+                wall, cpu, printed = run_once(PROGRAMS[name], env)
                 walls[name].append(wall)
                 cpus[name].append(cpu)
-                if inside is not None:
-                    insides[name].append(inside)
+                if printed:
+                    insides[name].append(printed[0])
+                if len(printed) > 1:
+                    beyond_import.append(printed[1])
 
-    report(rounds, names, walls, cpus, insides)
+    report(rounds, names, walls, cpus, insides, beyond_import)
 
 
 def report(
@@ -129,6 +136,7 @@ def report(
     walls: dict[str, list[float]],
     cpus: dict[str, list[float]],
     insides: dict[str, list[float]],
+    beyond_import: list[float],
 ) -> None:
     """Print the rows: CPU time is the steadiest on a shared machine, wall time what a caller waits."""
     median = statistics.median
@@ -143,10 +151,16 @@ def report(
         )
         for kind, values in (("wall", walls), ("cpu", cpus), ("inside", insides))
     }
-    verdict = "met" if deltas["cpu"] <= TARGET_MS else "MISSED"
     print(
         f"  {'Lambda path - import siot_authz':42} {deltas['wall']:8.1f} {deltas['cpu']:8.1f} {deltas['inside']:8.1f}"
-        f"   target <= {TARGET_MS:.0f} (cpu): {verdict}"
+    )
+    # Two fresh interpreters differ by more than the effect (an import varies by tens of ms
+    # from one process to the next), so the target is judged within one process: the time
+    # the Lambda path takes after its own ``import siot_authz``.
+    beyond = median(beyond_import)
+    verdict = "met" if beyond <= TARGET_MS else "MISSED"
+    print(
+        f"  {'Lambda path beyond its import siot_authz':42} {'':8} {'':8} {beyond:8.1f}   target <= {TARGET_MS:.0f}: {verdict}"
     )
     print(f"  load average (1 min) at the end: {os.getloadavg()[0]:.2f}")
 

@@ -438,3 +438,29 @@ def test_logs_hold_no_token_text_and_no_forged_lines(
     assert "\nforged_line" not in caplog.text
     for token in [bob, *filter(None, refused.values())]:
         assert token.split(".")[-1][:20] not in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("pattern", "arn"),
+    [
+        ("a/*/*", "a/GET/"),
+        ("a/*/*", "a/GET/project/42"),
+        ("a/*/*", "a/GET"),
+        ("a/GET/project", "a/GET/project"),
+        ("a/GET/project", "a/GET/project/"),
+        ("a/GET/project/*", "a/GET/project/"),
+        ("a/GET/project/*/devices", "a/GET/project/4/2/devices"),
+        ("a/GET/project/*/devices", "a/GET/project/devices"),
+        ("a/*/x*x", "a/GET/x"),
+        ("a/*/x*x", "a/GET/xx"),
+        ("a/*/p?", "a/GET/px"),
+        ("a/*/p?", "a/GET/p"),
+        ("a/*", "a/GET/\nline"),
+        ("a/GET/[x]", "a/GET/[x]"),
+        ("a/GET/[x]", "a/GET/x"),
+    ],
+)
+def test_policy_matching_agrees_with_glob_matching(pattern: str, arn: str) -> None:
+    policy = AuthorizerPolicy((pattern,), ())
+
+    assert policy.allows(arn) is fnmatch.fnmatchcase(arn, pattern.replace("[", "[[]"))

@@ -77,13 +77,29 @@ def arn_path_pattern(path: str) -> str:
 
 @lru_cache(maxsize=256)
 def _compiled(pattern: str) -> re.Pattern[str]:
-    # IAM resource matching: ``*`` is any run of characters (``/`` included), ``?`` one character.
+    # IAM resource matching: ``*`` is any run of characters (``/`` and line breaks included), ``?`` one.
     pieces = (".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
     return re.compile("".join(pieces), re.DOTALL)
 
 
 def _matches(pattern: str, arn: str) -> bool:
-    return _compiled(pattern).fullmatch(arn) is not None
+    if "?" in pattern:
+        return _compiled(pattern).fullmatch(arn) is not None
+    # Only ``*``: the literal pieces in order, the first at the start and the last at the end.
+    # Every policy here is of this kind; no regular expression is compiled on a cold start.
+    first, *middle_and_last = pattern.split("*")
+    if not middle_and_last:
+        return arn == pattern
+    *middle, last = middle_and_last
+    if not arn.startswith(first) or len(arn) < len(first) + len(last) or not arn.endswith(last):
+        return False
+    position, end = len(first), len(arn) - len(last)
+    for piece in middle:
+        found = arn.find(piece, position, end)
+        if found < 0:
+            return False
+        position = found + len(piece)
+    return True
 
 
 class AuthorizerPolicy(NamedTuple):
