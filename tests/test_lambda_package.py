@@ -1,0 +1,167 @@
+"""A Lambda deployment zip built from the wheel runs the example's functions with nothing else on the path.
+
+docs/lambda.md builds the zip with ``pip install --platform ... --only-binary=:all:
+--target``, which downloads wheels for Lambda's platform. This test builds the
+same layout for this machine with no download: the wheel goes in with
+``pip install --no-deps --no-index --target``, and its dependencies are
+copied from this environment's installed distributions (the files pip
+recorded for each). The zip is then unpacked elsewhere and a fresh
+interpreter, without site-packages and with sockets refused, imports the
+functions from it alone and answers an authorizer event and a proxy request.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from siot_authz.testing import LocalIssuer
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE = REPO_ROOT / "examples" / "lambda"
+
+_RUN = """
+import sys
+
+def _no_sockets(event, args):
+    if event.startswith("socket."):
+        raise RuntimeError(f"a socket was used: {event}")
+
+sys.addaudithook(_no_sockets)
+sys.path[:0] = [sys.argv[1]]  # the unpacked zip, as Lambda puts /var/task first
+import json, os
+import roles_db
+roles_db.seed({"ada": ["admin"], "bob": ["member"]})
+import authorizer, project
+
+token = os.environ["TEST_TOKEN"]
+arn = "arn:aws:execute-api:us-east-1:123456789012:abcdef123/prod/DELETE/project"
+answer = authorizer.handler({"type": "TOKEN", "authorizationToken": token, "methodArn": arn})
+event = {"httpMethod": "DELETE", "headers": {"Authorization": token}, "requestContext": {"stage": "prod"}}
+response = project.main(event, None)
+import siot_authz
+print(json.dumps({
+    "effects": [s["Effect"] for s in answer["policyDocument"]["Statement"]],
+    "status": response["statusCode"],
+    "from_zip": siot_authz.__file__.startswith(sys.argv[1]),
+    "site": [p for p in sys.path if "site-packages" in p],
+}))
+"""
+
+
+def _requirement_names(distribution: str) -> set[str]:
+    """``distribution`` and everything it needs at run time (with the extras asked for), by normalized name."""
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    seen: set[tuple[str, str]] = set()
+    pending = [(canonicalize_name(distribution), "")]
+    while pending:
+        name, extra = pending.pop()
+        if (name, extra) in seen:
+            continue
+        seen.add((name, extra))
+        for line in importlib.metadata.requires(name) or []:
+            requirement = Requirement(line)
+            if requirement.marker is not None and not requirement.marker.evaluate({"extra": extra}):
+                continue
+            needed = canonicalize_name(requirement.name)
+            pending += [(needed, "")] + [(needed, wanted) for wanted in requirement.extras]
+    return {name for name, _ in seen}
+
+
+def _copy_distribution(name: str, target: Path) -> None:
+    distribution = importlib.metadata.distribution(name)
+    for file in distribution.files or []:
+        source = Path(str(distribution.locate_file(file)))
+        if ".." in file.parts or "__pycache__" in file.parts or not source.is_file():
+            continue  # scripts outside site-packages, and bytecode (the zip gets its own)
+        destination = target / file
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(source, destination)
+
+
+@pytest.fixture(scope="module")
+def function_zip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    work = tmp_path_factory.mktemp("package")
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "build",
+            "--wheel",
+            "--no-isolation",
+            "--outdir",
+            str(work / "dist"),
+            str(REPO_ROOT),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    (wheel,) = (work / "dist").glob("siot_authz-*.whl")
+    target = work / "function"
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--no-index",
+            "--target",
+            str(target),
+            str(wheel),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    for name in sorted(_requirement_names("siot-authz") - {"siot-authz"}):
+        _copy_distribution(name, target)
+    for source in EXAMPLE.glob("*.py"):
+        shutil.copy2(source, target / source.name)
+    archive = work / "function.zip"
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zipped:
+        for path in sorted(target.rglob("*")):
+            if path.is_file():
+                zipped.write(path, path.relative_to(target))
+    return archive
+
+
+def test_the_zip_runs_the_functions_alone_with_no_socket(function_zip: Path, tmp_path: Path) -> None:
+    unpacked = tmp_path / "task"
+    with zipfile.ZipFile(function_zip) as zipped:
+        zipped.extractall(unpacked)
+    with LocalIssuer() as issuer:
+        (unpacked / "jwks.json").write_text(json.dumps(issuer.jwks()), encoding="utf-8")
+        env = {
+            "PATH": "/usr/bin:/bin",
+            "SIOT_AUTHZ_REGION": issuer.region,
+            "SIOT_AUTHZ_USER_POOL_ID": issuer.user_pool_id,
+            "SIOT_AUTHZ_CLIENT_IDS": issuer.client_id,
+            "SIOT_AUTHZ_JWKS_FILE": str(unpacked / "jwks.json"),
+            "SIOT_EXAMPLE_ROLES_DB": str(tmp_path / "roles.sqlite3"),
+            "TEST_TOKEN": issuer.mint(username="ada"),
+        }
+        # -S: no site-packages, so only the zip's contents (and the standard library) can be imported.
+        result = subprocess.run(
+            [sys.executable, "-S", "-c", _RUN, str(unpacked)],
+            env=env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads(result.stdout) == {"effects": ["Allow"], "status": 200, "from_zip": True, "site": []}
+    print(f"function.zip for this machine: {function_zip.stat().st_size / 2**20:.1f} MiB")
