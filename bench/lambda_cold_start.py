@@ -128,6 +128,28 @@ def main() -> None:
                     beyond_import.append(printed[1])
 
     report(rounds, names, walls, cpus, insides, beyond_import)
+    report_package_size()
+
+
+def report_package_size() -> None:
+    """The deployment zip's size, built for this machine the way tests/test_lambda_package.py builds it.
+
+    docs/lambda.md's command downloads Lambda's own wheels (manylinux2014
+    x86_64 or aarch64), which this offline bench cannot; the layout and the
+    contents are the same, the binary wheels those of this machine.
+    """
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from lambda_package import build_function_zip
+
+    with tempfile.TemporaryDirectory() as folder:
+        archive = build_function_zip(Path(folder))
+        unpacked = sum(
+            path.stat().st_size for path in (Path(folder) / "function").rglob("*") if path.is_file()
+        )
+        print(
+            f"\nLambda package (siot_authz, its dependencies and the example's functions, this machine's wheels):"
+            f" {archive.stat().st_size / 2**20:.1f} MiB zipped, {unpacked / 2**20:.1f} MiB unpacked"
+        )
 
 
 def report(

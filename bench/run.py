@@ -748,10 +748,11 @@ def cold_start(issuer: LocalIssuer, samples: int) -> None:
 
 
 def feature_benches(quick: bool) -> None:
-    """Run bench/metrics_overhead.py and bench/revocation_propagation.py, when present, and show their output."""
+    """Run bench/metrics_overhead.py, revocation_propagation.py and lambda_cold_start.py, when present, and show their output."""
     scripts = {
         "metrics_overhead.py": ["--quick"] if quick else [],
         "revocation_propagation.py": ["--count", "5" if quick else "50"],
+        "lambda_cold_start.py": ["--quick"] if quick else [],
     }
     for script, arguments in scripts.items():
         path = BENCH_DIR / script

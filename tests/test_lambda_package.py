@@ -12,9 +12,7 @@ functions from it alone and answers an authorizer event and a proxy request.
 
 from __future__ import annotations
 
-import importlib.metadata
 import json
-import shutil
 import subprocess
 import sys
 import zipfile
@@ -22,10 +20,8 @@ from pathlib import Path
 
 import pytest
 
+from lambda_package import build_function_zip
 from siot_authz.testing import LocalIssuer
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
-EXAMPLE = REPO_ROOT / "examples" / "lambda"
 
 _RUN = """
 import sys
@@ -56,85 +52,9 @@ print(json.dumps({
 """
 
 
-def _requirement_names(distribution: str) -> set[str]:
-    """``distribution`` and everything it needs at run time (with the extras asked for), by normalized name."""
-    from packaging.requirements import Requirement
-    from packaging.utils import canonicalize_name
-
-    seen: set[tuple[str, str]] = set()
-    pending = [(canonicalize_name(distribution), "")]
-    while pending:
-        name, extra = pending.pop()
-        if (name, extra) in seen:
-            continue
-        seen.add((name, extra))
-        for line in importlib.metadata.requires(name) or []:
-            requirement = Requirement(line)
-            if requirement.marker is not None and not requirement.marker.evaluate({"extra": extra}):
-                continue
-            needed = canonicalize_name(requirement.name)
-            pending += [(needed, "")] + [(needed, wanted) for wanted in requirement.extras]
-    return {name for name, _ in seen}
-
-
-def _copy_distribution(name: str, target: Path) -> None:
-    distribution = importlib.metadata.distribution(name)
-    for file in distribution.files or []:
-        source = Path(str(distribution.locate_file(file)))
-        if ".." in file.parts or "__pycache__" in file.parts or not source.is_file():
-            continue  # scripts outside site-packages, and bytecode (the zip gets its own)
-        destination = target / file
-        destination.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(source, destination)
-
-
 @pytest.fixture(scope="module")
 def function_zip(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    work = tmp_path_factory.mktemp("package")
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "build",
-            "--wheel",
-            "--no-isolation",
-            "--outdir",
-            str(work / "dist"),
-            str(REPO_ROOT),
-        ],
-        check=True,
-        capture_output=True,
-        timeout=300,
-    )
-    (wheel,) = (work / "dist").glob("siot_authz-*.whl")
-    target = work / "function"
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--no-deps",
-            "--no-index",
-            "--target",
-            str(target),
-            str(wheel),
-        ],
-        check=True,
-        capture_output=True,
-        timeout=300,
-    )
-    for name in sorted(_requirement_names("siot-authz") - {"siot-authz"}):
-        _copy_distribution(name, target)
-    for source in EXAMPLE.glob("*.py"):
-        shutil.copy2(source, target / source.name)
-    archive = work / "function.zip"
-    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zipped:
-        for path in sorted(target.rglob("*")):
-            if path.is_file():
-                zipped.write(path, path.relative_to(target))
-    return archive
+    return build_function_zip(tmp_path_factory.mktemp("package"))
 
 
 def test_the_zip_runs_the_functions_alone_with_no_socket(function_zip: Path, tmp_path: Path) -> None:
