@@ -322,12 +322,12 @@ def _subscribed_primary(cluster: RedisClusterNodes, channel: str) -> RedisServer
     raise AssertionError("no primary holds the subscription")
 
 
+@pytest.mark.parametrize("setup", ["cluster"], indirect=True)  # a failover needs the cluster
 def test_killing_the_primary_holding_the_subscription_loses_no_entry_and_keeps_enforcing(
     issuer: LocalIssuer, setup: Setup, workers: tuple[Worker, Worker]
 ) -> None:
-    if setup.cluster is None:
-        pytest.skip("a failover needs the cluster")
     cluster = setup.cluster
+    assert cluster is not None
     first, second = workers
     before_name, before_sub = new_user(issuer)
     revoked_before = issuer.mint(username=before_name)
