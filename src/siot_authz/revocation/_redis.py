@@ -18,15 +18,16 @@ import os
 import time
 from collections.abc import Callable
 
-from ._base import Revocation, RevocationMirror, RevocationStatus, RevocationStoreUnavailable
+from ._base import RevocationMirror, RevocationStatus, RevocationStoreUnavailable
 from ._redis_client import RedisTarget
-from ._redis_follower import REDIS_ERRORS, RedisFollower, describe_error
+from ._redis_follower import RedisFollower, describe_error
 from ._redis_store import RedisStore
+from ._redis_writing import StoreWriting
 
 __all__ = ["RedisRevocations"]
 
 
-class RedisRevocations:
+class RedisRevocations(StoreWriting):
     """Revocations in Redis, enforced in every process from a mirror kept current in the background.
 
     ``url`` says where Redis is and how to reach it: ``redis://`` or
@@ -122,42 +123,6 @@ class RedisRevocations:
         return RevocationStoreUnavailable(
             f"the revocation store at {self.where} is unreachable ({self.follower.last_error}); {consequence}"
         )
-
-    def add_sync(self, entry: Revocation) -> None:
-        """Record ``entry`` in Redis for every process; :class:`RevocationStoreUnavailable` if Redis will not.
-
-        Blocks; needs no event loop (the CLI's path).
-        """
-        try:
-            stored = self.store.write(entry)
-        except REDIS_ERRORS as error:
-            raise self._unreachable(
-                error,
-                "the revocation may not be recorded and is not enforced yet: retry it (retrying is safe)",
-            ) from None
-        # Only what Redis accepted reaches this mirror; the follower would
-        # apply it too, this just spares the writer the round trip.
-        if stored is not None:
-            self.mirror.add(stored)
-
-    async def add(self, entry: Revocation) -> None:
-        """:meth:`add_sync` in a worker thread, so the event loop never waits on Redis."""
-        await asyncio.to_thread(self.add_sync, entry)
-
-    def entries_sync(self) -> list[Revocation]:
-        """Every live entry as Redis holds it; :class:`RevocationStoreUnavailable` if unreachable."""
-        try:
-            stored = self.store.load()
-        except REDIS_ERRORS as error:
-            raise self._unreachable(error, "cannot list the revocations") from None
-        # Listed as a mirror lists them: live entries, one per user or session.
-        listing = RevocationMirror(clock=self._clock)
-        listing.replace_all(stored)
-        return listing.entries()
-
-    async def entries(self) -> list[Revocation]:
-        """:meth:`entries_sync` in a worker thread."""
-        return await asyncio.to_thread(self.entries_sync)
 
     # -- following ------------------------------------------------------------------------
 

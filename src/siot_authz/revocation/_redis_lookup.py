@@ -29,10 +29,11 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from .._errors import RevocationUnavailable
-from ._base import BackendState, Revocation, RevocationMirror, RevocationStatus, RevocationStoreUnavailable
+from ._base import BackendState, RevocationMirror, RevocationStatus, RevocationStoreUnavailable
 from ._redis_client import RedisTarget
 from ._redis_follower import REDIS_ERRORS, describe_error
 from ._redis_store import RedisStore
+from ._redis_writing import StoreWriting
 
 if TYPE_CHECKING:
     from .._principal import Principal
@@ -69,7 +70,7 @@ class _AskingMirror(RevocationMirror):
         return super().covers(principal)
 
 
-class RedisLookupRevocations:
+class RedisLookupRevocations(StoreWriting):
     """Asks Redis for the entries that could match each token, with no background thread: for AWS Lambda.
 
     ``url`` and ``tls_ca_file`` are read as by
@@ -197,36 +198,6 @@ class RedisLookupRevocations:
         return RevocationStoreUnavailable(
             f"the revocation store at {self.where} is unreachable ({self._last_error}); {consequence}"
         )
-
-    def add_sync(self, entry: Revocation) -> None:
-        """Record ``entry`` in Redis for every process; :class:`RevocationStoreUnavailable` if Redis will not."""
-        try:
-            stored = self.store.write(entry)
-        except REDIS_ERRORS as error:
-            raise self._unreachable(
-                error,
-                "the revocation may not be recorded and is not enforced yet: retry it (retrying is safe)",
-            ) from None
-        if stored is not None:
-            self.mirror.add(stored)
-
-    async def add(self, entry: Revocation) -> None:
-        """:meth:`add_sync` in a worker thread."""
-        await asyncio.to_thread(self.add_sync, entry)
-
-    def entries_sync(self) -> list[Revocation]:
-        """Every live entry as Redis holds it; :class:`RevocationStoreUnavailable` if unreachable."""
-        try:
-            stored = self.store.load()
-        except REDIS_ERRORS as error:
-            raise self._unreachable(error, "cannot list the revocations") from None
-        listing = RevocationMirror(clock=self._clock)
-        listing.replace_all(stored)
-        return listing.entries()
-
-    async def entries(self) -> list[Revocation]:
-        """:meth:`entries_sync` in a worker thread."""
-        return await asyncio.to_thread(self.entries_sync)
 
     # -- lifecycle ----------------------------------------------------------------------------
 
