@@ -528,3 +528,16 @@ def test_kit_settings_still_take_their_arguments(
     assert (settings.token_use, settings.leeway_seconds) == ("access", 0)
     with pytest.raises(ValueError, match="leeway_seconds"):
         issuer.settings(leeway_seconds=-1)
+
+
+def test_the_test_kit_imports_nothing_from_the_cli() -> None:
+    # Layering: the CLI and the test kit both sit on the Cognito client; neither reaches into the other.
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, siot_authz.testing, siot_authz.testing.pytest_plugin, siot_authz.testing._real_pool;"
+        "print(sorted(name for name in sys.modules if name.startswith('siot_authz.cli')))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert done.stdout.strip() == "[]"

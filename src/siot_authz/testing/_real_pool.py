@@ -12,11 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from .._cognito_client import Tokens
-from .._settings import AuthSettings, read_simpleiot_config
-from ..cli._config import CliConfig
-from ..cli._exit import CommandFailed
-from ..cli._login import log_in_as
+from .._cognito_client import LoginFailed, Tokens, log_in_unattended
+from .._settings import AuthSettings, read_simpleiot_config, trusted_url_problem
 from ._settings_from_arguments import settings_from_arguments
 
 __all__ = [
@@ -80,15 +77,14 @@ class RealPool:
 
     def log_in(self, password: str, *, timeout: float = 10.0) -> Tokens:
         """Log in as the test user; :class:`RealPoolError` says why not."""
-        config = CliConfig(
-            region=self.region,
-            user_pool_id=self.user_pool_id,
-            client_ids=(self.client_id,),
-            endpoint_url=self.endpoint_url,
-        )
+        endpoint = self.endpoint_url or f"https://cognito-idp.{self.region}.amazonaws.com/"
+        # The password is posted there: the same https-or-loopback rule as for keys.
+        problem = trusted_url_problem(endpoint)
+        if problem is not None:
+            raise RealPoolError(f"the Cognito endpoint {problem}")
         try:
-            return log_in_as(config, self.username, password, timeout=timeout)
-        except CommandFailed as failure:
+            return log_in_unattended(endpoint, self.client_id, self.username, password, timeout=timeout)
+        except LoginFailed as failure:
             raise RealPoolError(f"{self.username} at {self.config_path}: {failure.message}") from None
 
 
