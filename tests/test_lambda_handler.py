@@ -251,6 +251,22 @@ def test_trusting_mode_refuses_a_context_whose_token_has_expired_since(
     assert (response["statusCode"], body(response)["detail"]["code"]) == (401, "token_expired")
 
 
+# "\u00b2" passes str.isdigit() but not int(); 5,000 digits pass it but not int()'s digit limit.
+@pytest.mark.parametrize("expires_at", ["\u00b2", "9" * 5000], ids=["superscript-two", "5000-digits"])
+def test_trusting_mode_refuses_an_unreadable_time_instead_of_raising(
+    verifier: TokenVerifier, issuer: LocalIssuer, expires_at: str
+) -> None:
+    context = {
+        **principal_to_context(verifier.verify_sync(issuer.mint(username="ada"))),
+        "expires_at": expires_at,
+    }
+    handler = LambdaAuth(None).protect_trusting_authorizer_context()(echo)
+
+    response = handler(http_api_proxy_event({}, authorizer=context), None)
+
+    assert (response["statusCode"], body(response)["detail"]["code"]) == (401, "authorizer_context_missing")
+
+
 def test_trusting_mode_refuses_a_request_with_no_context() -> None:
     handler = LambdaAuth(None).protect_trusting_authorizer_context()(echo)
 
@@ -344,6 +360,7 @@ def test_context_reads_back_into_the_principal(
         {"groups": "[1]"},
         {"expires_at": "soon"},
         {"expires_at": True},
+        {"expires_at": "\u00b2"},  # str.isdigit() says yes; int() raises a plain ValueError
         {"token_use": "refresh"},
         {"roles": "{}"},
     ],
