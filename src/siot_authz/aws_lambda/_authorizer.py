@@ -62,9 +62,11 @@ class LambdaAuthorizer:
     listed needs a valid token when ``unlisted="authenticated"`` (what
     API Gateway's Cognito authorizer gives today), and is denied when
     ``unlisted="deny"``. Where patterns overlap (``/project/{id}`` also
-    covers ``/project/1/devices`` in IAM), a Deny wins, as in IAM. List
-    every route the authorizer guards, so that each caller's policy covers
-    them all and API Gateway's result cache never answers one route with
+    covers ``/project/1/devices`` in IAM), a Deny wins, as in IAM; but an
+    Allow of ``/project/{id}`` under ``unlisted="deny"`` also allows an
+    unlisted ``/project/1/devices``. List every route the authorizer
+    guards, deeper ones included, so that each caller's policy covers them
+    all and API Gateway's result cache never answers one route with
     another's decision.
 
     ``roles`` is the application's :class:`RolesCache`, needed when a route
