@@ -188,6 +188,28 @@ def test_non_admin_is_denied_the_admin_route_and_allowed_the_others(
     assert iam_allows(answer["policyDocument"], method_arn("POST", "/report", stage=stage))
 
 
+@pytest.mark.parametrize("event", ALL_EVENTS)
+def test_a_denied_route_stays_denied_with_a_trailing_slash(
+    authorizer: LambdaAuthorizer, issuer: LocalIssuer, event: Event
+) -> None:
+    # API Gateway puts the path as sent in the ARN, and "/project/" reaches the /project resource:
+    # a Deny of exactly ".../DELETE/project" would leave it to the Allow of every route.
+    answer = authorizer(event(issuer.mint(username="bob"), "DELETE", "/project/"))
+
+    stage = _stage(event)
+    assert not iam_allows(answer["policyDocument"], method_arn("DELETE", "/project/", stage=stage))
+    assert not iam_allows(answer["policyDocument"], method_arn("DELETE", "/project", stage=stage))
+    assert iam_allows(answer["policyDocument"], method_arn("GET", "/project/", stage=stage))
+
+
+def test_http_api_simple_response_refuses_a_denied_route_with_a_trailing_slash(issuer: LocalIssuer) -> None:
+    authorizer = LambdaAuthorizer(
+        make_verifier(issuer), ROUTES, roles=RolesCache(roles_source), http_api_response="simple"
+    )
+
+    assert authorizer(http_event(issuer.mint(username="bob"), "DELETE", "/project/"))["isAuthorized"] is False
+
+
 def test_http_api_simple_response_answers_for_the_route_called(issuer: LocalIssuer) -> None:
     authorizer = LambdaAuthorizer(
         make_verifier(issuer), ROUTES, roles=RolesCache(roles_source), http_api_response="simple"

@@ -159,6 +159,10 @@ class LambdaAuthorizer:
             resource = arn.resource(route.arn_method, route.arn_path)
             if refusal is not None:
                 denied.append(resource)
+                if not resource.endswith("*"):
+                    # The ARN holds the path as sent, and "/project/" reaches the /project
+                    # resource: deny that spelling too, or the Allow of every route covers it.
+                    denied.append(resource + "/")
             elif not allows_unlisted:
                 allowed.append(resource)
         return AuthorizerPolicy.of(allowed, denied)
