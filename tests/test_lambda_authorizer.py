@@ -421,6 +421,29 @@ def test_route_rejects_mistakes_when_built(kwargs: dict[str, Any], error: type[E
         Route(**kwargs)
 
 
+async def _async_refusing_check(principal: Principal) -> bool:
+    return False
+
+
+def test_route_refuses_an_async_check_when_built() -> None:
+    # Never awaited, its coroutine would be a true value, and every caller would be let in.
+    with pytest.raises(TypeError, match="async"):
+        Route("GET", "/project", check=_async_refusing_check)  # type: ignore[arg-type]
+
+
+def test_route_check_returning_an_awaitable_denies_the_route(issuer: LocalIssuer) -> None:
+    def returns_a_coroutine(principal: Principal) -> Any:
+        return _async_refusing_check(principal)
+
+    authorizer = LambdaAuthorizer(
+        make_verifier(issuer), [Route("GET", "/project", check=returns_a_coroutine)]
+    )
+
+    document = authorizer(token_event(issuer.mint()))["policyDocument"]
+
+    assert not iam_allows(document, method_arn("GET", "/project"))
+
+
 def test_route_check_that_crashes_denies_the_route(issuer: LocalIssuer) -> None:
     def buggy(principal: Principal) -> bool:
         raise KeyError("bug")
