@@ -251,15 +251,20 @@ def test_trusting_mode_refuses_a_context_whose_token_has_expired_since(
     assert (response["statusCode"], body(response)["detail"]["code"]) == (401, "token_expired")
 
 
-# "\u00b2" passes str.isdigit() but not int(); 5,000 digits pass it but not int()'s digit limit.
-@pytest.mark.parametrize("expires_at", ["\u00b2", "9" * 5000], ids=["superscript-two", "5000-digits"])
-def test_trusting_mode_refuses_an_unreadable_time_instead_of_raising(
-    verifier: TokenVerifier, issuer: LocalIssuer, expires_at: str
+@pytest.mark.parametrize(
+    "damage",
+    [
+        {"expires_at": "\u00b2"},  # passes str.isdigit(), not int()
+        {"expires_at": "9" * 5000},  # passes str.isdigit(), not int()'s digit limit
+        {"groups": "[" * 100_000},  # json.loads raises RecursionError, not JSONDecodeError
+        {"roles": "[" * 100_000},
+    ],
+    ids=["superscript-two", "5000-digits", "deep-groups", "deep-roles"],
+)
+def test_trusting_mode_refuses_an_unreadable_context_instead_of_raising(
+    verifier: TokenVerifier, issuer: LocalIssuer, damage: dict[str, str]
 ) -> None:
-    context = {
-        **principal_to_context(verifier.verify_sync(issuer.mint(username="ada"))),
-        "expires_at": expires_at,
-    }
+    context = {**principal_to_context(verifier.verify_sync(issuer.mint(username="ada"))), **damage}
     handler = LambdaAuth(None).protect_trusting_authorizer_context()(echo)
 
     response = handler(http_api_proxy_event({}, authorizer=context), None)

@@ -77,7 +77,7 @@ def _seconds(context: Mapping[str, Any], name: str) -> int:
 def _names(context: Mapping[str, Any], name: str) -> tuple[str, ...]:
     try:
         names = json.loads(_text(context, name))
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError):  # "[[[[..." nested past the recursion limit
         raise ContextUnreadable(f"the authorizer context's {name} is not a JSON list") from None
     if not isinstance(names, list) or not all(isinstance(item, str) for item in names):
         raise ContextUnreadable(f"the authorizer context's {name} is not a list of names")
