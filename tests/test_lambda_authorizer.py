@@ -188,6 +188,28 @@ def test_non_admin_is_denied_the_admin_route_and_allowed_the_others(
     assert iam_allows(answer["policyDocument"], method_arn("POST", "/report", stage=stage))
 
 
+@pytest.mark.parametrize("event", ALL_EVENTS)
+def test_a_denied_route_stays_denied_with_a_trailing_slash(
+    authorizer: LambdaAuthorizer, issuer: LocalIssuer, event: Event
+) -> None:
+    # API Gateway puts the path as sent in the ARN, and "/project/" reaches the /project resource:
+    # a Deny of exactly ".../DELETE/project" would leave it to the Allow of every route.
+    answer = authorizer(event(issuer.mint(username="bob"), "DELETE", "/project/"))
+
+    stage = _stage(event)
+    assert not iam_allows(answer["policyDocument"], method_arn("DELETE", "/project/", stage=stage))
+    assert not iam_allows(answer["policyDocument"], method_arn("DELETE", "/project", stage=stage))
+    assert iam_allows(answer["policyDocument"], method_arn("GET", "/project/", stage=stage))
+
+
+def test_http_api_simple_response_refuses_a_denied_route_with_a_trailing_slash(issuer: LocalIssuer) -> None:
+    authorizer = LambdaAuthorizer(
+        make_verifier(issuer), ROUTES, roles=RolesCache(roles_source), http_api_response="simple"
+    )
+
+    assert authorizer(http_event(issuer.mint(username="bob"), "DELETE", "/project/"))["isAuthorized"] is False
+
+
 def test_http_api_simple_response_answers_for_the_route_called(issuer: LocalIssuer) -> None:
     authorizer = LambdaAuthorizer(
         make_verifier(issuer), ROUTES, roles=RolesCache(roles_source), http_api_response="simple"
@@ -397,6 +419,29 @@ def test_routes_needing_roles_need_a_roles_source(issuer: LocalIssuer) -> None:
 def test_route_rejects_mistakes_when_built(kwargs: dict[str, Any], error: type[Exception]) -> None:
     with pytest.raises(error):
         Route(**kwargs)
+
+
+async def _async_refusing_check(principal: Principal) -> bool:
+    return False
+
+
+def test_route_refuses_an_async_check_when_built() -> None:
+    # Never awaited, its coroutine would be a true value, and every caller would be let in.
+    with pytest.raises(TypeError, match="async"):
+        Route("GET", "/project", check=_async_refusing_check)  # type: ignore[arg-type]
+
+
+def test_route_check_returning_an_awaitable_denies_the_route(issuer: LocalIssuer) -> None:
+    def returns_a_coroutine(principal: Principal) -> Any:
+        return _async_refusing_check(principal)
+
+    authorizer = LambdaAuthorizer(
+        make_verifier(issuer), [Route("GET", "/project", check=returns_a_coroutine)]
+    )
+
+    document = authorizer(token_event(issuer.mint()))["policyDocument"]
+
+    assert not iam_allows(document, method_arn("GET", "/project"))
 
 
 def test_route_check_that_crashes_denies_the_route(issuer: LocalIssuer) -> None:

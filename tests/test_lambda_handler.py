@@ -251,6 +251,27 @@ def test_trusting_mode_refuses_a_context_whose_token_has_expired_since(
     assert (response["statusCode"], body(response)["detail"]["code"]) == (401, "token_expired")
 
 
+@pytest.mark.parametrize(
+    "damage",
+    [
+        {"expires_at": "\u00b2"},  # passes str.isdigit(), not int()
+        {"expires_at": "9" * 5000},  # passes str.isdigit(), not int()'s digit limit
+        {"groups": "[" * 100_000},  # json.loads raises RecursionError, not JSONDecodeError
+        {"roles": "[" * 100_000},
+    ],
+    ids=["superscript-two", "5000-digits", "deep-groups", "deep-roles"],
+)
+def test_trusting_mode_refuses_an_unreadable_context_instead_of_raising(
+    verifier: TokenVerifier, issuer: LocalIssuer, damage: dict[str, str]
+) -> None:
+    context = {**principal_to_context(verifier.verify_sync(issuer.mint(username="ada"))), **damage}
+    handler = LambdaAuth(None).protect_trusting_authorizer_context()(echo)
+
+    response = handler(http_api_proxy_event({}, authorizer=context), None)
+
+    assert (response["statusCode"], body(response)["detail"]["code"]) == (401, "authorizer_context_missing")
+
+
 def test_trusting_mode_refuses_a_request_with_no_context() -> None:
     handler = LambdaAuth(None).protect_trusting_authorizer_context()(echo)
 
@@ -344,6 +365,7 @@ def test_context_reads_back_into_the_principal(
         {"groups": "[1]"},
         {"expires_at": "soon"},
         {"expires_at": True},
+        {"expires_at": "\u00b2"},  # str.isdigit() says yes; int() raises a plain ValueError
         {"token_use": "refresh"},
         {"roles": "{}"},
     ],

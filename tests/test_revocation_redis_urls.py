@@ -11,6 +11,8 @@ import logging
 import socket
 
 import pytest
+import redis
+import redis.asyncio as redis_asyncio
 
 from siot_authz.revocation import (
     RedisLookupRevocations,
@@ -116,6 +118,29 @@ def test_the_credentials_reach_redis_as_given() -> None:
         True,
     )
     assert (token_only.username, token_only.password, token_only.port) == (None, "S3cr3t/Pw+x=", 6379)
+
+
+@pytest.mark.parametrize(
+    ("make", "client_class"),
+    [("sync_client", "Redis"), ("sync_client", "RedisCluster"), ("async_node_client", "Redis")],
+)
+def test_a_tls_client_asks_for_the_certificate_and_the_host_name_to_be_checked(
+    monkeypatch: pytest.MonkeyPatch, make: str, client_class: str
+) -> None:
+    # Asked for, not left to redis-py's default: redis>=5 is allowed, and redis-py 5 leaves
+    # ssl_check_hostname off, so any certificate from a trusted CA would pass for the store.
+    module = redis_asyncio if make == "async_node_client" else redis
+    asked: dict[str, object] = {}
+    monkeypatch.setattr(module, client_class, lambda **options: asked.update(options))
+    url = "rediss+cluster://127.0.0.1:6399" if client_class == "RedisCluster" else "rediss://127.0.0.1:6399/0"
+
+    getattr(RedisTarget.from_url(url), make)()
+
+    assert (asked.get("ssl"), asked.get("ssl_cert_reqs"), asked.get("ssl_check_hostname")) == (
+        True,
+        "required",
+        True,
+    )
 
 
 @pytest.mark.parametrize(

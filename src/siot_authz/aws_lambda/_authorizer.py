@@ -62,9 +62,11 @@ class LambdaAuthorizer:
     listed needs a valid token when ``unlisted="authenticated"`` (what
     API Gateway's Cognito authorizer gives today), and is denied when
     ``unlisted="deny"``. Where patterns overlap (``/project/{id}`` also
-    covers ``/project/1/devices`` in IAM), a Deny wins, as in IAM. List
-    every route the authorizer guards, so that each caller's policy covers
-    them all and API Gateway's result cache never answers one route with
+    covers ``/project/1/devices`` in IAM), a Deny wins, as in IAM; but an
+    Allow of ``/project/{id}`` under ``unlisted="deny"`` also allows an
+    unlisted ``/project/1/devices``. List every route the authorizer
+    guards, deeper ones included, so that each caller's policy covers them
+    all and API Gateway's result cache never answers one route with
     another's decision.
 
     ``roles`` is the application's :class:`RolesCache`, needed when a route
@@ -157,6 +159,10 @@ class LambdaAuthorizer:
             resource = arn.resource(route.arn_method, route.arn_path)
             if refusal is not None:
                 denied.append(resource)
+                if not resource.endswith("*"):
+                    # The ARN holds the path as sent, and "/project/" reaches the /project
+                    # resource: deny that spelling too, or the Allow of every route covers it.
+                    denied.append(resource + "/")
             elif not allows_unlisted:
                 allowed.append(resource)
         return AuthorizerPolicy.of(allowed, denied)

@@ -65,7 +65,9 @@ def _seconds(context: Mapping[str, Any], name: str) -> int:
     value = context.get(name)
     if isinstance(value, bool):
         raise ContextUnreadable(f"the authorizer context's {name} is not a time")
-    if isinstance(value, str) and value.isdigit():
+    # ASCII digits only, and few enough for int(): "\u00b2" passes isdigit() and a
+    # 5,000-digit string passes both, yet int() raises a plain ValueError for each.
+    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 20:
         return int(value)
     if isinstance(value, int):
         return value
@@ -75,7 +77,7 @@ def _seconds(context: Mapping[str, Any], name: str) -> int:
 def _names(context: Mapping[str, Any], name: str) -> tuple[str, ...]:
     try:
         names = json.loads(_text(context, name))
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError):  # "[[[[..." nested past the recursion limit
         raise ContextUnreadable(f"the authorizer context's {name} is not a JSON list") from None
     if not isinstance(names, list) or not all(isinstance(item, str) for item in names):
         raise ContextUnreadable(f"the authorizer context's {name} is not a list of names")

@@ -68,8 +68,8 @@ def arn_path_pattern(path: str) -> str:
     """An API Gateway resource path (``/project/{id}``, ``/{proxy+}``) as an ARN path pattern (``project/*``).
 
     IAM's ``*`` also matches ``/``, so ``/project/{id}`` covers deeper paths
-    too; the authorizer lists denials as well as grants so that such overlap
-    can only deny more, never allow more (a Deny wins in IAM).
+    too. A Deny of such a pattern can only deny more (a Deny wins in IAM);
+    an Allow of it also allows the deeper paths, listed or not.
     """
     segments = path.strip("/").split("/") if path.strip("/") else []
     return "/".join("*" if segment.startswith("{") else segment for segment in segments)

@@ -8,6 +8,7 @@ guards a FastAPI route (``require_groups``, ``require_scopes``,
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import Callable, Sequence
 
@@ -59,6 +60,9 @@ class Route:
             raise ValueError(f"unknown HTTP method {method!r}")
         if not path.startswith("/"):
             raise ValueError("a route path starts with '/'")
+        if check is not None and _is_async_callable(check):
+            # Never awaited here, its coroutine would be a true value: every caller let in.
+            raise TypeError("a route check must be a plain function returning True or False, not async")
         self.method = method.upper()
         self.path = path
         self.groups = _names("groups", groups)
@@ -105,9 +109,17 @@ class Route:
             return None
         bug = None
         try:
-            if self.check(principal):
+            answer = self.check(principal)
+            if inspect.isawaitable(answer):
+                # A plain function that returned a coroutine: not an answer, and never a true one.
+                close = getattr(answer, "close", None)
+                if close is not None:
+                    close()
+                bug = "awaitable"
+            elif answer:
                 return None
-            return RouteCheckRefused()
+            else:
+                return RouteCheckRefused()
         except (InsufficientPermissions, CheckFailed) as refused:
             return refused
         except AuthError as error:
@@ -116,6 +128,13 @@ class Route:
             bug = type(exc).__name__
         logger.error("route_check_raised type=%s method=%s path=%s", bug, self.method, self.path)
         return RouteCheckRefused()
+
+
+def _is_async_callable(check: object) -> bool:
+    """True for an ``async def`` function, or an object whose ``__call__`` is one."""
+    if inspect.iscoroutinefunction(check):
+        return True
+    return not inspect.isroutine(check) and inspect.iscoroutinefunction(type(check).__call__)
 
 
 def _names(kind: str, names: Sequence[str]) -> tuple[str, ...]:

@@ -177,8 +177,11 @@ class RedisTarget:
         }
         if self.is_tls:
             # Verified against the system store, or the CA file given; the
-            # host name is checked too. There is no switch to turn either off.
-            options.update(ssl=True, ssl_cert_reqs="required", ssl_ca_certs=self.tls_ca_file)
+            # host name is checked too, asked for explicitly: redis-py 5 (allowed by
+            # redis>=5) does not check it by default. There is no switch to turn either off.
+            options.update(
+                ssl=True, ssl_cert_reqs="required", ssl_check_hostname=True, ssl_ca_certs=self.tls_ca_file
+            )
         return options
 
     @staticmethod
