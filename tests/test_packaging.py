@@ -48,11 +48,9 @@ def _run(command: list[str], **kwargs: object) -> subprocess.CompletedProcess[st
 
 
 @pytest.fixture(scope="module")
-def dist(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    # No isolation: the build backend comes from the test extra, not from a download.
-    out = tmp_path_factory.mktemp("dist")
-    _run([sys.executable, "-m", "build", "--no-isolation", "--outdir", str(out), str(REPO_ROOT)])
-    return out
+def dist(built_dist: Path) -> Path:
+    # Built once per run (tests/conftest.py), shared with tests/test_lambda_package.py.
+    return built_dist
 
 
 def test_sdist_and_wheel_pass_twine_check(dist: Path) -> None:
