@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import fcntl
 import ipaddress
 import socket
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -60,6 +62,30 @@ def _only_loopback_traffic() -> Iterator[None]:
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+@pytest.fixture(scope="session")
+def built_dist(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The sdist and wheel of this checkout, built once per run for every file that needs them.
+
+    Under pytest-xdist each worker has its own session, so the build goes to
+    the run's shared temporary folder (the parent of the workers' own), and a
+    file lock makes the first worker build while any other waits and reuses it.
+    """
+    from lambda_package import build_distributions
+
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if base.name.startswith("popen-gw") else base
+    out = shared / "built-dist"
+    with open(shared / "built-dist.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            if not (shared / "built-dist.complete").exists():
+                build_distributions(out)
+                (shared / "built-dist.complete").touch()
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+    return out
 
 
 @pytest.fixture(scope="session")

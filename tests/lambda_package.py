@@ -53,24 +53,19 @@ def _copy_distribution(name: str, target: Path) -> None:
         shutil.copy2(source, destination)
 
 
-def build_function_zip(work: Path) -> Path:
-    """Build the wheel, lay out the function folder in ``work`` and zip it; returns the zip's path."""
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "build",
-            "--wheel",
-            "--no-isolation",
-            "--outdir",
-            str(work / "dist"),
-            str(REPO_ROOT),
-        ],
-        check=True,
-        capture_output=True,
-        timeout=300,
-    )
-    (wheel,) = (work / "dist").glob("siot_authz-*.whl")
+def build_distributions(out: Path) -> None:
+    """Build the sdist and, from it, the wheel into ``out``; no isolation: the backend is the test extra's."""
+    command = [sys.executable, "-m", "build", "--no-isolation", "--outdir", str(out), str(REPO_ROOT)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    if result.returncode != 0:
+        raise RuntimeError(f"{command} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+
+
+def build_function_zip(work: Path, wheel: Path | None = None) -> Path:
+    """Lay out the function folder in ``work`` from ``wheel`` (built here if None) and zip it; returns the zip."""
+    if wheel is None:
+        build_distributions(work / "dist")
+        (wheel,) = (work / "dist").glob("siot_authz-*.whl")
     target = work / "function"
     subprocess.run(
         [

@@ -53,8 +53,9 @@ print(json.dumps({
 
 
 @pytest.fixture(scope="module")
-def function_zip(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_function_zip(tmp_path_factory.mktemp("package"))
+def function_zip(tmp_path_factory: pytest.TempPathFactory, built_dist: Path) -> Path:
+    (wheel,) = built_dist.glob("siot_authz-*.whl")
+    return build_function_zip(tmp_path_factory.mktemp("package"), wheel)
 
 
 def test_the_zip_runs_the_functions_alone_with_no_socket(function_zip: Path, tmp_path: Path) -> None:

@@ -48,11 +48,9 @@ def _run(command: list[str], **kwargs: object) -> subprocess.CompletedProcess[st
 
 
 @pytest.fixture(scope="module")
-def dist(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    # No isolation: the build backend comes from the test extra, not from a download.
-    out = tmp_path_factory.mktemp("dist")
-    _run([sys.executable, "-m", "build", "--no-isolation", "--outdir", str(out), str(REPO_ROOT)])
-    return out
+def dist(built_dist: Path) -> Path:
+    # Built once per run (tests/conftest.py), shared with tests/test_lambda_package.py.
+    return built_dist
 
 
 def test_sdist_and_wheel_pass_twine_check(dist: Path) -> None:
@@ -63,10 +61,25 @@ def test_sdist_and_wheel_pass_twine_check(dist: Path) -> None:
 
 def test_the_wheel_installs_and_runs_the_cli_and_the_pytest_plugin(dist: Path, tmp_path: Path) -> None:
     env_dir = tmp_path / "venv"
-    venv.create(env_dir, with_pip=True)
+    # No pip inside the venv: ensurepip costs seconds of CPU, and this environment's pip
+    # installs into the venv's interpreter just as well (``--python``), still from the wheel alone.
+    venv.create(env_dir, with_pip=False)
     python = env_dir / "bin" / "python"
     wheel = next(dist.glob("*.whl"))
-    _run([str(python), "-m", "pip", "install", "--quiet", "--no-deps", "--no-index", str(wheel)])
+    _run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "--python",
+            str(python),
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--no-index",
+            str(wheel),
+        ]
+    )
     own_site = Path(
         _run([str(python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"]).stdout.strip()
     )

@@ -539,5 +539,7 @@ def test_the_test_kit_imports_nothing_from_the_cli() -> None:
         "import sys, siot_authz.testing, siot_authz.testing.pytest_plugin, siot_authz.testing._real_pool;"
         "print(sorted(name for name in sys.modules if name.startswith('siot_authz.cli')))"
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
     assert done.stdout.strip() == "[]"
