@@ -16,8 +16,10 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
@@ -25,6 +27,9 @@ _SETTINGS = "SIOT_AUTHZ_TEST_SETTINGS"
 _REDIS_URL = "SIOT_AUTHZ_TEST_REDIS_URL"
 _MAX_UNCONFIRMED = "SIOT_AUTHZ_TEST_MAX_UNCONFIRMED"
 _TLS_CA_FILE = "SIOT_AUTHZ_TEST_REDIS_CA_FILE"
+
+
+W = TypeVar("W", bound="Worker")
 
 
 def worker_env(
@@ -90,7 +95,12 @@ def _free_port() -> int:
 
 
 class Worker:
-    """One uvicorn worker process serving this app on a free loopback port; restartable on the same port."""
+    """One uvicorn worker process serving this app on a free loopback port; restartable on the same port.
+
+    A subclass serving another app module sets ``script`` to that module's file.
+    """
+
+    script: Path = Path(__file__).resolve()
 
     def __init__(self, env: dict[str, str]) -> None:
         self.env = env
@@ -106,7 +116,7 @@ class Worker:
     def launch(self) -> None:
         """Start the process without waiting; several workers start faster side by side."""
         self._process = subprocess.Popen(
-            [sys.executable, str(Path(__file__).resolve()), "--port", str(self.port)],
+            [sys.executable, str(self.script), "--port", str(self.port)],
             env=self.env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -137,6 +147,21 @@ class Worker:
     def restart(self) -> None:
         self.stop()
         self.start()
+
+
+@contextmanager
+def worker_pair(env: dict[str, str], kind: type[W]) -> Iterator[tuple[W, W]]:
+    """Two workers of ``kind`` on ``env``, started side by side, as two hosts would be; stopped after."""
+    first, second = kind(env), kind(env)
+    try:
+        first.launch()
+        second.launch()
+        first.wait_until_ready()
+        second.wait_until_ready()
+        yield first, second
+    finally:
+        first.stop()
+        second.stop()
 
 
 def main() -> None:

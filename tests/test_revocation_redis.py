@@ -17,7 +17,7 @@ import pytest
 import redis
 
 from redis_server import RedisServer, is_redis_installed, running_redis
-from revocation_app import Worker, worker_env
+from revocation_app import Worker, worker_env, worker_pair
 from siot_authz import RevocationUnavailable, TokenVerifier
 from siot_authz.revocation import RedisRevocations, Revocation, RevocationStoreUnavailable
 from siot_authz.testing import LocalIssuer
@@ -76,16 +76,8 @@ def shared_redis() -> Iterator[RedisServer]:
 def workers(_session_issuer: LocalIssuer, shared_redis: RedisServer) -> Iterator[tuple[Worker, Worker]]:
     """Two worker processes sharing ``shared_redis``, as two hosts would."""
     env = worker_env(settings_json(_session_issuer), shared_redis.url)
-    first, second = Worker(env), Worker(env)
-    try:
-        first.launch()
-        second.launch()
-        first.wait_until_ready()
-        second.wait_until_ready()
-        yield first, second
-    finally:
-        first.stop()
-        second.stop()
+    with worker_pair(env, Worker) as pair:
+        yield pair
 
 
 @pytest.fixture

@@ -25,7 +25,7 @@ from redis_server import (
     is_cluster_tooling_installed,
     make_test_ca,
 )
-from revocation_app import Worker, worker_env
+from revocation_app import Worker, worker_env, worker_pair
 from siot_authz import TokenVerifier
 from siot_authz.revocation import (
     RedisLookupRevocations,
@@ -150,16 +150,8 @@ def any_setup(request: pytest.FixtureRequest, test_ca: CertificateAuthority) -> 
 def workers(_session_issuer: LocalIssuer, setup: Setup) -> Iterator[tuple[Worker, Worker]]:
     """Two worker processes following ``setup``, as two hosts would."""
     env = worker_env(settings_json(_session_issuer), setup.url, tls_ca_file=setup.tls_ca_file)
-    first, second = Worker(env), Worker(env)
-    try:
-        first.launch()
-        second.launch()
-        first.wait_until_ready()
-        second.wait_until_ready()
-        yield first, second
-    finally:
-        first.stop()
-        second.stop()
+    with worker_pair(env, Worker) as pair:
+        yield pair
 
 
 def entry(subject: str, *, kind: str = "user") -> Revocation:

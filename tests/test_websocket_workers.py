@@ -22,6 +22,7 @@ from websockets.sync.client import ClientConnection, connect
 
 from chromium import closed_in_page, launched_chromium, open_in_page
 from redis_server import RedisServer, is_redis_installed, running_redis
+from revocation_app import worker_pair
 from siot_authz.testing import LocalIssuer
 from ws_worker_app import WebSocketWorker, worker_env
 
@@ -46,14 +47,8 @@ def _started(
     settings: dict[str, Any], redis_server: RedisServer
 ) -> Iterator[tuple[WebSocketWorker, WebSocketWorker]]:
     env = worker_env(settings, redis_server.url)
-    first, second = WebSocketWorker(env), WebSocketWorker(env)
-    try:
-        first.start()
-        second.start()
-        yield first, second
-    finally:
-        first.stop()
-        second.stop()
+    with worker_pair(env, WebSocketWorker) as pair:
+        yield pair
 
 
 def new_user(issuer: LocalIssuer) -> tuple[str, str]:

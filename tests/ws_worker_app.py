@@ -15,8 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -26,8 +24,7 @@ from fastapi import Depends, FastAPI, WebSocket
 from fastapi.responses import JSONResponse
 from starlette.websockets import WebSocketDisconnect
 
-from example_server import free_port
-from revocation_app import worker_env
+from revocation_app import Worker, worker_env
 from siot_authz import AuthSettings, CognitoAuth, Principal, accept_websocket
 from siot_authz.revocation import RedisRevocations
 
@@ -78,36 +75,14 @@ def build_app() -> Any:
     return app
 
 
-class WebSocketWorker:
+class WebSocketWorker(Worker):
     """One uvicorn worker process serving this app on a free loopback port."""
 
-    def __init__(self, env: dict[str, str]) -> None:
-        self.env = env
-        self.port = free_port()
-        self.base_url = f"http://127.0.0.1:{self.port}"
-        self.ws_url = f"ws://127.0.0.1:{self.port}"
-        self._process: subprocess.Popen[bytes] | None = None
+    script = Path(__file__).resolve()
 
-    def start(self, *, timeout: float = 30) -> None:
-        """Start and wait until ``/readyz`` answers 200 (keys held, revocations loaded)."""
-        self._process = subprocess.Popen(
-            [sys.executable, str(Path(__file__).resolve()), "--port", str(self.port)],
-            env=self.env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self._process.poll() is not None:
-                raise RuntimeError(f"worker exited with status {self._process.returncode}")
-            try:
-                if httpx.get(f"{self.base_url}/readyz", timeout=1).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.05)
-        self.stop()
-        raise RuntimeError(f"worker on port {self.port} was not ready within {timeout} s")
+    def __init__(self, env: dict[str, str]) -> None:
+        super().__init__(env)
+        self.ws_url = f"ws://127.0.0.1:{self.port}"
 
     def route_log(self, name: str, *, timeout: float = 5) -> dict[str, Any]:
         """The route's account of socket ``name``, once it has learned the socket ended."""
@@ -118,12 +93,6 @@ class WebSocketWorker:
                 assert log is not None, f"no route ran for {name}"
                 return log
             time.sleep(0.02)
-
-    def stop(self) -> None:
-        process, self._process = self._process, None
-        if process is not None:
-            process.terminate()
-            process.wait(timeout=10)
 
 
 def main() -> None:
