@@ -191,27 +191,45 @@ def test_size_cap_is_exact_whatever_the_framing(
         assert fetch(flavour, jwks_server.url, max_bytes=cap) == b"x" * cap
 
 
+def wait_for_request_count(server: JwksServer, count: int) -> None:
+    """The server thread records a request when it reads it, which may be after the client gave up."""
+    deadline = time.monotonic() + 10
+    while server.request_count < count and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.2)  # room for a request too many to show up
+
+
 @pytest.mark.parametrize("flavour", ["async", "sync"])
 @pytest.mark.parametrize(
-    ("response", "requests", "is_transient"),
+    ("response", "time_limit", "requests", "reason", "is_transient"),
     [
-        (JwksResponse(status=503), 2, True),
-        (JwksResponse(close_without_response=True), 2, True),
-        (JwksResponse(status=429), 1, False),
-        (JwksResponse(status=302, headers={"Location": "/elsewhere"}), 1, False),
-        (JwksResponse(delay_seconds=1.0), 1, False),
+        (JwksResponse(status=503), 10.0, 2, "http_503", True),
+        (JwksResponse(close_without_response=True), 10.0, 2, "transport_RemoteProtocolError", True),
+        (JwksResponse(status=429), 10.0, 1, "http_429", False),
+        (JwksResponse(status=302, headers={"Location": "/elsewhere"}), 10.0, 1, "http_302_redirect_refused", False),
+        (JwksResponse(delay_seconds=3.0), 0.4, 1, "timeout", False),
     ],
     ids=["503", "dropped", "429", "302", "slow"],
 )
 def test_retries_once_and_only_transient_failures(
-    flavour: str, response: JwksResponse, requests: int, is_transient: bool, jwks_server: JwksServer
+    flavour: str,
+    response: JwksResponse,
+    time_limit: float,
+    requests: int,
+    reason: str,
+    is_transient: bool,
+    jwks_server: JwksServer,
 ) -> None:
+    # Only the slow case is about the deadline; the others get one long enough
+    # that a loaded machine cannot turn them into a timeout.
     jwks_server.response = response
 
     with pytest.raises(JwksFetchError) as caught:
-        fetch(flavour, jwks_server.url, time_limit=0.4)
+        fetch(flavour, jwks_server.url, time_limit=time_limit)
 
+    assert caught.value.reason == reason
     assert caught.value.is_transient is is_transient
+    wait_for_request_count(jwks_server, requests)
     assert jwks_server.request_count == requests
     assert jwks_server.requested_paths == [jwks_server.path] * requests
 
