@@ -15,6 +15,7 @@ import secrets
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -614,3 +615,23 @@ def test_a_refresh_lost_with_a_loop_closed_undrained_is_presumed_lost_and_anothe
     del verifier, loop
     with pytest.warns(RuntimeWarning, match="coroutine 'JwksCache._fetch_and_store' was never awaited"):
         gc.collect()
+
+
+def test_caches_share_one_tls_context_per_ca_setting(
+    settings: AuthSettings, jwks_server: JwksServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Loading the CA bundle costs about 30 ms: every pool's first fetch paid it, once per cache.
+    first, second = JwksCache(settings), JwksCache(settings)
+    first.refresh_sync()
+    second.refresh_sync()
+    assert first._get_ssl_context() is second._get_ssl_context()
+    first.close()
+    second.close()
+
+    # httpx reads SSL_CERT_DIR when it builds a context: a process that sets it later still gets it.
+    monkeypatch.setenv("SSL_CERT_DIR", str(tmp_path))
+    monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+    third = JwksCache(settings)
+    third.refresh_sync()
+    assert third._get_ssl_context() is not first._get_ssl_context()
+    third.close()
