@@ -344,11 +344,15 @@ def test_picks_up_rotated_in_key_by_refetch_after_cooldown(
 
 # -- stale-if-error ------------------------------------------------------------------------
 
+# failure: (the endpoint's answer, requests per fetch, the logged reason, the fetch deadline).
+# Only the timeout needs a short deadline, and it is a third of the delay; the others keep the
+# usual 2 s: under load, the healthy first fetch overran a 0.5 s deadline given to every case
+# ("dropped-sync" failed that way with the suite spread over three workers).
 REFRESH_FAILURES = {
-    "http_500": (JwksResponse(status=500), 2, "http_500"),
-    "timeout": (JwksResponse(delay_seconds=1.5), 1, "timeout"),
-    "garbage": (JwksResponse(body=b"<html>maintenance</html>"), 1, "jwks_not_utf8_json"),
-    "dropped": (JwksResponse(close_without_response=True), 2, "transport_RemoteProtocolError"),
+    "http_500": (JwksResponse(status=500), 2, "http_500", 2.0),
+    "timeout": (JwksResponse(delay_seconds=3.0), 1, "timeout", 1.0),
+    "garbage": (JwksResponse(body=b"<html>maintenance</html>"), 1, "jwks_not_utf8_json", 2.0),
+    "dropped": (JwksResponse(close_without_response=True), 2, "transport_RemoteProtocolError", 2.0),
 }
 
 
@@ -363,8 +367,8 @@ def test_serves_stale_keys_when_refresh_fails(
     jwks_server: JwksServer,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    response, requests_per_fetch, reason = REFRESH_FAILURES[failure]
-    caller = make_caller(face, clock, http_timeout_seconds=0.5)
+    response, requests_per_fetch, reason, deadline = REFRESH_FAILURES[failure]
+    caller = make_caller(face, clock, http_timeout_seconds=deadline)
     assert caller.outcome(issuer.mint()) == "ok"
     jwks_server.response = response
     clock.advance(TTL + 1)
