@@ -232,7 +232,7 @@ GUNICORN = [
     "gunicorn",
     "served_app:app",
     "-k",
-    "uvicorn.workers.UvicornWorker",
+    "uvicorn_worker.UvicornWorker",
     "-w",
     "1",
     "-b",

@@ -36,7 +36,7 @@ PUBLISH_SECONDS = 0.2
 UVICORN = [sys.executable, "-m", "uvicorn", "served_app:app", "--host", "127.0.0.1", "--port", "{port}"]
 UVICORN += ["--workers", "2", "--log-level", "warning"]
 #: gunicorn imports the app in its master with --preload, then forks the workers.
-GUNICORN = [sys.executable, "-m", "gunicorn", "served_app:app", "-k", "uvicorn.workers.UvicornWorker"]
+GUNICORN = [sys.executable, "-m", "gunicorn", "served_app:app", "-k", "uvicorn_worker.UvicornWorker"]
 GUNICORN += ["-w", "2", "--preload", "-b", "127.0.0.1:{port}"]
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
