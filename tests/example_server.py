@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 import threading
@@ -10,17 +9,12 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
+from loopback import free_port
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 _READY = "Uvicorn running"
 
 __all__ = ["REPO_ROOT", "ExampleApp", "free_port", "run_example_app"]
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class ExampleApp:

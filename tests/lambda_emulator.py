@@ -16,16 +16,17 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator, Mapping
-from contextlib import closing, contextmanager
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+
+from loopback import free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO_ROOT / "examples" / "lambda"
@@ -41,12 +42,6 @@ def emulator_missing() -> str | None:
     if not SERVERLESS.exists():
         return "serverless is not installed: run `npm ci --legacy-peer-deps` in examples/lambda"
     return None
-
-
-def _free_port() -> int:
-    with closing(socket.socket()) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass(frozen=True)
@@ -75,7 +70,7 @@ class Emulator:
 @contextmanager
 def emulator(env: Mapping[str, str], log_path: Path, *, startup_timeout: float = 120.0) -> Iterator[Emulator]:
     """Run the example behind serverless-offline with ``env``, its output in ``log_path``; see the module docstring."""
-    ports = {name: _free_port() for name in ("httpPort", "lambdaPort", "websocketPort", "albPort")}
+    ports = {name: free_port() for name in ("httpPort", "lambdaPort", "websocketPort", "albPort")}
     venv_bin = str(Path(sys.executable).parent)
     environment = {
         **os.environ,

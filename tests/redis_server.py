@@ -23,6 +23,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from loopback import free_port
+
 __all__ = [
     "CertificateAuthority",
     "RedisClusterNodes",
@@ -43,12 +45,6 @@ def is_cluster_tooling_installed() -> bool:
     return (
         is_redis_installed() and shutil.which("redis-cli") is not None and shutil.which("openssl") is not None
     )
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass(frozen=True)
@@ -90,7 +86,7 @@ class RedisServer:
         options: list[list[str]] | None = None,
         directory: Path | None = None,
     ) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         self.tls = tls
         self.options = options or []
         self._tmp = None if directory is not None else tempfile.TemporaryDirectory(prefix="siot-authz-redis-")
@@ -209,7 +205,7 @@ class RedisClusterNodes:
                         # A replica syncs at once (Redis 7 waits 5 s for more replicas by
                         # default), so it holds the data when its primary is killed.
                         ["repl-diskless-sync-delay", "0"],
-                        ["cluster-port", str(_free_port())],
+                        ["cluster-port", str(free_port())],
                         *tls_options,
                     ],
                 )

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -22,6 +21,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
+
+from loopback import free_port
 
 _SETTINGS = "SIOT_AUTHZ_TEST_SETTINGS"
 _REDIS_URL = "SIOT_AUTHZ_TEST_REDIS_URL"
@@ -88,12 +89,6 @@ def build_app() -> Any:
     return app
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 class Worker:
     """One uvicorn worker process serving this app on a free loopback port; restartable on the same port.
 
@@ -104,7 +99,7 @@ class Worker:
 
     def __init__(self, env: dict[str, str]) -> None:
         self.env = env
-        self.port = _free_port()
+        self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self._process: subprocess.Popen[bytes] | None = None
 

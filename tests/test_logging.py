@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -17,6 +16,7 @@ import pytest
 from fastapi import Depends, FastAPI
 from fastapi.testclient import TestClient
 
+from loopback import free_port
 from siot_authz import CognitoAuth, Principal, TokenVerifier
 from siot_authz.testing import JwksResponse, JwksServer, LocalIssuer
 
@@ -176,19 +176,13 @@ def documented_logging_json() -> str:
     return section.split("```json\n", 1)[1].split("\n```", 1)[0]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _served_output(command: list[str], issuer: LocalIssuer, tmp_path: Path, *, expect: str | None) -> str:
     """Start ``command`` (a server for tests/served_app.py on ``{port}``), send one refused request, stop it; its output.
 
     With ``expect``, waits (bounded) for that text to appear before stopping,
     since a worker's log line may come just after its response.
     """
-    port = _free_port()
+    port = free_port()
     env = {
         key: value for key, value in os.environ.items() if not key.startswith(("SIOT_AUTHZ_", "PROMETHEUS"))
     }
@@ -238,7 +232,7 @@ GUNICORN = [
     "gunicorn",
     "served_app:app",
     "-k",
-    "uvicorn.workers.UvicornWorker",
+    "uvicorn_worker.UvicornWorker",
     "-w",
     "1",
     "-b",

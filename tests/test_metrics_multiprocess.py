@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -27,6 +26,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from loopback import free_port
 from siot_authz.testing import JwksResponse, LocalIssuer
 
 TESTS = Path(__file__).resolve().parent
@@ -36,7 +36,7 @@ PUBLISH_SECONDS = 0.2
 UVICORN = [sys.executable, "-m", "uvicorn", "served_app:app", "--host", "127.0.0.1", "--port", "{port}"]
 UVICORN += ["--workers", "2", "--log-level", "warning"]
 #: gunicorn imports the app in its master with --preload, then forks the workers.
-GUNICORN = [sys.executable, "-m", "gunicorn", "served_app:app", "-k", "uvicorn.workers.UvicornWorker"]
+GUNICORN = [sys.executable, "-m", "gunicorn", "served_app:app", "-k", "uvicorn_worker.UvicornWorker"]
 GUNICORN += ["-w", "2", "--preload", "-b", "127.0.0.1:{port}"]
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -69,12 +69,6 @@ def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None
         time.sleep(0.05)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @dataclass
 class Workers:
     """``uvicorn --workers 2`` on a free loopback port, sharing ``directory`` for metrics."""
@@ -105,7 +99,7 @@ def serving(server: list[str], tmp_path_factory: pytest.TempPathFactory) -> Iter
     directory = tmp_path_factory.mktemp("prometheus")
     with LocalIssuer(user_pool_id="us-east-1_Workers01") as issuer:
         settings = issuer.settings(jwks_refetch_cooldown_seconds=0, http_timeout_seconds=2)
-        port = _free_port()
+        port = free_port()
         env = {key: value for key, value in os.environ.items() if not key.startswith("SIOT_AUTHZ_")}
         env |= {
             "PROMETHEUS_MULTIPROC_DIR": str(directory),

@@ -357,3 +357,61 @@ def test_killing_the_primary_holding_the_subscription_loses_no_entry_and_keeps_e
 def _state(worker: Worker) -> str:
     state: str = httpx.get(f"{worker.base_url}/readyz").json()["revocation"]["state"]
     return state
+
+
+def test_the_cli_revokes_through_a_tls_server_with_its_ca_file(
+    tls_redis: RedisServer, test_ca: CertificateAuthority, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from siot_authz.cli import main
+
+    sub = f"cli-tls-{uuid.uuid4().hex}"
+    common = ["--redis-url", tls_redis.url, "--redis-prefix", "cli-tls"]
+
+    refused = main(["revoke", "user", "--pool", "us-east-1_TlsPool", "--sub", sub, *common])
+    refused_err = capsys.readouterr().err
+    done = main(
+        [
+            "revoke",
+            "user",
+            "--pool",
+            "us-east-1_TlsPool",
+            "--sub",
+            sub,
+            *common,
+            "--redis-ca-file",
+            str(test_ca.ca_file),
+        ]
+    )
+    capsys.readouterr()
+
+    assert refused != 0  # the test CA is in no system trust store
+    assert "nothing was revoked" in refused_err
+    assert "certificate" in refused_err
+    assert done == 0
+    listed = RedisRevocations(tls_redis.url, prefix="cli-tls", tls_ca_file=test_ca.ca_file).entries_sync()
+    assert sub in {item.subject for item in listed}
+
+
+def test_the_cli_refuses_a_ca_file_for_a_plain_url_or_a_missing_file(
+    tls_redis: RedisServer, test_ca: CertificateAuthority, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from siot_authz.cli import main
+
+    base = ["revocations", "--redis-prefix", "cli-tls"]
+    plain = main(
+        [
+            *base,
+            "--redis-url",
+            tls_redis.url.replace("rediss://", "redis://"),
+            "--redis-ca-file",
+            str(test_ca.ca_file),
+        ]
+    )
+    plain_err = capsys.readouterr().err
+    missing = main([*base, "--redis-url", tls_redis.url, "--redis-ca-file", str(tmp_path / "absent.pem")])
+    missing_err = capsys.readouterr().err
+
+    assert plain != 0
+    assert "--redis-ca-file needs a TLS URL" in plain_err
+    assert missing != 0
+    assert "--redis-ca-file: no such file" in missing_err

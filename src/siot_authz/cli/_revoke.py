@@ -43,6 +43,7 @@ __all__ = [
 ]
 
 _REDIS_URL_ENV = "SIOT_AUTHZ_REDIS_URL"
+_REDIS_CA_FILE_ENV = "SIOT_AUTHZ_REDIS_CA_FILE"
 
 _NO_STORE = (
     "no shared revocation store: pass --redis-url (or set SIOT_AUTHZ_REDIS_URL) with the Redis "
@@ -66,6 +67,14 @@ def add_store_arguments(parser: argparse.ArgumentParser, *, purpose: str = "") -
         metavar="PREFIX",
         help="the key prefix they were given (default siot_authz)",
     )
+    group.add_argument(
+        "--redis-ca-file",
+        metavar="PEM",
+        help=(
+            "the CA that signed a rediss:// server's certificate, when it is not in the system's "
+            f"trust store [{_REDIS_CA_FILE_ENV}]"
+        ),
+    )
 
 
 def wants_revocations(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> bool:
@@ -84,10 +93,14 @@ def revocation_store(args: argparse.Namespace, environ: Mapping[str, str] | None
         from ..revocation import RedisRevocations
     except ImportError:
         raise CommandFailed("--redis-url needs the redis extra: pip install 'siot-authz[redis]'") from None
+    ca_file = getattr(args, "redis_ca_file", None) or env.get(_REDIS_CA_FILE_ENV) or None
+    if ca_file is not None and not os.path.isfile(ca_file):
+        raise CommandFailed(f"--redis-ca-file: no such file: {ca_file}")
     try:
-        return RedisRevocations(url, prefix=args.redis_prefix)
+        return RedisRevocations(url, prefix=args.redis_prefix, tls_ca_file=ca_file)
     except ValueError as exc:
-        raise CommandFailed(f"cannot use the revocation store: {store_message(exc, url)}") from None
+        message = store_message(exc, url).replace("tls_ca_file", "--redis-ca-file")
+        raise CommandFailed(f"cannot use the revocation store: {message}") from None
 
 
 # Parts of a Redis URL that are its shape, not its secrets.
