@@ -82,7 +82,10 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     if config.getvalue("dist") != "loadfile":
         return None  # whatever else was asked for on the command line
-    from xdist.scheduler import LoadFileScheduling
+    try:
+        from xdist.scheduler import LoadFileScheduling
+    except ImportError:  # another pytest-xdist layout: plain loadfile, every test still runs
+        return None
 
     class SplitLoadFile(LoadFileScheduling):  # type: ignore[misc]
         """``--dist loadfile``, with each file in _SPLIT run as several parts."""
@@ -91,7 +94,8 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
 
         def _split_scope(self, nodeid: str) -> str:
             if self._parts is None:  # every worker has collected by the time scopes are asked for
-                self._parts = _parts_of(next(iter(self.registered_collections.values())))
+                collections = getattr(self, "registered_collections", None) or {None: []}
+                self._parts = _parts_of(list(next(iter(collections.values()))))
             return self._parts.get(nodeid) or str(super()._split_scope(nodeid))
 
     return SplitLoadFile(config, log)
