@@ -53,12 +53,22 @@ class WarmPython:
             stdout=subprocess.PIPE,
         )
         self._buffer = b""
-        ready = self._reply(timeout=120)
-        if ready.get("ready") is not True:
-            self.close()
-            raise RuntimeError(f"the warm interpreter did not start: {ready}")
-        self.preloaded: list[str] = ready["preloaded"]
+        # Not waited for here: the imports run while the caller does other work, until the first run.
+        self._preloaded: list[str] | None = None
         self._count = 0
+
+    @property
+    def preloaded(self) -> list[str]:
+        """The modules imported once and shared by every command (waits for the server's start-up)."""
+        return self._started()
+
+    def _started(self) -> list[str]:
+        if self._preloaded is None:
+            ready = self._reply(timeout=120)
+            if ready.get("ready") is not True:
+                raise RuntimeError(f"the warm interpreter did not start: {ready}")
+            self._preloaded = list(ready["preloaded"])
+        return self._preloaded
 
     def run(
         self, argv: list[str], cwd: Path, env: dict[str, str], timeout: float
@@ -66,6 +76,7 @@ class WarmPython:
         """Run ``python *argv`` in ``cwd``, as :func:`subprocess.run` with ``capture_output`` would."""
         if env != self._env:
             raise ValueError("a warm interpreter serves the one environment it was started with")
+        self._started()  # the start-up must have ended before the first request
         self._count += 1
         stdout = Path(self._outputs.name) / f"{self._count}.out"
         stderr = Path(self._outputs.name) / f"{self._count}.err"
