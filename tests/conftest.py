@@ -16,6 +16,90 @@ from fastapi.testclient import TestClient
 from siot_authz import AuthSettings, CognitoAuth, Principal, TokenVerifier
 from siot_authz.testing import JwksServer, LocalIssuer
 
+# -- how the suite spreads over pytest-xdist workers --------------------------------------------
+#
+# pyproject runs ``-n 3 --dist loadfile --no-loadscope-reorder``: each file runs whole on one
+# worker, so its module-scoped servers (Redis, uvicorn worker pairs, moto) start once. Two changes
+# here: a file in _SPLIT is dealt round-robin into that many parts, each run whole by one worker,
+# since alone it would outlast the rest of the run (its expensive fixtures are session-scoped, or
+# cheap); and files are collected longest first (xdist then keeps that order), so that no long one
+# starts last and runs alone at the end. (``--dist loadgroup`` would say this with marks, but
+# pytest-xdist 3.8 cannot see its group marks under pytest 9.2's node ids.)
+_SPLIT = {
+    "test_docs.py": 8,
+    "test_token_parser_equivalence.py": 3,
+    "test_attacks.py": 2,
+    "test_check.py": 2,
+    "test_key_cache.py": 2,
+    "test_key_refresh.py": 2,
+    "test_packaging.py": 2,
+}
+# Rough seconds per file under -n 3 on the 2-core CI machine (from --durations). They only order
+# the files: a stale figure costs some wall time, never a test. Files not named count 1 s.
+_SECONDS = {
+    "test_docs.py": 38, "test_revocation_redis_setups.py": 31, "test_token_parser_equivalence.py": 31,
+    "test_revocation_redis.py": 27, "test_metrics_multiprocess.py": 24, "test_lambda_emulator.py": 24,
+    "test_key_refresh.py": 20, "test_packaging.py": 19, "test_websocket_lifetime.py": 18,
+    "test_contract.py": 16, "test_properties.py": 15, "test_websocket.py": 14, "test_check.py": 13,
+    "test_key_cache.py": 13, "test_attacks.py": 12, "test_http.py": 12, "test_cli.py": 11,
+    "test_metrics.py": 10, "test_claims.py": 6, "test_example_app.py": 6, "test_warm_python.py": 6,
+    "test_fastapi.py": 6, "test_health.py": 6, "test_revocation_redis_urls.py": 6, "test_logging.py": 5,
+    "test_lambda_package.py": 5, "test_websocket_workers.py": 5, "test_example_db.py": 5,
+    "test_cli_hardening.py": 5, "test_verified_cache.py": 5, "test_testing_kit.py": 4,
+    "test_offline_keys.py": 4, "test_pools.py": 4, "test_roles.py": 4, "test_verifier.py": 3,
+    "test_user_project.py": 3, "test_revocation.py": 2, "test_moto.py": 2, "test_lambda_cold_start.py": 2,
+    "test_no_secrets.py": 2,
+}  # fmt: skip
+
+
+def _parts_of(nodeids: list[str]) -> dict[str, str]:
+    """Which part of its file each test of a split file runs in: dealt round-robin, in collection order."""
+    dealt: dict[str, int] = {}
+    parts: dict[str, str] = {}
+    for nodeid in nodeids:
+        path = nodeid.split("::", 1)[0]
+        count = _SPLIT.get(path.rsplit("/", 1)[-1], 1)
+        if count > 1:
+            index = dealt[path] = dealt.get(path, -1) + 1
+            parts[nodeid] = f"{path}#{index % count}"
+    return parts
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    first: dict[Path, int] = {}
+    for position, item in enumerate(items):
+        first.setdefault(item.path, position)
+
+    def order(item: pytest.Item) -> tuple[float, int]:
+        name = item.path.name
+        return (-_SECONDS.get(name, 1.0) / _SPLIT.get(name, 1), first[item.path])
+
+    items.sort(key=order)  # stable: each file keeps its own order
+
+
+@pytest.hookimpl(tryfirst=True, optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    if config.getvalue("dist") != "loadfile":
+        return None  # whatever else was asked for on the command line
+    try:
+        from xdist.scheduler import LoadFileScheduling
+    except ImportError:  # another pytest-xdist layout: plain loadfile, every test still runs
+        return None
+
+    class SplitLoadFile(LoadFileScheduling):  # type: ignore[misc]
+        """``--dist loadfile``, with each file in _SPLIT run as several parts."""
+
+        _parts: dict[str, str] | None = None
+
+        def _split_scope(self, nodeid: str) -> str:
+            if self._parts is None:  # every worker has collected by the time scopes are asked for
+                collections = getattr(self, "registered_collections", None) or {None: []}
+                self._parts = _parts_of(list(next(iter(collections.values()))))
+            return self._parts.get(nodeid) or str(super()._split_scope(nodeid))
+
+    return SplitLoadFile(config, log)
+
 
 def _is_loopback(host: Any) -> bool:
     if isinstance(host, bytes):

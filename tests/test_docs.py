@@ -16,11 +16,19 @@ sample, with HOME pointing at a temporary directory whose
 ``SIOT_AUTHZ_JWKS_URL`` pointing at that issuer's JWKS on 127.0.0.1. Nothing
 leaves loopback. ``console`` samples run their ``$ `` lines. New pages under
 docs/ are picked up by themselves.
+
+A ``python`` command line (a script, ``python -m pytest``, ``python -c``) runs in
+a process forked from an interpreter that has already imported FastAPI,
+pydantic, httpx, pytest and siot_authz (tests/warm_python.py): each sample
+still has a process of its own, read from the same command line, and skips
+the half second or more of imports (about 20 s of the suite's CPU time).
+Shell samples run in bash, their ``python`` and ``siot-authz`` included.
 """
 
 from __future__ import annotations
 
 import ast
+import itertools
 import json
 import os
 import re
@@ -35,6 +43,7 @@ from pathlib import Path
 import pytest
 
 from siot_authz.testing import LocalIssuer
+from warm_python import WarmPython
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PAGES = [REPO_ROOT / "README.md", *sorted((REPO_ROOT / "docs").glob("*.md"))]
@@ -155,12 +164,15 @@ def sample_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return project
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def run_env(sample_home: Path, docs_issuer: LocalIssuer) -> dict[str, str]:
     env = {key: value for key, value in os.environ.items() if not key.startswith(("SIOT_AUTHZ_", "PYTEST_"))}
     env.update(
         {
             "HOME": str(sample_home),
+            # As in the activated virtualenv the README installs into, even when the suite was
+            # started as .venv/bin/python -m pytest: shell samples call siot-authz and python.
+            "PATH": os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", os.defpath)]),
             "SIOT_AUTHZ_REGION": docs_issuer.region,
             "SIOT_AUTHZ_USER_POOL_ID": docs_issuer.user_pool_id,
             "SIOT_AUTHZ_CLIENT_IDS": docs_issuer.client_id,
@@ -170,8 +182,54 @@ def run_env(sample_home: Path, docs_issuer: LocalIssuer) -> dict[str, str]:
     return env
 
 
-def _run(command: list[str], sample: Sample, cwd: Path, env: dict[str, str]) -> None:
-    result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
+# What samples import, loaded once; each only if it imports without a warning (tests/warm_python.py).
+_PRELOAD = [
+    "pydantic",
+    "fastapi",
+    "fastapi.responses",
+    "starlette.websockets",
+    "starlette.testclient",
+    "httpx",
+    "prometheus_client",
+    "prometheus_client.parser",
+    "siot_authz",
+    "siot_authz.testing",
+    "siot_authz.revocation",
+    "siot_authz.metrics",
+    "siot_authz.aws_lambda",
+]
+# For ``python -m pytest``: nothing from a distribution with a pytest plugin (siot-authz, anyio, which
+# FastAPI imports, pytest-xdist, hypothesis): pytest rewrites their asserts as it imports them, and
+# warns (an error under -W error) about any already imported.
+_PRELOAD_FOR_PYTEST = [
+    "pytest",
+    "pydantic",
+    "pydantic_settings",
+    "prometheus_client",
+    "prometheus_client.parser",
+]
+
+
+@pytest.fixture(scope="session")
+def warm_python(run_env: dict[str, str]) -> Iterator[dict[str, WarmPython]]:
+    """Warm interpreters: one for scripts and ``-c``, one for ``-m pytest``."""
+    pythons = {"script": WarmPython(run_env, _PRELOAD), "pytest": WarmPython(run_env, _PRELOAD_FOR_PYTEST)}
+    yield pythons
+    for python in pythons.values():
+        python.close()
+
+
+def _run(
+    command: list[str], sample: Sample, cwd: Path, env: dict[str, str], pythons: dict[str, WarmPython]
+) -> None:
+    if command[0] == sys.executable:
+        runs_pytest = any(
+            option == "-m" and module == "pytest" for option, module in itertools.pairwise(command)
+        )
+        python = pythons["pytest" if runs_pytest else "script"]
+        result = python.run(command[1:], cwd=cwd, env=env, timeout=120)
+    else:
+        result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, f"{sample.where} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
 
 
@@ -207,7 +265,13 @@ def test_every_marker_is_known() -> None:
 
 
 @pytest.mark.parametrize("sample", ALL, ids=[sample.where for sample in ALL])
-def test_sample_runs(sample: Sample, sample_project: Path, run_env: dict[str, str], tmp_path: Path) -> None:
+def test_sample_runs(
+    sample: Sample,
+    sample_project: Path,
+    run_env: dict[str, str],
+    warm_python: dict[str, WarmPython],
+    tmp_path: Path,
+) -> None:
     if sample.language == "python":
         compile(sample.script, sample.where, "exec")  # every Python sample must at least parse
     if sample.language == "toml":
@@ -220,9 +284,9 @@ def test_sample_runs(sample: Sample, sample_project: Path, run_env: dict[str, st
     if sample.action == "needs-aws":
         if sample.language == "python":
             (project / "sample_imports.py").write_text(_imports_only(sample.script), encoding="utf-8")
-            _run([sys.executable, "sample_imports.py"], sample, project, run_env)
+            _run([sys.executable, "sample_imports.py"], sample, project, run_env, warm_python)
         else:
-            _run(["bash", "-n", "-c", _shell(sample)], sample, project, run_env)
+            _run(["bash", "-n", "-c", _shell(sample)], sample, project, run_env, warm_python)
     elif sample.action == "pytest":
         # Where the README puts it, run as plain ``pytest`` runs it: ``-P`` keeps the working
         # folder off sys.path (``python -m`` would add it), so the imports of the user's own
@@ -230,12 +294,14 @@ def test_sample_runs(sample: Sample, sample_project: Path, run_env: dict[str, st
         (project / "tests").mkdir(exist_ok=True)
         (project / "tests" / "test_sample.py").write_text(sample.script, encoding="utf-8")
         command = [sys.executable, "-P", "-m", "pytest", "-q", "-p", "no:cacheprovider", "-W", "error"]
-        _run([*command, "-W", _STARLETTE_NOTICE, "tests/test_sample.py"], sample, project, run_env)
+        _run(
+            [*command, "-W", _STARLETTE_NOTICE, "tests/test_sample.py"], sample, project, run_env, warm_python
+        )
     elif sample.language == "python":
         (project / "sample.py").write_text(sample.script, encoding="utf-8")
-        _run([sys.executable, "-W", "error", "sample.py"], sample, project, run_env)
+        _run([sys.executable, "-W", "error", "sample.py"], sample, project, run_env, warm_python)
     else:
-        _run(["bash", "-euo", "pipefail", "-c", _shell(sample)], sample, project, run_env)
+        _run(["bash", "-euo", "pipefail", "-c", _shell(sample)], sample, project, run_env, warm_python)
 
 
 def _uvicorn_targets() -> list[tuple[Sample, str]]:
@@ -251,12 +317,16 @@ def _uvicorn_targets() -> list[tuple[Sample, str]]:
     ("sample", "target"), _uvicorn_targets(), ids=lambda value: getattr(value, "where", value)
 )
 def test_server_commands_name_an_app_that_exists(
-    sample: Sample, target: str, sample_project: Path, run_env: dict[str, str]
+    sample: Sample,
+    target: str,
+    sample_project: Path,
+    run_env: dict[str, str],
+    warm_python: dict[str, WarmPython],
 ) -> None:
     # These samples start servers that run until stopped; what can drift is the app they name.
     module, attribute = target.split(":")
     check = f"import importlib; assert hasattr(importlib.import_module({module!r}), {attribute!r})"
-    _run([sys.executable, "-c", check], sample, sample_project, run_env)
+    _run([sys.executable, "-c", check], sample, sample_project, run_env, warm_python)
 
 
 def test_every_setting_is_in_the_configuration_tables() -> None:

@@ -15,6 +15,7 @@ import secrets
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -343,11 +344,15 @@ def test_picks_up_rotated_in_key_by_refetch_after_cooldown(
 
 # -- stale-if-error ------------------------------------------------------------------------
 
+# failure: (the endpoint's answer, requests per fetch, the logged reason, the fetch deadline).
+# Only the timeout needs a short deadline, and it is a third of the delay; the others keep the
+# usual 2 s: under load, the healthy first fetch overran a 0.5 s deadline given to every case
+# ("dropped-sync" failed that way with the suite spread over three workers).
 REFRESH_FAILURES = {
-    "http_500": (JwksResponse(status=500), 2, "http_500"),
-    "timeout": (JwksResponse(delay_seconds=1.5), 1, "timeout"),
-    "garbage": (JwksResponse(body=b"<html>maintenance</html>"), 1, "jwks_not_utf8_json"),
-    "dropped": (JwksResponse(close_without_response=True), 2, "transport_RemoteProtocolError"),
+    "http_500": (JwksResponse(status=500), 2, "http_500", 2.0),
+    "timeout": (JwksResponse(delay_seconds=3.0), 1, "timeout", 1.0),
+    "garbage": (JwksResponse(body=b"<html>maintenance</html>"), 1, "jwks_not_utf8_json", 2.0),
+    "dropped": (JwksResponse(close_without_response=True), 2, "transport_RemoteProtocolError", 2.0),
 }
 
 
@@ -362,8 +367,8 @@ def test_serves_stale_keys_when_refresh_fails(
     jwks_server: JwksServer,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    response, requests_per_fetch, reason = REFRESH_FAILURES[failure]
-    caller = make_caller(face, clock, http_timeout_seconds=0.5)
+    response, requests_per_fetch, reason, deadline = REFRESH_FAILURES[failure]
+    caller = make_caller(face, clock, http_timeout_seconds=deadline)
     assert caller.outcome(issuer.mint()) == "ok"
     jwks_server.response = response
     clock.advance(TTL + 1)
@@ -614,3 +619,23 @@ def test_a_refresh_lost_with_a_loop_closed_undrained_is_presumed_lost_and_anothe
     del verifier, loop
     with pytest.warns(RuntimeWarning, match="coroutine 'JwksCache._fetch_and_store' was never awaited"):
         gc.collect()
+
+
+def test_caches_share_one_tls_context_per_ca_setting(
+    settings: AuthSettings, jwks_server: JwksServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Loading the CA bundle costs about 30 ms: every pool's first fetch paid it, once per cache.
+    first, second = JwksCache(settings), JwksCache(settings)
+    first.refresh_sync()
+    second.refresh_sync()
+    assert first._get_ssl_context() is second._get_ssl_context()
+    first.close()
+    second.close()
+
+    # httpx reads SSL_CERT_DIR when it builds a context: a process that sets it later still gets it.
+    monkeypatch.setenv("SSL_CERT_DIR", str(tmp_path))
+    monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+    third = JwksCache(settings)
+    third.refresh_sync()
+    assert third._get_ssl_context() is not first._get_ssl_context()
+    third.close()

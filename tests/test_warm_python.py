@@ -1,0 +1,109 @@
+"""The docs samples' warm interpreter reads a command line as ``python`` does (tests/warm_python.py).
+
+Each command runs both ways, in a fresh ``python`` and forked from the warm one, and must give
+the same exit code, output, ``sys.argv``, ``sys.path`` and warning filters: a sample that fails
+when a user runs it must fail the same way in tests/test_docs.py.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from warm_python import WarmPython
+
+_PROBE = """\
+import json, sys, warnings
+print(json.dumps({
+    "name": __name__,
+    "argv": [arg.rsplit("/", 1)[-1] for arg in sys.argv],
+    "path": sys.path,
+    "filters": [(action, str(message), category.__name__, str(module), line)
+                for action, message, category, module, line in warnings.filters],
+    "warnoptions": sys.warnoptions,
+}))
+if "--warn" in sys.argv:
+    warnings.warn("a deprecated call", DeprecationWarning, stacklevel=1)
+    warnings.warn("a user warning", UserWarning, stacklevel=1)
+if "--fail" in sys.argv:
+    raise LookupError("the sample is wrong")
+if "--exit" in sys.argv:
+    sys.exit(sys.argv[-1])
+"""
+# Warns when imported: never preloaded, so -W error still fails a command that imports it.
+_NOISY = "import warnings\nwarnings.warn('imported a noisy module', UserWarning, stacklevel=2)\nVALUE = 1\n"
+
+COMMANDS = [
+    ["probe.py"],
+    ["probe.py", "one", "--warn"],
+    ["-W", "error", "probe.py", "--warn"],
+    ["-W", "error::UserWarning", "-W", "ignore::DeprecationWarning", "probe.py", "--warn"],
+    ["-Werror", "probe.py"],
+    ["probe.py", "--fail"],
+    ["probe.py", "--exit", "3"],
+    ["probe.py", "--exit", "a message"],
+    ["-m", "probe", "two"],
+    ["-P", "-m", "probe"],  # -P keeps the working folder off sys.path: probe is not found
+    ["-c", "import probe", "three"],
+    ["-P", "-c", "import probe"],
+    ["-c", "import noisy; print(noisy.VALUE)"],
+    ["-W", "error", "-c", "import noisy"],
+    ["-W", "error", "-c", "import fastapi, siot_authz; print(siot_authz.__name__)"],
+]
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("warm-project")
+    (folder / "probe.py").write_text(_PROBE, encoding="utf-8")
+    (folder / "modules").mkdir()
+    (folder / "modules" / "noisy.py").write_text(_NOISY, encoding="utf-8")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def env(project: Path) -> dict[str, str]:
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("PYTEST_", "PYTHON"))}
+    env["PYTHONPATH"] = str(project / "modules")
+    return env
+
+
+@pytest.fixture(scope="module")
+def warm(env: dict[str, str]) -> Iterator[WarmPython]:
+    python = WarmPython(env, ["fastapi", "siot_authz", "noisy"])
+    yield python
+    python.close()
+
+
+def test_a_module_that_warns_on_import_is_not_preloaded(warm: WarmPython) -> None:
+    assert warm.preloaded == ["fastapi", "siot_authz"]
+
+
+@pytest.mark.parametrize("argv", COMMANDS, ids=" ".join)
+def test_a_command_runs_as_a_fresh_python_runs_it(
+    argv: list[str], warm: WarmPython, project: Path, env: dict[str, str]
+) -> None:
+    fresh = subprocess.run(
+        [sys.executable, *argv], cwd=project, env=env, capture_output=True, text=True, timeout=120
+    )
+    forked = warm.run(argv, cwd=project, env=env, timeout=120)
+    assert forked.returncode == fresh.returncode
+    assert forked.stdout == fresh.stdout
+    # Tracebacks name the runner's frames; the last line (the error, or the exit message) must match.
+    assert forked.stderr.strip().splitlines()[-1:] == fresh.stderr.strip().splitlines()[-1:]
+
+
+def test_a_command_that_outlives_its_timeout_is_killed(
+    warm: WarmPython, project: Path, env: dict[str, str]
+) -> None:
+    with pytest.raises(subprocess.TimeoutExpired):
+        warm.run(["-c", "import time; time.sleep(60)"], cwd=project, env=env, timeout=0.5)
+    assert (
+        warm.run(["-c", "print('still serving')"], cwd=project, env=env, timeout=120).stdout
+        == "still serving\n"
+    )
