@@ -432,3 +432,47 @@ def test_a_scrape_forgets_only_processes_that_have_ended_even_while_another_scra
 
     monkeypatch.setattr(_prometheus_files, "mark_process_dead", removed_meanwhile)
     assert _prometheus_files.forget_exited_processes(str(tmp_path)) == [ended]
+
+
+def test_a_scrape_reads_past_a_file_another_worker_is_creating_or_removing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Once a scrape answered 500: it met a worker's brand-new, still empty file (struct.error in the merge)."""
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    env = {key: value for key, value in os.environ.items() if not key.startswith("SIOT_AUTHZ_")}
+    env["PROMETHEUS_MULTIPROC_DIR"] = str(tmp_path)
+    worker = subprocess.Popen(
+        [sys.executable, "-c", _WORKER, "ok", "0.5"],
+        cwd=TESTS,
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert worker.stdout is not None
+        assert worker.stdout.readline() == b"published\n"
+        expected = _merged(tmp_path)
+        # A worker starting now: its file exists, empty, until prometheus_client sizes it.
+        (tmp_path / f"counter_{worker.pid + 100_000}.db").touch()
+        with_new_file = _merged(tmp_path)
+        # Another scrape removes an exited worker's gauge file between this one's listing and reading.
+        merge = MultiProcessCollector.merge
+        calls: list[int] = []
+
+        def file_gone_once(files: list[str], accumulate: bool = True) -> object:
+            calls.append(len(files))
+            if len(calls) == 1:
+                raise FileNotFoundError(files[0])
+            return merge(files, accumulate)
+
+        monkeypatch.setattr(MultiProcessCollector, "merge", staticmethod(file_gone_once))
+        after_a_vanished_file = _merged(tmp_path)
+    finally:
+        worker.kill()
+        worker.wait(timeout=10)
+
+    assert value(expected, "siot_authz_ready", verifier="") == 1
+    assert with_new_file == expected
+    assert after_a_vanished_file == expected
+    assert len(calls) == 2

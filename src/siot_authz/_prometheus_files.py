@@ -36,6 +36,7 @@ import contextlib
 import glob
 import logging
 import os
+import struct
 import threading
 import time
 import weakref
@@ -288,7 +289,6 @@ class SharedFilesCollector:
     def __init__(self, directory: str, before_scrape: Callable[[], None]) -> None:
         self._directory = directory
         self._before_scrape = before_scrape
-        self._merged = MultiProcessCollector(None, directory)  # type: ignore[no-untyped-call]
 
     def collect(self) -> Iterable[Metric]:
         try:
@@ -296,4 +296,42 @@ class SharedFilesCollector:
         except Exception as exc:  # the files of the other workers are still worth serving
             logger.warning("metrics_publish_failed type=%s", type(exc).__name__)
         forget_exited_processes(self._directory)
-        return self._merged.collect()  # type: ignore[no-untyped-call,no-any-return]
+        # Other workers change the directory while it is read: a file being
+        # created is empty for a moment (prometheus_client's merge then fails
+        # to unpack it), and another scrape may remove an exited process's
+        # gauge file between the listing and the read. Either lasts a moment:
+        # list again, and at the last attempt leave out any file that cannot
+        # be read whole, rather than answer the scrape with a 500.
+        for _ in range(_MERGE_ATTEMPTS - 1):
+            try:
+                return _merge(_readable_files(self._directory))
+            except (FileNotFoundError, struct.error):
+                continue
+        return _merge([path for path in _readable_files(self._directory) if _reads_whole(path)])
+
+
+_MERGE_ATTEMPTS = 3
+# A metrics file starts with an 8-byte header: anything shorter is still being created.
+_HEADER_BYTES = 8
+
+
+def _readable_files(directory: str) -> list[str]:
+    """The directory's metrics files, less those too new to hold their header yet."""
+    readable = []
+    for path in glob.glob(os.path.join(directory, "*.db")):
+        with contextlib.suppress(OSError):  # gone since the listing
+            if os.path.getsize(path) >= _HEADER_BYTES:
+                readable.append(path)
+    return readable
+
+
+def _reads_whole(path: str) -> bool:
+    try:
+        _merge([path])
+    except (OSError, struct.error):
+        return False
+    return True
+
+
+def _merge(files: list[str]) -> list[Metric]:
+    return list(MultiProcessCollector.merge(files, accumulate=True))  # type: ignore[no-untyped-call]
