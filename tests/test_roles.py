@@ -297,7 +297,7 @@ def test_slow_source_times_out_with_503_and_never_blocks_the_event_loop(
         return ["admin"]
 
     auth = CognitoAuth(
-        issuer.settings(), roles=RolesCache(stuck_async if is_async else stuck, timeout_seconds=0.3)
+        issuer.settings(), roles=RolesCache(stuck_async if is_async else stuck, timeout_seconds=1.0)
     )
     app = roles_app(auth)
     with TestClient(app) as client:
@@ -312,16 +312,16 @@ def test_slow_source_times_out_with_503_and_never_blocks_the_event_loop(
         caller = threading.Thread(target=call_admin)
         caller.start()
         time.sleep(0.05)
-        # Meanwhile the loop still answers other requests at once.
-        quick_start = time.monotonic()
+        # Meanwhile the loop still answers other requests: this one while the admin call waits.
         assert client.get("/me", headers=ada).status_code == 200
-        assert time.monotonic() - quick_start < 0.2
+        still_waiting = "admin" not in answers
         caller.join(5)
         elapsed = time.monotonic() - started
         release.set()
+    assert still_waiting
     assert answers["admin"].status_code == 503
     assert answers["admin"].json()["detail"]["code"] == "roles_unavailable"
-    assert 0.25 < elapsed < 2
+    assert 0.95 < elapsed < 3
 
 
 class SlowAdminSource:
