@@ -19,7 +19,7 @@ from ._errors import (
     TokenNotYetValid,
     TokenUseMismatch,
 )
-from ._principal import Principal, verified_principal
+from ._principal import Principal, parsed_claims, verified_principal
 from ._settings import AuthSettings
 
 __all__ = ["ClaimRules"]
@@ -129,10 +129,7 @@ class ClaimRules:
         sub = _string(claims, "sub")
         username = _string(claims, username_claim)
         groups = _string_list(claims, "cognito:groups")
-        if groups:
-            # The principal's claims hold the same tuple (a copy of the dict,
-            # in the same order): frozen already, so building them walks nothing.
-            claims = {**claims, "cognito:groups": groups}
+        email = _optional_string(claims, "email")
         # Every value below has its field's exact type, proved by the rules
         # above, so the principal is built without validating it again.
         return verified_principal(
@@ -142,12 +139,14 @@ class ClaimRules:
             tuple(scope.split()) if scope else (),
             token_use,
             client_id,
-            _optional_string(claims, "email"),
+            email,
             issuer,
             self._user_pool_id,
-            _utc(float(issued_at)),
-            _utc(float(expires_at)),
-            claims,
+            _utc(issued_at),
+            _utc(expires_at),
+            # The claims hold the very tuple the principal's groups are: one
+            # object per token, and frozen already, so building them walks nothing.
+            parsed_claims(claims, groups) if groups else parsed_claims(claims),
         )
 
 
@@ -160,9 +159,11 @@ _MAX_DATETIMES = 4096
 
 
 def _utc(timestamp: float) -> datetime:
+    # An int and the float of equal value are one dict key, so the claim's
+    # own number is looked up as it is.
     moment = _datetimes.get(timestamp)
     if moment is None:
         if len(_datetimes) >= _MAX_DATETIMES:
             _datetimes.clear()
-        moment = _datetimes[timestamp] = datetime.fromtimestamp(timestamp, UTC)
+        moment = _datetimes[timestamp] = datetime.fromtimestamp(float(timestamp), UTC)
     return moment

@@ -13,6 +13,7 @@ __all__ = [
     "Claims",
     "Principal",
     "freeze_claims",
+    "parsed_claims",
     "principal_from_parts",
     "principal_parts",
     "verified_principal",
@@ -23,6 +24,9 @@ _ATOMS = (str, int, float, bool, type(None))
 
 
 _ATOM_TYPES: frozenset[type] = frozenset(_ATOMS)
+# Claims handed in as the JSON parser's dict never hold a tuple but the claim
+# rules' groups, all strings: a tuple there is frozen already.
+_PARSED_FROZEN = _ATOM_TYPES | {tuple}
 
 
 def _frozen(value: Any) -> Any:
@@ -104,6 +108,9 @@ class Claims(Mapping[str, Any]):
         return f"Claims({dict(zip(self._names, self._values, strict=True))!r})"
 
 
+_new_claims = Claims.__new__
+
+
 def _claims_from(names: tuple[str, ...], values: tuple[Any, ...]) -> Claims:
     """Claims from a layout's names and frozen values, in the same order; nothing is copied or checked."""
     claims = Claims.__new__(Claims)
@@ -122,6 +129,26 @@ def _claims_of(claims: dict[str, Any], *, frozen_types: frozenset[type] = _ATOM_
         # An array of groups, as a rule: only those values are frozen.
         values = tuple([value if type(value) in _ATOM_TYPES else _frozen(value) for value in values])
     return _claims_from(tuple(claims), values)
+
+
+def parsed_claims(claims: dict[str, Any], groups: tuple[str, ...] | None = None) -> Claims:
+    """Claims from the JSON parser's object, as :func:`_claims_of` makes them, without copying the dict.
+
+    ``groups``, when given, is the claim rules' tuple of the ``cognito:groups``
+    array: it takes that array's place, so the principal's groups and its
+    claims share one object.
+    """
+    names, index = _layout(tuple(claims))
+    values = tuple(claims.values())
+    if groups is not None:
+        at = index["cognito:groups"]
+        values = (*values[:at], groups, *values[at + 1 :])
+    # The parser never makes a tuple: one here is the groups, frozen already.
+    if not _PARSED_FROZEN.issuperset(map(type, values)):
+        values = tuple([value if type(value) in _PARSED_FROZEN else _frozen(value) for value in values])
+    frozen = _new_claims(Claims)
+    frozen._names, frozen._index, frozen._values = names, index, values
+    return frozen
 
 
 def freeze_claims(claims: Mapping[str, Any]) -> Claims:
@@ -187,11 +214,6 @@ class Principal(BaseModel):
         """True when every one of ``scopes`` was granted."""
         return set(scopes).issubset(self.scopes)
 
-
-# The claims handed to verified_principal come from the JSON parser, which
-# never makes a tuple; the one tuple in them is the rules' groups, all
-# strings. So a tuple there is frozen already.
-_PARSED_FROZEN = _ATOM_TYPES | {tuple}
 
 # One fields-set for every principal built here, instead of one set (a
 # container the collector visits) per cached principal. pydantic copies it

@@ -177,6 +177,10 @@ class VerifiedTokenCache:
             entries.move_to_end(digest)
             if len(entries) > self._hot_size:
                 demoted = entries.popitem(last=False)
+                if not compact and len(entries) >= self._max_size:
+                    # No room in the cold tier (a cache no larger than the hot
+                    # tier): the oldest entry simply goes, not taken apart first.
+                    demoted = None
             elif len(entries) + len(compact) > self._max_size:
                 compact.popitem(last=False)
             if entry.expires_at < self._next_sweep_at:

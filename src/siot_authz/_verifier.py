@@ -18,11 +18,15 @@ Claims are read before step 7 only as parsed JSON, and only ``iss`` to pick
 a pool; no rule trusts them until the signature has verified.
 
 There is one pipeline for every face. Steps 1 to 5 (and 9 for a cache hit)
-never wait. Steps 6 to 10 are a generator that yields what it must wait for,
-the key (step 6) and the check's answer (step 8), and is handed back how the
-wait ended. ``verify`` awaits each wait and ``verify_sync`` blocks on it;
-nothing else differs, so a further face (the Lambda one calls ``verify_sync``)
-reuses the pipeline instead of copying it.
+never wait. Steps 6 to 10 wait only for a key that is not held yet (step 6)
+and for the application check's answer (step 8). When the key is held and
+there is no check, which is every new token of a running service, they run
+at once, in the same functions (:meth:`TokenVerifier._signed` and
+:meth:`TokenVerifier._accepted`), with no await and no generator. Otherwise
+they are a generator that yields what it must wait for and is handed back
+how the wait ended. ``verify`` awaits each wait and ``verify_sync`` blocks on
+it; nothing else differs, so a further face (the Lambda one calls
+``verify_sync``) reuses the pipeline instead of copying it.
 """
 
 from __future__ import annotations
@@ -266,8 +270,8 @@ class TokenVerifier:
         of the calling task (a client that went away) still propagates.
         """
         found = self._cached_or_routed(token)
-        if isinstance(found, Principal):
-            return found  # a verified-cache hit
+        if type(found) is not _Steps:
+            return found  # type: ignore[return-value]  # a cache hit, or a new token with nothing to wait for
         while found.wanted is not None:
             found.resume(*await self._wait(found.wanted))
         return found.principal
@@ -281,8 +285,8 @@ class TokenVerifier:
         completion on a private event loop.
         """
         found = self._cached_or_routed(token)
-        if isinstance(found, Principal):
-            return found  # a verified-cache hit
+        if type(found) is not _Steps:
+            return found  # type: ignore[return-value]  # a cache hit, or a new token with nothing to wait for
         while found.wanted is not None:
             found.resume(*self._wait_sync(found.wanted))
         return found.principal
@@ -318,7 +322,11 @@ class TokenVerifier:
     # -- pipeline steps -------------------------------------------------------
 
     def _cached_or_routed(self, token: str) -> Principal | _Steps:
-        """Steps 1 to 5: a cached principal (revocation checked, reported), or the rest of the pipeline to run."""
+        """Steps 1 to 5, then 6 to 10 when they need no wait: a principal, or the rest of the pipeline to run.
+
+        ``isinstance(..., Principal)`` is slow (pydantic's metaclass is an
+        ABCMeta), so the faces tell the two answers apart by ``type() is _Steps``.
+        """
         cache_hit = False
         pool_id = ""
         try:
@@ -353,29 +361,59 @@ class TokenVerifier:
         except Exception as exc:
             refusal = self._refusal(exc, pool_id, cache_hit)
         else:
-            return _Steps(self._verify_new(unverified))
+            return self._new_token(unverified)
         # Raised outside the except block, so the refusal does not carry the
         # original exception (which might quote token bytes) as its context.
         raise refusal
 
-    def _verify_new(self, unverified: _Unverified) -> Generator[_Wanted, Any, Principal]:
-        """Steps 6 to 10 for a token the cache did not have; yields what it must wait for."""
+    def _new_token(self, unverified: _Unverified) -> Principal | _Steps:
+        """Steps 6 to 10 at once when the key is held and there is no check; else the steps that wait."""
         pool = unverified.pool
-        parsed = unverified.parsed
         try:
-            key: RS256PublicKey = yield _KeyWanted(pool.keys, parsed.kid)
-            if not key.verify(parsed.signing_input, parsed.signature):
-                raise SignatureInvalid(kid=parsed.kid)
-            principal = pool.rules.check(parsed.claims, self._clock())
+            # The key cache's own first step on either face, without the
+            # coroutine or the blocking call around it: a held key (fresh or
+            # stale; a due refresh starts in the background) is used as it is.
+            key = pool.keys.held_key_or_refresh(unverified.parsed.kid)
+            if key is not None and self._check is None:
+                return self._accepted(unverified, key, self._signed(unverified, key))
+        except Exception as exc:
+            refusal = self._refusal(exc, pool.user_pool_id, False)
+        else:
+            return _Steps(self._verify_new(unverified, key))
+        raise refusal
+
+    def _verify_new(
+        self, unverified: _Unverified, key: RS256PublicKey | None
+    ) -> Generator[_Wanted, Any, Principal]:
+        """Steps 6 to 10 that must wait: for a key not held yet, or for the check; yields what it waits for."""
+        pool = unverified.pool
+        try:
+            if key is None:
+                key = yield _KeyWanted(pool.keys, unverified.parsed.kid)
+            principal = self._signed(unverified, key)
             if self._check is not None:
                 yield from self._checked(principal)
-            self._refuse_if_revoked(principal)
-            pool.remember(unverified.digest, principal, parsed.kid, key)
-            self._report_accepted(pool.user_pool_id, cache_hit=False)
-            return principal
+            return self._accepted(unverified, key, principal)
         except Exception as exc:
             refusal = self._refusal(exc, pool.user_pool_id, False)
         raise refusal
+
+    def _signed(self, unverified: _Unverified, key: RS256PublicKey) -> Principal:
+        """Steps 7 and 8: the signature under the pool's key, then the pool's claim rules."""
+        parsed = unverified.parsed
+        if not key.verify(parsed.signing_input, parsed.signature):
+            raise SignatureInvalid(kid=parsed.kid)
+        return unverified.pool.rules.check(parsed.claims, self._clock())
+
+    def _accepted(self, unverified: _Unverified, key: RS256PublicKey, principal: Principal) -> Principal:
+        """Steps 9 and 10, after the check (if any) passed: revocation, then remember and report."""
+        self._refuse_if_revoked(principal)
+        pool = unverified.pool
+        pool.remember(unverified.digest, principal, unverified.parsed.kid, key)
+        observer = self._observer
+        if observer is not None:
+            observer.verification(pool.user_pool_id, None, False)
+        return principal
 
     def _checked(self, principal: Principal) -> Generator[_Wanted, Any, None]:
         """Step 8's application check: passes, or raises the refusal its answer means."""
@@ -442,11 +480,6 @@ class TokenVerifier:
             raise RevocationUnavailable(pool=principal.user_pool_id)
 
     # -- reporting --------------------------------------------------------------
-
-    def _report_accepted(self, pool_id: str, *, cache_hit: bool) -> None:
-        observer = self._observer
-        if observer is not None:
-            observer.verification(pool_id, None, cache_hit)
 
     def _refusal(self, exc: Exception, pool_id: str, cache_hit: bool) -> AuthError:
         """Report how a verification ended in ``exc`` and return the AuthError to raise for it."""
