@@ -13,8 +13,8 @@ __all__ = [
     "Claims",
     "Principal",
     "freeze_claims",
-    "parsed_claims",
     "principal_from_parts",
+    "principal_from_rules",
     "principal_parts",
     "verified_principal",
 ]
@@ -131,26 +131,6 @@ def _claims_of(claims: dict[str, Any], *, frozen_types: frozenset[type] = _ATOM_
     return _claims_from(tuple(claims), values)
 
 
-def parsed_claims(claims: dict[str, Any], groups: tuple[str, ...] | None = None) -> Claims:
-    """Claims from the JSON parser's object, as :func:`_claims_of` makes them, without copying the dict.
-
-    ``groups``, when given, is the claim rules' tuple of the ``cognito:groups``
-    array: it takes that array's place, so the principal's groups and its
-    claims share one object.
-    """
-    names, index = _layout(tuple(claims))
-    values = tuple(claims.values())
-    if groups is not None:
-        at = index["cognito:groups"]
-        values = (*values[:at], groups, *values[at + 1 :])
-    # The parser never makes a tuple: one here is the groups, frozen already.
-    if not _PARSED_FROZEN.issuperset(map(type, values)):
-        values = tuple([value if type(value) in _PARSED_FROZEN else _frozen(value) for value in values])
-    frozen = _new_claims(Claims)
-    frozen._names, frozen._index, frozen._values = names, index, values
-    return frozen
-
-
 def freeze_claims(claims: Mapping[str, Any]) -> Claims:
     """A read-only copy of ``claims`` (see :class:`Claims`); a :class:`Claims` is returned as it is."""
     if isinstance(claims, Claims):
@@ -264,6 +244,63 @@ def verified_principal(
             "issued_at": issued_at,
             "expires_at": expires_at,
             "claims": claims if type(claims) is Claims else _claims_of(claims, frozen_types=_PARSED_FROZEN),  # type: ignore[arg-type]
+        },
+    )
+    _set_attribute(principal, "__pydantic_fields_set__", _ALL_FIELDS_SET)
+    _set_attribute(principal, "__pydantic_extra__", None)
+    _set_attribute(principal, "__pydantic_private__", None)
+    return principal
+
+
+def principal_from_rules(
+    sub: str,
+    username: str,
+    groups: tuple[str, ...],
+    scopes: tuple[str, ...],
+    token_use: Literal["id", "access"],
+    client_id: str,
+    email: str | None,
+    issuer: str,
+    user_pool_id: str,
+    issued_at: datetime,
+    expires_at: datetime,
+    claims: dict[str, Any],
+) -> Principal:
+    """:func:`verified_principal` for the claim rules, in one function: every new token comes through here.
+
+    ``claims`` is the JSON parser's object and ``groups`` the rules' tuple of
+    its ``cognito:groups`` array, which takes the array's place in the
+    claims: the principal's groups and its claims share one object. The
+    result is the principal :func:`verified_principal` would build
+    (``tests/test_claims.py`` compares them).
+    """
+    names, index = _layout(tuple(claims))
+    values = tuple(claims.values())
+    if groups:
+        at = index["cognito:groups"]
+        values = (*values[:at], groups, *values[at + 1 :])
+    # The parser never makes a tuple: one here is the groups, frozen already.
+    if not _PARSED_FROZEN.issuperset(map(type, values)):
+        values = tuple([value if type(value) in _PARSED_FROZEN else _frozen(value) for value in values])
+    frozen = _new_claims(Claims)
+    frozen._names, frozen._index, frozen._values = names, index, values
+    principal = _new_principal(Principal)
+    _set_attribute(
+        principal,
+        "__dict__",
+        {
+            "sub": sub,
+            "username": username,
+            "groups": groups,
+            "scopes": scopes,
+            "token_use": token_use,
+            "client_id": client_id,
+            "email": email,
+            "issuer": issuer,
+            "user_pool_id": user_pool_id,
+            "issued_at": issued_at,
+            "expires_at": expires_at,
+            "claims": frozen,
         },
     )
     _set_attribute(principal, "__pydantic_fields_set__", _ALL_FIELDS_SET)

@@ -94,14 +94,6 @@ def _safe(value: str) -> str:
     return repr(value[:64]) if len(value) <= 64 else repr(value[:64]) + "..."
 
 
-class _Unverified(NamedTuple):
-    """A token that missed the verified cache: parsed, routed, with the digest it will be cached under."""
-
-    parsed: ParsedToken
-    digest: bytes
-    pool: Pool
-
-
 # What the pipeline waits for; each face waits in its own way (await or block).
 
 
@@ -357,59 +349,60 @@ class TokenVerifier:
             # Each pool's own cap, once the token is routed to it: the cap above is the largest of them.
             if len(token) > pool.settings.max_token_bytes:
                 raise TokenTooLarge()
-            unverified = _Unverified(parsed, digest, pool)
         except Exception as exc:
             refusal = self._refusal(exc, pool_id, cache_hit)
         else:
-            return self._new_token(unverified)
+            return self._new_token(parsed, digest, pool)
         # Raised outside the except block, so the refusal does not carry the
         # original exception (which might quote token bytes) as its context.
         raise refusal
 
-    def _new_token(self, unverified: _Unverified) -> Principal | _Steps:
+    # A token that missed the verified cache travels as three values: parsed,
+    # the digest it will be cached under, and the pool it was routed to.
+
+    def _new_token(self, parsed: ParsedToken, digest: bytes, pool: Pool) -> Principal | _Steps:
         """Steps 6 to 10 at once when the key is held and there is no check; else the steps that wait."""
-        pool = unverified.pool
         try:
             # The key cache's own first step on either face, without the
             # coroutine or the blocking call around it: a held key (fresh or
             # stale; a due refresh starts in the background) is used as it is.
-            key = pool.keys.held_key_or_refresh(unverified.parsed.kid)
+            key = pool.keys.held_key_or_refresh(parsed.kid)
             if key is not None and self._check is None:
-                return self._accepted(unverified, key, self._signed(unverified, key))
+                return self._accepted(parsed, digest, pool, key, self._signed(parsed, pool, key))
         except Exception as exc:
             refusal = self._refusal(exc, pool.user_pool_id, False)
         else:
-            return _Steps(self._verify_new(unverified, key))
+            return _Steps(self._verify_new(parsed, digest, pool, key))
         raise refusal
 
     def _verify_new(
-        self, unverified: _Unverified, key: RS256PublicKey | None
+        self, parsed: ParsedToken, digest: bytes, pool: Pool, key: RS256PublicKey | None
     ) -> Generator[_Wanted, Any, Principal]:
         """Steps 6 to 10 that must wait: for a key not held yet, or for the check; yields what it waits for."""
-        pool = unverified.pool
         try:
             if key is None:
-                key = yield _KeyWanted(pool.keys, unverified.parsed.kid)
-            principal = self._signed(unverified, key)
+                key = yield _KeyWanted(pool.keys, parsed.kid)
+            principal = self._signed(parsed, pool, key)
             if self._check is not None:
                 yield from self._checked(principal)
-            return self._accepted(unverified, key, principal)
+            return self._accepted(parsed, digest, pool, key, principal)
         except Exception as exc:
             refusal = self._refusal(exc, pool.user_pool_id, False)
         raise refusal
 
-    def _signed(self, unverified: _Unverified, key: RS256PublicKey) -> Principal:
+    def _signed(self, parsed: ParsedToken, pool: Pool, key: RS256PublicKey) -> Principal:
         """Steps 7 and 8: the signature under the pool's key, then the pool's claim rules."""
-        parsed = unverified.parsed
         if not key.verify(parsed.signing_input, parsed.signature):
             raise SignatureInvalid(kid=parsed.kid)
-        return unverified.pool.rules.check(parsed.claims, self._clock())
+        return pool.rules.check(parsed.claims, self._clock())
 
-    def _accepted(self, unverified: _Unverified, key: RS256PublicKey, principal: Principal) -> Principal:
+    def _accepted(
+        self, parsed: ParsedToken, digest: bytes, pool: Pool, key: RS256PublicKey, principal: Principal
+    ) -> Principal:
         """Steps 9 and 10, after the check (if any) passed: revocation, then remember and report."""
         self._refuse_if_revoked(principal)
-        pool = unverified.pool
-        pool.remember(unverified.digest, principal, unverified.parsed.kid, key)
+        # exp as the rules proved it: a number, in range.
+        pool.remember(digest, principal, parsed.kid, key, parsed.claims["exp"])
         observer = self._observer
         if observer is not None:
             observer.verification(pool.user_pool_id, None, False)
