@@ -107,6 +107,11 @@ class VerifiedTokenCache:
         """
         return hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
 
+    @staticmethod
+    def digest_of_encoded(encoded: bytes) -> bytes:
+        """:meth:`digest` of a token the caller has already encoded with ``encode("utf-8", "surrogatepass")``."""
+        return hashlib.sha256(encoded).digest()
+
     @property
     def hot_entries(self) -> Mapping[bytes, object]:
         """The hot tier by digest, for a quick ``digest in ...`` test; read it, never change it."""

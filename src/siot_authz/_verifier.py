@@ -77,7 +77,7 @@ logger = logging.getLogger("siot_authz")
 #: The application's own rule: given the verified principal, True accepts; False or an AuthError refuses.
 Check = Callable[[Principal], bool | Awaitable[bool]]
 
-_digest = VerifiedTokenCache.digest
+_digest_of_encoded = VerifiedTokenCache.digest_of_encoded
 
 # Room for "Bearer " and stray whitespace around a token of the maximum size.
 _HEADER_SLACK = 64
@@ -327,7 +327,11 @@ class TokenVerifier:
             if len(token) > self._max_header_length:
                 raise TokenTooLarge()
             token = strip_bearer(token)
-            digest = _digest(token)
+            # Encoded once: for the digest (any string can be hashed, even
+            # one holding a lone surrogate, which parsing refuses later) and
+            # for parsing, where an ASCII token's bytes are the same.
+            encoded = token.encode("utf-8", "surrogatepass")
+            digest = _digest_of_encoded(encoded)
             # Most tokens are repeats: look in the pool caches first. A membership
             # test per pool (a C-level dict lookup) finds the one to ask, so a
             # hit costs one full lookup however many pools there are.
@@ -344,7 +348,7 @@ class TokenVerifier:
                             observer.verification(pool_id, None, True)
                         return principal
                     break
-            parsed = parse_token(token, self._max_token_bytes)
+            parsed = parse_token(token, self._max_token_bytes, encoded)
             pool = self._router.route(parsed.claims)
             # Each pool's own cap, once the token is routed to it: the cap above is the largest of them.
             if len(token) > pool.settings.max_token_bytes:
