@@ -19,7 +19,7 @@ from ._errors import (
     TokenNotYetValid,
     TokenUseMismatch,
 )
-from ._principal import Principal, verified_principal
+from ._principal import Principal, principal_from_rules
 from ._settings import AuthSettings
 
 __all__ = ["ClaimRules"]
@@ -110,11 +110,16 @@ class ClaimRules:
         if not isinstance(client_id, str) or client_id not in self._client_ids:
             raise ClientNotAllowed()
 
-        expires_at: float = claims.get("exp")  # type: ignore[assignment]  # checked on the next line
-        if not _is_time(expires_at):
+        # Each value is first tested for its plain JSON type, inline (this
+        # runs for every new token); anything else goes to the helper that
+        # accepts or refuses it exactly as before (a str subclass, a bool).
+        expires_at: float = claims.get("exp")  # type: ignore[assignment]  # checked on the next lines
+        is_plain = type(expires_at) in _PLAIN_NUMBERS and 0 <= expires_at <= _LATEST_TIMESTAMP
+        if not is_plain and not _is_time(expires_at):
             raise ClaimTypeInvalid("The 'exp' claim is missing or not a valid time.")
-        issued_at: float = claims.get("iat")  # type: ignore[assignment]  # checked on the next line
-        if not _is_time(issued_at):
+        issued_at: float = claims.get("iat")  # type: ignore[assignment]  # checked on the next lines
+        is_plain = type(issued_at) in _PLAIN_NUMBERS and 0 <= issued_at <= _LATEST_TIMESTAMP
+        if not is_plain and not _is_time(issued_at):
             raise ClaimTypeInvalid("The 'iat' claim is missing or not a valid time.")
         not_before = _timestamp(claims, "nbf", required=False) if "nbf" in claims else None
         leeway = self._leeway
@@ -125,30 +130,42 @@ class ClaimRules:
         if not_before is not None and not_before > now + leeway:
             raise TokenNotYetValid()
 
-        scope = _optional_string(claims, "scope")
-        sub = _string(claims, "sub")
-        username = _string(claims, username_claim)
-        groups = _string_list(claims, "cognito:groups")
-        if groups:
-            # The principal's claims hold the same tuple (a copy of the dict,
-            # in the same order): frozen already, so building them walks nothing.
-            claims = {**claims, "cognito:groups": groups}
+        scope = claims.get("scope")
+        if type(scope) is not str and (scope is not None or "scope" in claims):
+            scope = _optional_string(claims, "scope")
+        sub = claims.get("sub")
+        if type(sub) is not str or not sub:
+            sub = _string(claims, "sub")
+        username = claims.get(username_claim)
+        if type(username) is not str or not username:
+            username = _string(claims, username_claim)
+        listed = claims.get("cognito:groups")
+        if type(listed) is list and _ONLY_STR.issuperset(map(type, listed)):
+            groups: tuple[str, ...] = tuple(listed)
+        else:
+            groups = _string_list(claims, "cognito:groups")
+        email = claims.get("email")
+        if type(email) is not str and (email is not None or "email" in claims):
+            email = _optional_string(claims, "email")
         # Every value below has its field's exact type, proved by the rules
         # above, so the principal is built without validating it again.
-        return verified_principal(
+        return principal_from_rules(
             sub,
             username,
             groups,
             tuple(scope.split()) if scope else (),
             token_use,
             client_id,
-            _optional_string(claims, "email"),
+            email,
             issuer,
             self._user_pool_id,
-            _utc(float(issued_at)),
-            _utc(float(expires_at)),
+            _utc(issued_at),
+            _utc(expires_at),
             claims,
         )
+
+
+_PLAIN_NUMBERS = frozenset([int, float])
 
 
 # Tokens verified in the same second share their iat and exp; in a login
@@ -160,9 +177,11 @@ _MAX_DATETIMES = 4096
 
 
 def _utc(timestamp: float) -> datetime:
+    # An int and the float of equal value are one dict key, so the claim's
+    # own number is looked up as it is.
     moment = _datetimes.get(timestamp)
     if moment is None:
         if len(_datetimes) >= _MAX_DATETIMES:
             _datetimes.clear()
-        moment = _datetimes[timestamp] = datetime.fromtimestamp(timestamp, UTC)
+        moment = _datetimes[timestamp] = datetime.fromtimestamp(float(timestamp), UTC)
     return moment

@@ -221,7 +221,13 @@ class CognitoAuth(SecurityBase):
             raise self._refusal(connection, error) from None
         except AuthError as error:
             raise self._refusal(connection, error) from None
-        if isinstance(connection, WebSocket) and self.ends_websockets_with_token:
+        # The scope's type first: an isinstance test against Starlette's
+        # classes goes through ABCMeta, on every HTTP request.
+        if (
+            connection.scope["type"] == "websocket"
+            and isinstance(connection, WebSocket)
+            and self.ends_websockets_with_token
+        ):
             self._end_with_token(connection, principal)
         return principal
 

@@ -85,13 +85,23 @@ class Pool:
         key = self.keys.held_key(kid)
         return key.serial if key is not None else None
 
-    def remember(self, digest: bytes, principal: Principal, kid: str, key: RS256PublicKey) -> None:
-        """Cache a verified token, first dropping entries whose key a new key set withdrew."""
+    def remember(
+        self,
+        digest: bytes,
+        principal: Principal,
+        kid: str,
+        key: RS256PublicKey,
+        expires_at: float | None = None,
+    ) -> None:
+        """Cache a verified token, first dropping entries whose key a new key set withdrew.
+
+        ``expires_at`` is the token's ``exp`` (seconds), when the caller has it as a number.
+        """
         keys = self.keys
         if keys.generation != self._seen_key_generation:
             self._seen_key_generation = keys.generation
             self.verified.keep_only_held_keys(self._held_serial)
-        self.verified.put(digest, principal, kid, key.serial)
+        self.verified.put(digest, principal, kid, key.serial, expires_at)
 
 
 class PoolRouter:

@@ -14,6 +14,7 @@ __all__ = [
     "Principal",
     "freeze_claims",
     "principal_from_parts",
+    "principal_from_rules",
     "principal_parts",
     "verified_principal",
 ]
@@ -23,6 +24,9 @@ _ATOMS = (str, int, float, bool, type(None))
 
 
 _ATOM_TYPES: frozenset[type] = frozenset(_ATOMS)
+# Claims handed in as the JSON parser's dict never hold a tuple but the claim
+# rules' groups, all strings: a tuple there is frozen already.
+_PARSED_FROZEN = _ATOM_TYPES | {tuple}
 
 
 def _frozen(value: Any) -> Any:
@@ -102,6 +106,9 @@ class Claims(Mapping[str, Any]):
 
     def __repr__(self) -> str:
         return f"Claims({dict(zip(self._names, self._values, strict=True))!r})"
+
+
+_new_claims = Claims.__new__
 
 
 def _claims_from(names: tuple[str, ...], values: tuple[Any, ...]) -> Claims:
@@ -188,11 +195,6 @@ class Principal(BaseModel):
         return set(scopes).issubset(self.scopes)
 
 
-# The claims handed to verified_principal come from the JSON parser, which
-# never makes a tuple; the one tuple in them is the rules' groups, all
-# strings. So a tuple there is frozen already.
-_PARSED_FROZEN = _ATOM_TYPES | {tuple}
-
 # One fields-set for every principal built here, instead of one set (a
 # container the collector visits) per cached principal. pydantic copies it
 # before changing it (model_copy), and a frozen model never adds to it.
@@ -242,6 +244,63 @@ def verified_principal(
             "issued_at": issued_at,
             "expires_at": expires_at,
             "claims": claims if type(claims) is Claims else _claims_of(claims, frozen_types=_PARSED_FROZEN),  # type: ignore[arg-type]
+        },
+    )
+    _set_attribute(principal, "__pydantic_fields_set__", _ALL_FIELDS_SET)
+    _set_attribute(principal, "__pydantic_extra__", None)
+    _set_attribute(principal, "__pydantic_private__", None)
+    return principal
+
+
+def principal_from_rules(
+    sub: str,
+    username: str,
+    groups: tuple[str, ...],
+    scopes: tuple[str, ...],
+    token_use: Literal["id", "access"],
+    client_id: str,
+    email: str | None,
+    issuer: str,
+    user_pool_id: str,
+    issued_at: datetime,
+    expires_at: datetime,
+    claims: dict[str, Any],
+) -> Principal:
+    """:func:`verified_principal` for the claim rules, in one function: every new token comes through here.
+
+    ``claims`` is the JSON parser's object and ``groups`` the rules' tuple of
+    its ``cognito:groups`` array, which takes the array's place in the
+    claims: the principal's groups and its claims share one object. The
+    result is the principal :func:`verified_principal` would build
+    (``tests/test_claims.py`` compares them).
+    """
+    names, index = _layout(tuple(claims))
+    values = tuple(claims.values())
+    if groups:
+        at = index["cognito:groups"]
+        values = (*values[:at], groups, *values[at + 1 :])
+    # The parser never makes a tuple: one here is the groups, frozen already.
+    if not _PARSED_FROZEN.issuperset(map(type, values)):
+        values = tuple([value if type(value) in _PARSED_FROZEN else _frozen(value) for value in values])
+    frozen = _new_claims(Claims)
+    frozen._names, frozen._index, frozen._values = names, index, values
+    principal = _new_principal(Principal)
+    _set_attribute(
+        principal,
+        "__dict__",
+        {
+            "sub": sub,
+            "username": username,
+            "groups": groups,
+            "scopes": scopes,
+            "token_use": token_use,
+            "client_id": client_id,
+            "email": email,
+            "issuer": issuer,
+            "user_pool_id": user_pool_id,
+            "issued_at": issued_at,
+            "expires_at": expires_at,
+            "claims": frozen,
         },
     )
     _set_attribute(principal, "__pydantic_fields_set__", _ALL_FIELDS_SET)

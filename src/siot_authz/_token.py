@@ -258,27 +258,37 @@ def _parse_header(segment: bytes) -> tuple[dict[str, Any], str]:
     return parsed
 
 
-def parse_token(token: str, max_token_bytes: int) -> ParsedToken:
+# A NamedTuple's own constructor is a Python function; this is what it calls.
+_new_parsed_token = tuple.__new__
+
+
+def parse_token(token: str, max_token_bytes: int, encoded: bytes | None = None) -> ParsedToken:
     """Split and decode ``token``; raise a :class:`TokenMalformed` family error if it is not a JWS.
 
     The size cap is checked first, on the raw string, so an attacker cannot
-    make us decode megabytes.
+    make us decode megabytes. ``encoded`` is ``token`` already encoded as
+    UTF-8 (the verifier has it from the cache digest), to skip encoding it
+    again; an ASCII token has the same bytes in both.
     """
     if len(token) > max_token_bytes:
         raise TokenTooLarge()
     if not token.isascii():
         raise TokenMalformed("The token has non-ASCII characters.")
     # Bytes from here on: one encode, and the signing input is a slice of it.
-    data = token.encode("ascii")
+    data = token.encode("ascii") if encoded is None else encoded
     segments = data.split(b".")
     if len(segments) != 3 or not all(segments):
         raise TokenMalformed("The token does not have three non-empty segments.")
     header_segment, claims_segment, signature_segment = segments
-    header, kid = _parse_header(header_segment)
-    return ParsedToken(
-        header,
-        _decode_json_object(claims_segment),
-        kid,
-        data[: len(header_segment) + len(claims_segment) + 1],
-        _decode_base64url(signature_segment),
+    known = _valid_headers.get(header_segment)
+    header, kid = known if known is not None else _parse_header(header_segment)
+    return _new_parsed_token(
+        ParsedToken,
+        (
+            header,
+            _decode_json_object(claims_segment),
+            kid,
+            data[: len(header_segment) + len(claims_segment) + 1],
+            _decode_base64url(signature_segment),
+        ),
     )

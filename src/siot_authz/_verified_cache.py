@@ -38,7 +38,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
-from typing import Any, NamedTuple
+from typing import Any, Final
 
 from ._principal import Principal, PrincipalParts, principal_from_parts, principal_parts
 
@@ -54,26 +54,25 @@ SWEEP_INTERVAL_SECONDS = 1.0
 HOT_ENTRIES = 2048
 
 
-class _Entry(NamedTuple):
-    """A hot entry: the principal itself. Its first three fields are a cold entry's too."""
-
-    expires_at: float
-    kid: str
-    key: object  # what identifies the key that verified the token (the verifier passes its serial)
-    principal: Principal
-    # The principal as plain values, once taken apart: a revived entry keeps
-    # them, so going cold again costs nothing.
-    parts: PrincipalParts | None = None
-
+#: A hot entry: ``(expires_at, kid, key, principal, parts)``. ``key`` is what
+#: identifies the key that verified the token (the verifier passes its
+#: serial). ``parts`` is the principal as plain values once taken apart, or
+#: None: a revived entry keeps them, so going cold again costs nothing. A
+#: plain tuple, not a NamedTuple: one is built for every new token, and a
+#: NamedTuple's constructor is a Python-level call.
+_Entry = tuple[float, str, object, Principal, PrincipalParts | None]
 
 #: A cold entry: ``(expires_at, kid, key, parts)`` with the principal as plain
-#: values (:func:`principal_parts`). A plain tuple, not a NamedTuple: the
-#: collector stops tracking an exact tuple of plain values, never an
-#: instance of a subclass.
+#: values (:func:`principal_parts`). A plain tuple, which the collector stops
+#: tracking once it holds only plain values.
 _Compact = tuple[float, str, object, PrincipalParts]
 
-# Where both entry shapes keep exp, the kid and the key.
-_EXPIRES_AT, _KID, _KEY = 0, 1, 2
+# Where both entry shapes keep exp, the kid and the key; and a hot entry its principal and parts.
+_EXPIRES_AT: Final = 0
+_KID: Final = 1
+_KEY: Final = 2
+_PRINCIPAL: Final = 3
+_PARTS: Final = 4
 
 
 #: Answers "does the JWKS hold this key under this kid now?" (given what ``put`` was given as ``key``).
@@ -108,6 +107,11 @@ class VerifiedTokenCache:
         """
         return hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
 
+    @staticmethod
+    def digest_of_encoded(encoded: bytes) -> bytes:
+        """:meth:`digest` of a token the caller has already encoded with ``encode("utf-8", "surrogatepass")``."""
+        return hashlib.sha256(encoded).digest()
+
     @property
     def hot_entries(self) -> Mapping[bytes, object]:
         """The hot tier by digest, for a quick ``digest in ...`` test; read it, never change it."""
@@ -132,18 +136,18 @@ class VerifiedTokenCache:
             entry = self._entries.get(digest)
             if entry is None:
                 compact = self._compact.pop(digest, None)
-            elif now >= entry.expires_at:
+            elif now >= entry[_EXPIRES_AT]:
                 del self._entries[digest]
                 return None
             else:
                 self._entries.move_to_end(digest)
         if entry is None:
             return None if compact is None else self._revive(digest, compact, now, is_key_trusted)
-        if not is_key_trusted(entry.kid, entry.key):
+        if not is_key_trusted(entry[_KID], entry[_KEY]):
             # Kept: a stale key set may be refreshed with the key still in it;
             # if the key is gone or replaced, the refresh purges the entry.
             return None
-        return entry.principal
+        return entry[_PRINCIPAL]
 
     def _revive(
         self, digest: bytes, compact: _Compact, now: float, is_key_trusted: KeyCheck
@@ -153,18 +157,25 @@ class VerifiedTokenCache:
         if now >= expires_at or not is_key_trusted(kid, key):
             return None  # already popped: a key that returns is checked afresh on the slow path
         principal = principal_from_parts(parts)
-        self._insert(digest, _Entry(expires_at, kid, key, principal, parts), now)
+        self._insert(digest, (expires_at, kid, key, principal, parts), now)
         return principal
 
-    def put(self, digest: bytes, principal: Principal, kid: str, key: object) -> None:
-        """Remember a freshly verified token until its ``exp``."""
+    def put(
+        self, digest: bytes, principal: Principal, kid: str, key: object, expires_at: float | None = None
+    ) -> None:
+        """Remember a freshly verified token until its ``exp``.
+
+        ``expires_at`` is the token's ``exp`` in seconds, when the caller
+        has it as a number already; by default it is read from the principal.
+        """
         if not self._is_enabled:
             return
-        expires_at = principal.expires_at.timestamp()
+        if expires_at is None:
+            expires_at = principal.expires_at.timestamp()
         now = self._clock()
         if now >= expires_at:
             return  # accepted only thanks to leeway: never cache it
-        self._insert(digest, _Entry(expires_at, kid, key, principal), now)
+        self._insert(digest, (expires_at, kid, key, principal, None), now)
 
     def _insert(self, digest: bytes, entry: _Entry, now: float) -> None:
         entries, compact = self._entries, self._compact
@@ -177,17 +188,24 @@ class VerifiedTokenCache:
             entries.move_to_end(digest)
             if len(entries) > self._hot_size:
                 demoted = entries.popitem(last=False)
+                if not compact and len(entries) >= self._max_size:
+                    # No room in the cold tier (a cache no larger than the hot
+                    # tier): the oldest entry simply goes, not taken apart first.
+                    demoted = None
             elif len(entries) + len(compact) > self._max_size:
                 compact.popitem(last=False)
-            if entry.expires_at < self._next_sweep_at:
-                self._next_sweep_at = max(entry.expires_at, self._swept_at + SWEEP_INTERVAL_SECONDS)
+            expires_at = entry[_EXPIRES_AT]
+            if expires_at < self._next_sweep_at:
+                self._next_sweep_at = max(expires_at, self._swept_at + SWEEP_INTERVAL_SECONDS)
         if demoted is not None:
             # Taken apart outside the lock: it is a few microseconds of Python.
             old_digest, old = demoted
-            parts = old.parts if old.parts is not None else principal_parts(old.principal)
+            parts = old[_PARTS]
+            if parts is None:
+                parts = principal_parts(old[_PRINCIPAL])
             with self._lock:
                 if old_digest not in entries:
-                    compact[old_digest] = (old.expires_at, old.kid, old.key, parts)
+                    compact[old_digest] = (old[_EXPIRES_AT], old[_KID], old[_KEY], parts)
                 while compact and len(entries) + len(compact) > self._max_size:
                     compact.popitem(last=False)
 

@@ -18,11 +18,15 @@ Claims are read before step 7 only as parsed JSON, and only ``iss`` to pick
 a pool; no rule trusts them until the signature has verified.
 
 There is one pipeline for every face. Steps 1 to 5 (and 9 for a cache hit)
-never wait. Steps 6 to 10 are a generator that yields what it must wait for,
-the key (step 6) and the check's answer (step 8), and is handed back how the
-wait ended. ``verify`` awaits each wait and ``verify_sync`` blocks on it;
-nothing else differs, so a further face (the Lambda one calls ``verify_sync``)
-reuses the pipeline instead of copying it.
+never wait. Steps 6 to 10 wait only for a key that is not held yet (step 6)
+and for the application check's answer (step 8). When the key is held and
+there is no check, which is every new token of a running service, they run
+at once, in the same functions (:meth:`TokenVerifier._signed` and
+:meth:`TokenVerifier._accepted`), with no await and no generator. Otherwise
+they are a generator that yields what it must wait for and is handed back
+how the wait ended. ``verify`` awaits each wait and ``verify_sync`` blocks on
+it; nothing else differs, so a further face (the Lambda one calls
+``verify_sync``) reuses the pipeline instead of copying it.
 """
 
 from __future__ import annotations
@@ -73,7 +77,7 @@ logger = logging.getLogger("siot_authz")
 #: The application's own rule: given the verified principal, True accepts; False or an AuthError refuses.
 Check = Callable[[Principal], bool | Awaitable[bool]]
 
-_digest = VerifiedTokenCache.digest
+_digest_of_encoded = VerifiedTokenCache.digest_of_encoded
 
 # Room for "Bearer " and stray whitespace around a token of the maximum size.
 _HEADER_SLACK = 64
@@ -88,14 +92,6 @@ _CHECK_THREADS = 8
 def _safe(value: str) -> str:
     """A log-safe rendering of an attacker-chosen short string (kid, iss, alg)."""
     return repr(value[:64]) if len(value) <= 64 else repr(value[:64]) + "..."
-
-
-class _Unverified(NamedTuple):
-    """A token that missed the verified cache: parsed, routed, with the digest it will be cached under."""
-
-    parsed: ParsedToken
-    digest: bytes
-    pool: Pool
 
 
 # What the pipeline waits for; each face waits in its own way (await or block).
@@ -266,8 +262,8 @@ class TokenVerifier:
         of the calling task (a client that went away) still propagates.
         """
         found = self._cached_or_routed(token)
-        if isinstance(found, Principal):
-            return found  # a verified-cache hit
+        if type(found) is not _Steps:
+            return found  # type: ignore[return-value]  # a cache hit, or a new token with nothing to wait for
         while found.wanted is not None:
             found.resume(*await self._wait(found.wanted))
         return found.principal
@@ -281,8 +277,8 @@ class TokenVerifier:
         completion on a private event loop.
         """
         found = self._cached_or_routed(token)
-        if isinstance(found, Principal):
-            return found  # a verified-cache hit
+        if type(found) is not _Steps:
+            return found  # type: ignore[return-value]  # a cache hit, or a new token with nothing to wait for
         while found.wanted is not None:
             found.resume(*self._wait_sync(found.wanted))
         return found.principal
@@ -318,7 +314,11 @@ class TokenVerifier:
     # -- pipeline steps -------------------------------------------------------
 
     def _cached_or_routed(self, token: str) -> Principal | _Steps:
-        """Steps 1 to 5: a cached principal (revocation checked, reported), or the rest of the pipeline to run."""
+        """Steps 1 to 5, then 6 to 10 when they need no wait: a principal, or the rest of the pipeline to run.
+
+        ``isinstance(..., Principal)`` is slow (pydantic's metaclass is an
+        ABCMeta), so the faces tell the two answers apart by ``type() is _Steps``.
+        """
         cache_hit = False
         pool_id = ""
         try:
@@ -327,7 +327,11 @@ class TokenVerifier:
             if len(token) > self._max_header_length:
                 raise TokenTooLarge()
             token = strip_bearer(token)
-            digest = _digest(token)
+            # Encoded once: for the digest (any string can be hashed, even
+            # one holding a lone surrogate, which parsing refuses later) and
+            # for parsing, where an ASCII token's bytes are the same.
+            encoded = token.encode("utf-8", "surrogatepass")
+            digest = _digest_of_encoded(encoded)
             # Most tokens are repeats: look in the pool caches first. A membership
             # test per pool (a C-level dict lookup) finds the one to ask, so a
             # hit costs one full lookup however many pools there are.
@@ -344,38 +348,69 @@ class TokenVerifier:
                             observer.verification(pool_id, None, True)
                         return principal
                     break
-            parsed = parse_token(token, self._max_token_bytes)
+            parsed = parse_token(token, self._max_token_bytes, encoded)
             pool = self._router.route(parsed.claims)
             # Each pool's own cap, once the token is routed to it: the cap above is the largest of them.
             if len(token) > pool.settings.max_token_bytes:
                 raise TokenTooLarge()
-            unverified = _Unverified(parsed, digest, pool)
         except Exception as exc:
             refusal = self._refusal(exc, pool_id, cache_hit)
         else:
-            return _Steps(self._verify_new(unverified))
+            return self._new_token(parsed, digest, pool)
         # Raised outside the except block, so the refusal does not carry the
         # original exception (which might quote token bytes) as its context.
         raise refusal
 
-    def _verify_new(self, unverified: _Unverified) -> Generator[_Wanted, Any, Principal]:
-        """Steps 6 to 10 for a token the cache did not have; yields what it must wait for."""
-        pool = unverified.pool
-        parsed = unverified.parsed
+    # A token that missed the verified cache travels as three values: parsed,
+    # the digest it will be cached under, and the pool it was routed to.
+
+    def _new_token(self, parsed: ParsedToken, digest: bytes, pool: Pool) -> Principal | _Steps:
+        """Steps 6 to 10 at once when the key is held and there is no check; else the steps that wait."""
         try:
-            key: RS256PublicKey = yield _KeyWanted(pool.keys, parsed.kid)
-            if not key.verify(parsed.signing_input, parsed.signature):
-                raise SignatureInvalid(kid=parsed.kid)
-            principal = pool.rules.check(parsed.claims, self._clock())
+            # The key cache's own first step on either face, without the
+            # coroutine or the blocking call around it: a held key (fresh or
+            # stale; a due refresh starts in the background) is used as it is.
+            key = pool.keys.held_key_or_refresh(parsed.kid)
+            if key is not None and self._check is None:
+                return self._accepted(parsed, digest, pool, key, self._signed(parsed, pool, key))
+        except Exception as exc:
+            refusal = self._refusal(exc, pool.user_pool_id, False)
+        else:
+            return _Steps(self._verify_new(parsed, digest, pool, key))
+        raise refusal
+
+    def _verify_new(
+        self, parsed: ParsedToken, digest: bytes, pool: Pool, key: RS256PublicKey | None
+    ) -> Generator[_Wanted, Any, Principal]:
+        """Steps 6 to 10 that must wait: for a key not held yet, or for the check; yields what it waits for."""
+        try:
+            if key is None:
+                key = yield _KeyWanted(pool.keys, parsed.kid)
+            principal = self._signed(parsed, pool, key)
             if self._check is not None:
                 yield from self._checked(principal)
-            self._refuse_if_revoked(principal)
-            pool.remember(unverified.digest, principal, parsed.kid, key)
-            self._report_accepted(pool.user_pool_id, cache_hit=False)
-            return principal
+            return self._accepted(parsed, digest, pool, key, principal)
         except Exception as exc:
             refusal = self._refusal(exc, pool.user_pool_id, False)
         raise refusal
+
+    def _signed(self, parsed: ParsedToken, pool: Pool, key: RS256PublicKey) -> Principal:
+        """Steps 7 and 8: the signature under the pool's key, then the pool's claim rules."""
+        if not key.verify(parsed.signing_input, parsed.signature):
+            raise SignatureInvalid(kid=parsed.kid)
+        return pool.rules.check(parsed.claims, self._clock())
+
+    def _accepted(
+        self, parsed: ParsedToken, digest: bytes, pool: Pool, key: RS256PublicKey, principal: Principal
+    ) -> Principal:
+        """Steps 9 and 10, after the check (if any) passed: revocation, then remember and report."""
+        self._refuse_if_revoked(principal)
+        # exp as the rules proved it: a number, in range.
+        pool.remember(digest, principal, parsed.kid, key, parsed.claims["exp"])
+        observer = self._observer
+        if observer is not None:
+            observer.verification(pool.user_pool_id, None, False)
+        return principal
 
     def _checked(self, principal: Principal) -> Generator[_Wanted, Any, None]:
         """Step 8's application check: passes, or raises the refusal its answer means."""
@@ -442,11 +477,6 @@ class TokenVerifier:
             raise RevocationUnavailable(pool=principal.user_pool_id)
 
     # -- reporting --------------------------------------------------------------
-
-    def _report_accepted(self, pool_id: str, *, cache_hit: bool) -> None:
-        observer = self._observer
-        if observer is not None:
-            observer.verification(pool_id, None, cache_hit)
 
     def _refusal(self, exc: Exception, pool_id: str, cache_hit: bool) -> AuthError:
         """Report how a verification ended in ``exc`` and return the AuthError to raise for it."""
