@@ -19,7 +19,7 @@ from ._errors import (
     TokenNotYetValid,
     TokenUseMismatch,
 )
-from ._principal import Principal, principal_from_rules
+from ._principal import Principal, claims_from_rules, verified_principal
 from ._settings import AuthSettings
 
 __all__ = ["ClaimRules"]
@@ -149,7 +149,7 @@ class ClaimRules:
             email = _optional_string(claims, "email")
         # Every value below has its field's exact type, proved by the rules
         # above, so the principal is built without validating it again.
-        return principal_from_rules(
+        return verified_principal(
             sub,
             username,
             groups,
@@ -161,7 +161,7 @@ class ClaimRules:
             self._user_pool_id,
             _utc(issued_at),
             _utc(expires_at),
-            claims,
+            claims_from_rules(claims, groups),
         )
 
 

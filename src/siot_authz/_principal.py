@@ -12,9 +12,9 @@ from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, PlainValidat
 __all__ = [
     "Claims",
     "Principal",
+    "claims_from_rules",
     "freeze_claims",
     "principal_from_parts",
-    "principal_from_rules",
     "principal_parts",
     "verified_principal",
 ]
@@ -252,27 +252,14 @@ def verified_principal(
     return principal
 
 
-def principal_from_rules(
-    sub: str,
-    username: str,
-    groups: tuple[str, ...],
-    scopes: tuple[str, ...],
-    token_use: Literal["id", "access"],
-    client_id: str,
-    email: str | None,
-    issuer: str,
-    user_pool_id: str,
-    issued_at: datetime,
-    expires_at: datetime,
-    claims: dict[str, Any],
-) -> Principal:
-    """:func:`verified_principal` for the claim rules, in one function: every new token comes through here.
+def claims_from_rules(claims: dict[str, Any], groups: tuple[str, ...]) -> Claims:
+    """The principal's :class:`Claims` from the parser's object, as the claim rules hand it over.
 
-    ``claims`` is the JSON parser's object and ``groups`` the rules' tuple of
-    its ``cognito:groups`` array, which takes the array's place in the
-    claims: the principal's groups and its claims share one object. The
-    result is the principal :func:`verified_principal` would build
-    (``tests/test_claims.py`` compares them).
+    Every new token comes through here. ``groups`` is the rules' tuple of the
+    ``cognito:groups`` array and takes the array's place, so the principal's
+    groups and its claims share one object. The result equals what
+    :func:`verified_principal` makes of the dict (``tests/test_claims.py``
+    compares the two principals).
     """
     names, index = _layout(tuple(claims))
     values = tuple(claims.values())
@@ -284,29 +271,7 @@ def principal_from_rules(
         values = tuple([value if type(value) in _PARSED_FROZEN else _frozen(value) for value in values])
     frozen = _new_claims(Claims)
     frozen._names, frozen._index, frozen._values = names, index, values
-    principal = _new_principal(Principal)
-    _set_attribute(
-        principal,
-        "__dict__",
-        {
-            "sub": sub,
-            "username": username,
-            "groups": groups,
-            "scopes": scopes,
-            "token_use": token_use,
-            "client_id": client_id,
-            "email": email,
-            "issuer": issuer,
-            "user_pool_id": user_pool_id,
-            "issued_at": issued_at,
-            "expires_at": expires_at,
-            "claims": frozen,
-        },
-    )
-    _set_attribute(principal, "__pydantic_fields_set__", _ALL_FIELDS_SET)
-    _set_attribute(principal, "__pydantic_extra__", None)
-    _set_attribute(principal, "__pydantic_private__", None)
-    return principal
+    return frozen
 
 
 # Every field but ``claims``, in verified_principal's order, read in one C-level call.
