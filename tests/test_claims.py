@@ -475,6 +475,31 @@ async def test_principal_is_frozen(verify: Verify, sign: Sign, field: str, value
         setattr(principal, field, value)
 
 
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda fields: fields.clear(),
+        lambda fields: fields.add("extra"),
+        lambda fields: fields.discard("sub"),
+        lambda fields: fields.intersection_update({"sub"}),
+    ],
+    ids=["clear", "add", "discard", "intersection_update"],
+)
+async def test_one_principal_cannot_change_how_another_serializes(
+    verify: Verify, sign: Sign, change: Callable[[set[str]], object]
+) -> None:
+    """Every principal shares one fields set (one object for the collector, not one per entry)."""
+    first, second = await verify(sign(sub="first")), await verify(sign(sub="second"))
+
+    with pytest.raises(TypeError, match="shared"):
+        change(first.model_fields_set)
+
+    assert second.model_dump(exclude_unset=True) == second.model_dump()
+    renamed = first.model_copy(update={"username": "other"})
+    assert renamed.username == "other"
+    assert renamed.model_fields_set == set(Principal.model_fields)
+
+
 async def test_every_claim_rule_failure_is_an_invalid_token_401(verify: Verify, sign: Sign) -> None:
     with pytest.raises(InvalidToken) as caught:
         await verify(sign(exp=NOW - 3600))

@@ -434,14 +434,11 @@ def test_a_scrape_forgets_only_processes_that_have_ended_even_while_another_scra
     assert _prometheus_files.forget_exited_processes(str(tmp_path)) == [ended]
 
 
-def test_a_scrape_reads_past_a_file_another_worker_is_creating_or_removing(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Once a scrape answered 500: it met a worker's brand-new, still empty file (struct.error in the merge)."""
-    from prometheus_client.multiprocess import MultiProcessCollector
-
+@contextmanager
+def _published_worker(directory: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """One worker process that has written its metrics files to ``directory``; killed afterwards."""
     env = {key: value for key, value in os.environ.items() if not key.startswith("SIOT_AUTHZ_")}
-    env["PROMETHEUS_MULTIPROC_DIR"] = str(tmp_path)
+    env["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
     worker = subprocess.Popen(
         [sys.executable, "-c", _WORKER, "ok", "0.5"],
         cwd=TESTS,
@@ -452,6 +449,19 @@ def test_a_scrape_reads_past_a_file_another_worker_is_creating_or_removing(
     try:
         assert worker.stdout is not None
         assert worker.stdout.readline() == b"published\n"
+        yield worker
+    finally:
+        worker.kill()
+        worker.wait(timeout=10)
+
+
+def test_a_scrape_reads_past_a_file_another_worker_is_creating_or_removing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Once a scrape answered 500: it met a worker's brand-new, still empty file (struct.error in the merge)."""
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    with _published_worker(tmp_path) as worker:
         expected = _merged(tmp_path)
         # A worker starting now: its file exists, empty, until prometheus_client sizes it.
         (tmp_path / f"counter_{worker.pid + 100_000}.db").touch()
@@ -468,11 +478,42 @@ def test_a_scrape_reads_past_a_file_another_worker_is_creating_or_removing(
 
         monkeypatch.setattr(MultiProcessCollector, "merge", staticmethod(file_gone_once))
         after_a_vanished_file = _merged(tmp_path)
-    finally:
-        worker.kill()
-        worker.wait(timeout=10)
 
     assert value(expected, "siot_authz_ready", verifier="") == 1
     assert with_new_file == expected
     assert after_a_vanished_file == expected
     assert len(calls) == 2
+
+
+def test_a_scrape_that_keeps_meeting_changes_leaves_out_only_the_file_that_went(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """At the last attempt each file is read alone; one removed after that is left out, not a 500."""
+    import shutil
+
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    with _published_worker(tmp_path) as worker:
+        expected = _merged(tmp_path)
+        # An exited worker's counters, which another scrape is about to take away.
+        published = next(tmp_path.glob("counter_*.db"))
+        leaving = tmp_path / f"counter_{worker.pid + 200_000}.db"
+        shutil.copyfile(published, leaving)
+        merge = MultiProcessCollector.merge
+        calls: list[list[str]] = []
+
+        def changing_under_the_scrape(files: list[str], accumulate: bool = True) -> object:
+            calls.append(list(files))
+            if len(calls) <= 2:  # both whole-directory attempts meet a change
+                raise FileNotFoundError(2, "No such file or directory", files[0])
+            if len(files) > 1 and str(leaving) in files:  # gone after it was read alone
+                leaving.unlink()
+                raise FileNotFoundError(2, "No such file or directory", str(leaving))
+            return merge(files, accumulate)
+
+        monkeypatch.setattr(MultiProcessCollector, "merge", staticmethod(changing_under_the_scrape))
+        scraped = _merged(tmp_path)
+
+    assert scraped == expected
+    assert str(leaving) in calls[-2]
+    assert str(leaving) not in calls[-1]

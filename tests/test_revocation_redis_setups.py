@@ -415,3 +415,4 @@ def test_the_cli_refuses_a_ca_file_for_a_plain_url_or_a_missing_file(
     assert "--redis-ca-file needs a TLS URL" in plain_err
     assert missing != 0
     assert "--redis-ca-file: no such file" in missing_err
+    assert "absent.pem" not in missing_err  # usage errors never repeat a value: it may be a secret

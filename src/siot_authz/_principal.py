@@ -5,7 +5,7 @@ from __future__ import annotations
 import operator
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NoReturn
 
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, PlainValidator, WithJsonSchema
 
@@ -195,10 +195,34 @@ class Principal(BaseModel):
         return set(scopes).issubset(self.scopes)
 
 
-# One fields-set for every principal built here, instead of one set (a
-# container the collector visits) per cached principal. pydantic copies it
-# before changing it (model_copy), and a frozen model never adds to it.
-_ALL_FIELDS_SET = set(Principal.model_fields)
+class _SharedFieldsSet(set[str]):
+    """Every field's name: the one fields-set all principals built here share.
+
+    One object instead of one set (a container the collector visits) per
+    cached principal. Shared, it must not change: one route clearing
+    ``principal.model_fields_set`` would change how every other principal
+    serializes. So it refuses changes in place, and its copies (pydantic's
+    ``model_copy`` copies it before adding to it) are plain sets.
+    """
+
+    def _refuse(self, *args: object) -> NoReturn:
+        raise TypeError("a principal's fields set is shared by every principal and cannot be changed")
+
+    add = discard = remove = pop = clear = _refuse
+    update = intersection_update = difference_update = symmetric_difference_update = _refuse
+    __ior__ = __iand__ = __isub__ = __ixor__ = _refuse
+
+    def __copy__(self) -> set[str]:
+        return set(self)
+
+    def __deepcopy__(self, memo: object) -> set[str]:
+        return set(self)
+
+    def __reduce__(self) -> tuple[type[set[str]], tuple[list[str]]]:
+        return set, (list(self),)
+
+
+_ALL_FIELDS_SET = _SharedFieldsSet(Principal.model_fields)
 _set_attribute = object.__setattr__
 _new_principal = Principal.__new__
 

@@ -307,7 +307,14 @@ class SharedFilesCollector:
                 return _merge(_readable_files(self._directory))
             except (FileNotFoundError, struct.error):
                 continue
-        return _merge([path for path in _readable_files(self._directory) if _reads_whole(path)])
+        readable = [path for path in _readable_files(self._directory) if _reads_whole(path)]
+        while True:  # a file removed since it was read alone is left out; at most one pass per file
+            try:
+                return _merge(readable)
+            except FileNotFoundError as exc:
+                if exc.filename not in readable:
+                    raise
+                readable.remove(exc.filename)
 
 
 _MERGE_ATTEMPTS = 3

@@ -95,7 +95,8 @@ def revocation_store(args: argparse.Namespace, environ: Mapping[str, str] | None
         raise CommandFailed("--redis-url needs the redis extra: pip install 'siot-authz[redis]'") from None
     ca_file = getattr(args, "redis_ca_file", None) or env.get(_REDIS_CA_FILE_ENV) or None
     if ca_file is not None and not os.path.isfile(ca_file):
-        raise CommandFailed(f"--redis-ca-file: no such file: {ca_file}")
+        # Not repeated: a value typed into the wrong place may be a secret (as in every usage error).
+        raise CommandFailed("--redis-ca-file: no such file (the path given is not shown)")
     try:
         return RedisRevocations(url, prefix=args.redis_prefix, tls_ca_file=ca_file)
     except ValueError as exc:
