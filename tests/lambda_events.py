@@ -73,6 +73,22 @@ def request_authorizer_event(
     }
 
 
+def _http_api_request_context(method: str, path: str) -> dict[str, Any]:
+    """An HTTP API's ``requestContext``, payload 2.0, as its authorizer and its integration both get it."""
+    return {
+        "accountId": ACCOUNT,
+        "apiId": API_ID,
+        "domainName": f"{API_ID}.execute-api.{REGION}.amazonaws.com",
+        "domainPrefix": API_ID,
+        "http": {"method": method, "path": path, "protocol": "HTTP/1.1", "sourceIp": "10.0.0.1"},
+        "requestId": "id",
+        "routeKey": f"{method} {path}",
+        "stage": "$default",
+        "time": "12/Mar/2020:19:03:58 +0000",
+        "timeEpoch": 1583348638390,
+    }
+
+
 def http_api_authorizer_event(
     headers: dict[str, str], method: str = "GET", path: str = "/project"
 ) -> dict[str, Any]:
@@ -89,18 +105,7 @@ def http_api_authorizer_event(
         "cookies": [],
         "headers": lowered,
         "queryStringParameters": {},
-        "requestContext": {
-            "accountId": ACCOUNT,
-            "apiId": API_ID,
-            "domainName": f"{API_ID}.execute-api.{REGION}.amazonaws.com",
-            "domainPrefix": API_ID,
-            "http": {"method": method, "path": path, "protocol": "HTTP/1.1", "sourceIp": "10.0.0.1"},
-            "requestId": "id",
-            "routeKey": f"{method} {path}",
-            "stage": "$default",
-            "time": "12/Mar/2020:19:03:58 +0000",
-            "timeEpoch": 1583348638390,
-        },
+        "requestContext": _http_api_request_context(method, path),
         "pathParameters": {},
         "stageVariables": {},
     }
@@ -146,16 +151,7 @@ def http_api_proxy_event(
     authorizer: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """An HTTP API proxy integration's input, payload 2.0 (the authorizer context under ``lambda``)."""
-    request_context: dict[str, Any] = {
-        "accountId": ACCOUNT,
-        "apiId": API_ID,
-        "http": {"method": method, "path": path, "protocol": "HTTP/1.1", "sourceIp": "10.0.0.1"},
-        "requestId": "id",
-        "routeKey": f"{method} {path}",
-        "stage": "$default",
-        "time": "12/Mar/2020:19:03:58 +0000",
-        "timeEpoch": 1583348638390,
-    }
+    request_context = _http_api_request_context(method, path)
     if authorizer is not None:
         request_context["authorizer"] = {"lambda": authorizer}
     return {

@@ -81,12 +81,18 @@ def build_app() -> Any:
             return JSONResponse({"error": str(error)}, status_code=503)
         return entry.to_json()
 
+    add_readiness_route(app, auth)
+    return app
+
+
+def add_readiness_route(app: Any, auth: Any) -> None:
+    """``/readyz`` on a FastAPI ``app``: ``auth.health()``, 503 until the worker is ready (revocation state included)."""
+    from fastapi.responses import JSONResponse
+
     @app.get("/readyz")
     async def readyz() -> Any:
         health = auth.health()
         return JSONResponse(health.to_dict(), status_code=200 if health.is_ready else 503)
-
-    return app
 
 
 class Worker:

@@ -22,6 +22,7 @@ import pytest
 from fastapi import Depends, FastAPI
 from fastapi.testclient import TestClient
 
+from fake_clock import FakeClock
 from siot_authz import AuthError, AuthSettings, CognitoAuth, JwksUnavailable, Principal, TokenVerifier
 from siot_authz._key_cache import JwksCache
 from siot_authz.testing import JwksResponse, JwksServer, LocalIssuer
@@ -29,19 +30,6 @@ from siot_authz.testing import JwksResponse, JwksServer, LocalIssuer
 FACES = ("fastapi", "async", "sync")
 TTL = 300.0
 COOLDOWN = 30.0
-
-
-class FakeClock:
-    """A monotonic clock that moves only when told to."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 class Caller:
@@ -106,7 +94,7 @@ class Caller:
 
 @pytest.fixture
 def clock() -> FakeClock:
-    return FakeClock()
+    return FakeClock(1000.0)
 
 
 @pytest.fixture

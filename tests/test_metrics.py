@@ -21,8 +21,8 @@ import pytest
 from fastapi import Depends, FastAPI
 from fastapi.testclient import TestClient
 from prometheus_client import CollectorRegistry
-from prometheus_client.parser import text_string_to_metric_families
 
+from metric_samples import Samples, parse, value
 from revocation_stub import REVOCATION_STATES, StubRevocations
 from siot_authz import AuthSettings, CognitoAuth, InvalidToken, Principal, TokenVerifier
 from siot_authz.metrics import PrometheusMetrics
@@ -31,22 +31,6 @@ from siot_authz.testing import JwksResponse, LocalIssuer, SigningKey
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 OTHER_POOL = "us-east-1_OtherTeam"
-
-Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
-
-
-def parse(text: str) -> Samples:
-    """Every sample in exposition text, keyed by sample name and label set."""
-    return {
-        (sample.name, frozenset(sample.labels.items())): sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-    }
-
-
-def value(samples: Samples, name: str, **labels: str) -> float | None:
-    """One sample's value, or None when the series is absent."""
-    return samples.get((name, frozenset(labels.items())))
 
 
 def verifications(samples: Samples, pool: str, code: str = "", cache: str = "miss") -> float | None:

@@ -24,9 +24,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from loopback import free_port
+from metric_samples import Samples, parse, value
 from siot_authz.testing import JwksResponse, LocalIssuer
 
 TESTS = Path(__file__).resolve().parent
@@ -38,20 +38,6 @@ UVICORN += ["--workers", "2", "--log-level", "warning"]
 #: gunicorn imports the app in its master with --preload, then forks the workers.
 GUNICORN = [sys.executable, "-m", "gunicorn", "served_app:app", "-k", "uvicorn_worker.UvicornWorker"]
 GUNICORN += ["-w", "2", "--preload", "-b", "127.0.0.1:{port}"]
-
-Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
-
-
-def parse(text: str) -> Samples:
-    return {
-        (sample.name, frozenset(sample.labels.items())): sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-    }
-
-
-def value(samples: Samples, name: str, **labels: str) -> float | None:
-    return samples.get((name, frozenset(labels.items())))
 
 
 def refused(samples: Samples, code: str, pool: str = "") -> float:

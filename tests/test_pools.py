@@ -18,6 +18,7 @@ import pytest
 from fastapi import Depends, FastAPI
 from fastapi.testclient import TestClient
 
+from fake_clock import FakeClock
 from siot_authz import AuthError, AuthSettings, CognitoAuth, Principal, TokenVerifier
 from siot_authz.testing import LocalIssuer, SigningKey
 
@@ -25,19 +26,6 @@ FACES = ("fastapi", "async", "sync")
 SHARED_KID = "shared-kid-1"
 POOL_A = "us-east-1_TeamAlpha"
 POOL_B = "us-east-1_TeamBravo"
-
-
-class FakeClock:
-    """A monotonic clock for the key caches that moves only when told to."""
-
-    def __init__(self) -> None:
-        self.now = 5000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 def _pool(user_pool_id: str, client_id: str, *extra_kids: str) -> LocalIssuer:
@@ -310,7 +298,7 @@ def test_kid_spray_against_one_pool_does_not_use_up_the_other_pools_cooldown(
     make_service: Callable[..., Service], alpha: LocalIssuer, bravo: LocalIssuer, face: str
 ) -> None:
     cooldown = {"jwks_refetch_cooldown_seconds": 30.0}
-    clock = FakeClock()
+    clock = FakeClock(5000.0)
     service = make_service(face, _settings(alpha, **cooldown), _settings(bravo, **cooldown), key_timer=clock)
     assert service.outcome(alpha.mint()) == f"ok {POOL_A}"
     assert service.outcome(bravo.mint()) == f"ok {POOL_B}"
@@ -367,7 +355,7 @@ def test_verified_tokens_are_cached_in_their_own_pool(
 def test_a_key_withdrawn_by_one_pool_ends_only_that_pools_cached_tokens(
     make_service: Callable[..., Service], alpha: LocalIssuer, bravo: LocalIssuer
 ) -> None:
-    clock = FakeClock()
+    clock = FakeClock(5000.0)
     service = make_service(
         "sync", _settings(alpha, jwks_ttl_seconds=60), _settings(bravo, jwks_ttl_seconds=60), key_timer=clock
     )

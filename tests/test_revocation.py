@@ -14,6 +14,7 @@ import pytest
 from fastapi import Depends, FastAPI
 from fastapi.testclient import TestClient
 
+from fake_clock import FakeClock
 from siot_authz import CognitoAuth, Principal, RevocationUnavailable, TokenRevoked, TokenVerifier
 from siot_authz.revocation import MemoryRevocations, Revocation
 from siot_authz.testing import LocalIssuer
@@ -22,19 +23,9 @@ LIFETIME = 3600.0
 LEEWAY = 5.0
 
 
-class FakeClock:
-    """Unix time that moves only when a test says so."""
-
-    def __init__(self) -> None:
-        self.now = time.time()
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @pytest.fixture
 def clock() -> FakeClock:
-    return FakeClock()
+    return FakeClock(time.time())
 
 
 @pytest.fixture

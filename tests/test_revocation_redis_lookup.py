@@ -10,6 +10,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 
+from fake_clock import FakeClock
 from redis_server import RedisServer, is_redis_installed, running_redis
 from siot_authz import RevocationUnavailable, TokenRevoked, TokenVerifier
 from siot_authz.revocation import RedisLookupRevocations, RedisRevocations
@@ -21,14 +22,6 @@ CACHE_SECONDS = 5.0
 MAX_UNCONFIRMED = 60.0
 
 
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = time.time()
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @pytest.fixture(scope="module")
 def shared_redis() -> Iterator[RedisServer]:
     with running_redis() as server:
@@ -37,7 +30,7 @@ def shared_redis() -> Iterator[RedisServer]:
 
 @pytest.fixture
 def clock() -> FakeClock:
-    return FakeClock()
+    return FakeClock(time.time())
 
 
 @pytest.fixture

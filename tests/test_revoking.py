@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from fake_clock import FakeClock
 from siot_authz import AuthError, TokenVerifier
 from siot_authz._revoking import build_revocation, revocation_for
 from siot_authz.testing import LocalIssuer
@@ -20,19 +21,9 @@ NOW = 1_900_000_000.0
 LEEWAY = 5
 
 
-class FakeClock:
-    """A wall clock the test moves by hand."""
-
-    def __init__(self) -> None:
-        self.now = NOW
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @pytest.fixture
 def clock() -> FakeClock:
-    return FakeClock()
+    return FakeClock(NOW)
 
 
 @pytest.fixture

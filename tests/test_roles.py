@@ -13,18 +13,11 @@ import pytest
 from fastapi import Depends, FastAPI
 from fastapi.testclient import TestClient
 
+from fake_clock import FakeClock
 from siot_authz import CognitoAuth, Principal, RolesCache, RolesPrincipal
 from siot_authz.testing import LocalIssuer, make_principal
 
 ROLES = {"ada": ["admin", "operator"], "bob": ["viewer"], "eve": []}
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class CountingSource:
@@ -182,7 +175,7 @@ def test_roles_principal_is_immutable() -> None:
 
 
 def test_roles_are_cached_per_user_for_the_ttl(issuer: LocalIssuer, source: CountingSource) -> None:
-    clock = FakeClock()
+    clock = FakeClock(1000.0)
     auth = CognitoAuth(issuer.settings())
     auth.roles = RolesCache(source.source(), ttl_seconds=60, timer=clock)
     with TestClient(roles_app(auth)) as client:
@@ -236,7 +229,7 @@ async def test_forget_drops_one_users_roles() -> None:
 def test_failing_source_gives_503_once_per_backoff_not_500(
     issuer: LocalIssuer, is_async: bool, caplog: pytest.LogCaptureFixture
 ) -> None:
-    clock = FakeClock()
+    clock = FakeClock(1000.0)
     source = CountingSource(is_async=is_async, fail=True)
     auth = CognitoAuth(issuer.settings())
     auth.roles = RolesCache(source.source(), backoff_seconds=5, timer=clock)
@@ -538,7 +531,7 @@ async def test_a_caller_cancelled_while_waiting_is_cancelled_and_the_lookup_stil
 @pytest.mark.parametrize("is_async", [False, True], ids=["sync source", "async source"])
 def test_roles_of_sync_caches_per_user_and_backs_off_after_a_failure(is_async: bool) -> None:
     source = CountingSource(is_async=is_async)
-    clock = FakeClock()
+    clock = FakeClock(1000.0)
     cache = RolesCache(source.source(), ttl_seconds=60, backoff_seconds=5, timer=clock)
     ada = make_principal("ada")
     assert cache.roles_of_sync(ada) == ("admin", "operator")

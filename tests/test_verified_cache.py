@@ -21,6 +21,7 @@ import anyio.to_thread
 import pytest
 from fastapi.testclient import TestClient
 
+from fake_clock import FakeClock
 from siot_authz import (
     AuthError,
     AuthSettings,
@@ -37,14 +38,8 @@ from siot_authz._verified_cache import HOT_ENTRIES, SWEEP_INTERVAL_SECONDS, Veri
 from siot_authz.testing import LocalIssuer, b64url
 
 
-class FakeClock:
-    """A wall clock the test moves by hand."""
-
-    def __init__(self) -> None:
-        self.now = float(int(time.time()))  # exp claims are whole seconds
-
-    def __call__(self) -> float:
-        return self.now
+def _whole_second_clock() -> FakeClock:
+    return FakeClock(float(int(time.time())))  # exp claims are whole seconds
 
 
 def _principal(expires_at: float, username: str = "alice") -> Principal:
@@ -159,7 +154,7 @@ def test_digest_covers_every_position_of_the_token(issuer: LocalIssuer, position
 
 
 def test_hit_rechecks_exp_against_the_clock() -> None:
-    clock = FakeClock()
+    clock = _whole_second_clock()
     cache = VerifiedTokenCache(10, clock=clock)
     expires_at = clock.now + 60
     cache.put(b"d" * 32, _principal(expires_at), "kid", KEY)
@@ -172,14 +167,14 @@ def test_hit_rechecks_exp_against_the_clock() -> None:
 
 
 def test_token_accepted_only_thanks_to_leeway_is_not_cached() -> None:
-    clock = FakeClock()
+    clock = _whole_second_clock()
     cache = VerifiedTokenCache(10, clock=clock)
     cache.put(b"d" * 32, _principal(clock.now - 1), "kid", KEY)
     assert len(cache) == 0
 
 
 def test_expired_entries_are_swept_without_being_looked_up() -> None:
-    clock = FakeClock()
+    clock = _whole_second_clock()
     cache = VerifiedTokenCache(10, clock=clock)
     cache.put(b"a" * 32, _principal(clock.now + 10), "kid", KEY)
     cache.put(b"b" * 32, _principal(clock.now + 3600), "kid", KEY)
@@ -191,7 +186,7 @@ def test_expired_entries_are_swept_without_being_looked_up() -> None:
 
 
 def test_verifier_refuses_cached_token_once_expired(settings: AuthSettings, issuer: LocalIssuer) -> None:
-    clock = FakeClock()
+    clock = _whole_second_clock()
     verifier = TokenVerifier(settings, clock=clock)
     token = issuer.mint(expires_in=60)
     verifier.verify_sync(token)
@@ -205,7 +200,7 @@ def test_verifier_refuses_cached_token_once_expired(settings: AuthSettings, issu
 def test_verifier_does_not_serve_a_hit_inside_the_leeway(
     settings: AuthSettings, issuer: LocalIssuer, count_rsa_checks: list[bytes]
 ) -> None:
-    clock = FakeClock()
+    clock = _whole_second_clock()
     verifier = TokenVerifier(settings, clock=clock)
     token = issuer.mint(expires_in=60)
     verifier.verify_sync(token)
@@ -426,7 +421,7 @@ def test_a_revived_principal_keeps_every_claim_read_only() -> None:
 
 
 def test_a_cold_entry_is_refused_like_a_hot_one_when_expired_or_its_key_is_gone() -> None:
-    clock = FakeClock()
+    clock = _whole_second_clock()
     cache = VerifiedTokenCache(10, clock=clock, hot_entries=1)
     cache.put(b"a" * 32, _principal(clock.now + 60, "a"), "kid", KEY)
     cache.put(b"b" * 32, _principal(clock.now + 60, "b"), "kid", KEY)

@@ -13,7 +13,6 @@ import json
 import logging
 import shutil
 import subprocess
-import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
@@ -21,15 +20,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import pytest
-import uvicorn
 from fastapi import Depends, FastAPI, WebSocket
 from starlette.types import ASGIApp, Receive, Scope, Send
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
-from example_server import free_port
 from siot_authz import CognitoAuth, Principal, RolesPrincipal, accept_websocket
 from siot_authz.testing import LocalIssuer
+from uvicorn_thread import ThreadedUvicorn
 
 NODE_CLIENT = Path(__file__).with_name("ws_client.mjs")
 # uvicorn's websockets-sansio implementation (its default) logs this after every denial
@@ -92,7 +90,7 @@ def ws_app(auth: CognitoAuth, query_auth: CognitoAuth, route_calls: list[str]) -
     return app
 
 
-class Server:
+class Server(ThreadedUvicorn):
     """A uvicorn serving the test app in a thread on a free loopback port; ``route_calls`` logs route code."""
 
     def __init__(self, issuer: LocalIssuer, denial: Literal["close", "response"]) -> None:
@@ -104,25 +102,7 @@ class Server:
             websocket_denial=denial,
         )
         query_auth = CognitoAuth(issuer.settings(), websocket_query_param="token", websocket_denial=denial)
-        app = WithoutDenialResponses(ws_app(auth, query_auth, self.route_calls))
-        port = free_port()
-        self.url = f"ws://127.0.0.1:{port}"
-        config = uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, lifespan="on")
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, daemon=True)
-
-    def __enter__(self) -> Server:
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self._server.started:
-            if time.monotonic() > deadline or not self._thread.is_alive():
-                raise AssertionError("uvicorn did not start")
-            time.sleep(0.01)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._server.should_exit = True
-        self._thread.join(10)
+        super().__init__(WithoutDenialResponses(ws_app(auth, query_auth, self.route_calls)))
 
 
 @pytest.fixture(scope="module", params=["close", "response"], ids=lambda denial: f"denial={denial}")

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 import uvicorn
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from example_server import free_port
+from loopback import free_port
 
 T = TypeVar("T")
 

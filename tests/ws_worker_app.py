@@ -21,10 +21,9 @@ from typing import Any
 
 import httpx
 from fastapi import Depends, FastAPI, WebSocket
-from fastapi.responses import JSONResponse
 from starlette.websockets import WebSocketDisconnect
 
-from revocation_app import Worker, worker_env
+from revocation_app import Worker, add_readiness_route, worker_env
 from siot_authz import AuthSettings, CognitoAuth, Principal, accept_websocket
 from siot_authz.revocation import RedisRevocations
 
@@ -67,11 +66,7 @@ def build_app() -> Any:
         entry = await auth.verifier.revoke_user(settings.user_pool_id, sub)
         return entry.to_json()
 
-    @app.get("/readyz")
-    async def readyz() -> Any:
-        health = auth.health()
-        return JSONResponse(health.to_dict(), status_code=200 if health.is_ready else 503)
-
+    add_readiness_route(app, auth)
     return app
 
 
