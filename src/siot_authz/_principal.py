@@ -15,6 +15,7 @@ __all__ = [
     "claims_from_rules",
     "freeze_claims",
     "principal_from_parts",
+    "principal_of_fields",
     "principal_parts",
     "verified_principal",
 ]
@@ -251,10 +252,7 @@ def verified_principal(
     ``model_construct`` sets, in field order. ``tests/test_claims.py`` proves
     the result equals a validated principal.
     """
-    principal = _new_principal(Principal)
-    _set_attribute(
-        principal,
-        "__dict__",
+    return principal_of_fields(
         {
             "sub": sub,
             "username": username,
@@ -268,8 +266,18 @@ def verified_principal(
             "issued_at": issued_at,
             "expires_at": expires_at,
             "claims": claims if type(claims) is Claims else _claims_of(claims, frozen_types=_PARSED_FROZEN),  # type: ignore[arg-type]
-        },
+        }
     )
+
+
+def principal_of_fields(fields: dict[str, Any]) -> Principal:
+    """A :class:`Principal` holding ``fields`` as they are: every field, in field order, each of its exact type.
+
+    What pydantic's own ``model_construct`` sets, without its per-field
+    work; the claim rules call it with a dict of values they have proved.
+    """
+    principal = _new_principal(Principal)
+    _set_attribute(principal, "__dict__", fields)
     _set_attribute(principal, "__pydantic_fields_set__", _ALL_FIELDS_SET)
     _set_attribute(principal, "__pydantic_extra__", None)
     _set_attribute(principal, "__pydantic_private__", None)
@@ -283,13 +291,17 @@ def claims_from_rules(claims: dict[str, Any], groups: tuple[str, ...]) -> Claims
     ``cognito:groups`` array and takes the array's place, so the principal's
     groups and its claims share one object. The result equals what
     :func:`verified_principal` makes of the dict (``tests/test_claims.py``
-    compares the two principals).
+    compares the two principals). ``claims`` itself is left as it was.
     """
     names, index = _layout(tuple(claims))
-    values = tuple(claims.values())
     if groups:
-        at = index["cognito:groups"]
-        values = (*values[:at], groups, *values[at + 1 :])
+        # A list of the values with the array swapped out, then one tuple:
+        # cheaper than slicing a tuple around it.
+        listed = list(claims.values())
+        listed[index["cognito:groups"]] = groups
+        values = tuple(listed)
+    else:
+        values = tuple(claims.values())
     # The parser never makes a tuple: one here is the groups, frozen already.
     if not _PARSED_FROZEN.issuperset(map(type, values)):
         values = tuple([value if type(value) in _PARSED_FROZEN else _frozen(value) for value in values])

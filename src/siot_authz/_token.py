@@ -282,11 +282,14 @@ def parse_token(token: str, max_token_bytes: int, encoded: bytes | None = None) 
     header_segment, claims_segment, signature_segment = segments
     known = _valid_headers.get(header_segment)
     header, kid = known if known is not None else _parse_header(header_segment)
+    # _decode_json_object, inline: this runs for every new token.
+    raw = _decode_base64url(claims_segment)
+    claims = _fast_json_object(raw)
     return _new_parsed_token(
         ParsedToken,
         (
             header,
-            _decode_json_object(claims_segment),
+            claims if claims is not None else _strict_json_object(raw),
             kid,
             data[: len(header_segment) + len(claims_segment) + 1],
             _decode_base64url(signature_segment),
