@@ -83,8 +83,12 @@ class ClaimRules:
         self._token_use = settings.token_use
         self._leeway = settings.leeway_seconds
 
-    def check(self, claims: dict[str, Any], now: float) -> Principal:
-        """Apply every rule to verified ``claims`` and build the principal."""
+    def check(self, claims: dict[str, Any], now: float, containers: int = -1) -> Principal:
+        """Apply every rule to verified ``claims`` and build the principal.
+
+        ``containers`` is the parser's bound on the arrays and objects in
+        ``claims`` (:attr:`ParsedToken.containers`; -1: not counted).
+        """
         # Who issued it, and for what, before when: a token from another pool
         # should say so rather than merely "expired".
         issuer = claims.get("iss")
@@ -163,7 +167,7 @@ class ClaimRules:
                 "user_pool_id": self._user_pool_id,
                 "issued_at": _utc(issued_at),
                 "expires_at": _utc(expires_at),
-                "claims": claims_from_rules(claims, groups),
+                "claims": claims_from_rules(claims, groups, containers),
             }
         )
 

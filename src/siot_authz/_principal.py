@@ -284,26 +284,32 @@ def principal_of_fields(fields: dict[str, Any]) -> Principal:
     return principal
 
 
-def claims_from_rules(claims: dict[str, Any], groups: tuple[str, ...]) -> Claims:
+def claims_from_rules(claims: dict[str, Any], groups: tuple[str, ...], containers: int = -1) -> Claims:
     """The principal's :class:`Claims` from the parser's object, as the claim rules hand it over.
 
     Every new token comes through here. ``groups`` is the rules' tuple of the
     ``cognito:groups`` array and takes the array's place, so the principal's
-    groups and its claims share one object. The result equals what
-    :func:`verified_principal` makes of the dict (``tests/test_claims.py``
-    compares the two principals). ``claims`` itself is left as it was.
+    groups and its claims share one object. ``containers`` is the parser's
+    bound on the arrays and objects in ``claims`` at any depth (never fewer
+    than there are; -1: not counted): when it proves the groups array is the
+    only one, or that there is none, no other value is looked at. The
+    result equals what :func:`verified_principal` makes of the dict
+    (``tests/test_claims.py`` compares the two principals). ``claims`` itself
+    is left as it was.
     """
     names, index = _layout(tuple(claims))
-    if groups:
-        # A list of the values with the array swapped out, then one tuple:
-        # cheaper than slicing a tuple around it.
-        listed = list(claims.values())
-        listed[index["cognito:groups"]] = groups
-        values = tuple(listed)
-    else:
+    at = index.get("cognito:groups")
+    if at is None:
         values = tuple(claims.values())
+    else:
+        # The rules accepted the array, so it is one: a list of the values
+        # with it swapped out, then one tuple (cheaper than slicing a tuple).
+        listed = list(claims.values())
+        listed[at] = groups
+        values = tuple(listed)
+        containers -= 1
     # The parser never makes a tuple: one here is the groups, frozen already.
-    if not _PARSED_FROZEN.issuperset(map(type, values)):
+    if containers != 0 and not _PARSED_FROZEN.issuperset(map(type, values)):
         values = tuple([value if type(value) in _PARSED_FROZEN else _frozen(value) for value in values])
     frozen = _new_claims(Claims)
     frozen._names, frozen._index, frozen._values = names, index, values

@@ -391,7 +391,7 @@ class TokenVerifier:
         """Steps 7 and 8: the signature under the pool's key, then the pool's claim rules."""
         if not key.verify(parsed.signing_input, parsed.signature):
             raise SignatureInvalid(kid=parsed.kid)
-        return pool.rules.check(parsed.claims, self._clock())
+        return pool.rules.check(parsed.claims, self._clock(), parsed.containers)
 
     def _accepted(
         self, parsed: ParsedToken, digest: bytes, pool: Pool, key: RS256PublicKey, principal: Principal
