@@ -24,6 +24,7 @@ from siot_authz import (
     TokenExpired,
     TokenVerifier,
 )
+from siot_authz import _claims as claims_module
 from siot_authz import _verified_cache as verified_cache_module
 from siot_authz._claims import ClaimRules
 from siot_authz._verified_cache import VerifiedTokenCache
@@ -265,6 +266,36 @@ def test_every_array_and_object_of_a_new_token_reads_back_frozen_whatever_the_pa
     if "cognito:groups" in changes:
         assert principal.claims["cognito:groups"] is principal.groups
         assert principal.groups == tuple(changes["cognito:groups"])
+
+
+def test_principals_hold_their_pools_own_strings_and_share_each_set_of_groups(
+    issuer: LocalIssuer, held_verifier: TokenVerifier
+) -> None:
+    first, second = (
+        held_verifier.verify_sync(issuer.mint(username=name, groups=["team-admins", "devices-rw"]))
+        for name in ("ada", "bob")
+    )
+
+    # One object per pool, not each token's own copy (which the claims keep).
+    assert first.issuer is second.issuer == first.claims["iss"]
+    assert first.issuer is not first.claims["iss"]
+    assert first.client_id is second.client_id == first.claims["aud"]
+    assert first.client_id is not first.claims["aud"]
+    assert first.token_use is second.token_use == "id"
+    assert first.groups is second.groups == ("team-admins", "devices-rw")
+    assert first.claims["cognito:groups"] is first.groups
+    assert first.username != second.username
+
+
+def test_the_shared_group_sets_stay_bounded(
+    issuer: LocalIssuer, rules: ClaimRules, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(claims_module, "_groups_seen", {})
+    monkeypatch.setattr(claims_module, "_MAX_GROUP_SETS", 3)
+    principals = [rules.check(issuer.claims(groups=[f"team-{i}"]), time.time()) for i in range(10)]
+
+    assert len(claims_module._groups_seen) <= 3
+    assert [principal.groups for principal in principals] == [(f"team-{i}",) for i in range(10)]
 
 
 # -- the verified cache: no cold tier to fill, no entry taken apart ------------------------------
