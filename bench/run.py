@@ -18,7 +18,9 @@ Sections:
 * **In process, shortest windows**: the cold, all-features cold and
   all-features hot rows again, each the shortest of many 40-token windows of
   this thread's CPU time, taken in turn: on a shared machine the throughput
-  rows swing by a quarter between runs, these by a few percent.
+  rows swing by a quarter between runs, these by a few percent. With them
+  (full runs only), a login storm: new tokens through a cache larger than
+  its hot tier, where every new token demotes the oldest hot entry.
 * **End to end**: req/s of one uvicorn worker serving ``e2e_app.py``: a
   route without auth (the reference), the same route behind our
   ``CognitoAuth`` with one hot token and with a new token on every request,
@@ -27,6 +29,10 @@ Sections:
   (or, when wrk is missing, a slower built-in Python load generator, said so
   in the output). Server and load generator are pinned to different cores
   when ``taskset`` is available.
+* **Garbage collection**: in a fresh process, what a full default-size cache
+  of real verifies adds to a full ``gc.collect()``, nothing frozen: the
+  median over fill-and-empty cycles of the pause full minus the pause empty
+  just before; and the tracked objects and followed references per entry.
 * **Memory**: RSS of a fresh process after 10k, 100k and 1M distinct tokens
   through a verified cache of the default size.
 """
