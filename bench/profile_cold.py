@@ -52,7 +52,7 @@ def main() -> None:
         settings = verifier.settings
         parsed = parse_token(token, settings.max_token_bytes)
         key = verifier.keys.get_key_sync(parsed.kid)
-        principal = verifier.pools[0].rules.check(parsed.claims, time.time())
+        principal = verifier.pools[0].rules.check(parsed.claims, time.time(), parsed.containers)
         cache = VerifiedTokenCache(1_000_000)
         public_key = issuer.signing_key.private_key.public_key()
         assert isinstance(public_key, rsa.RSAPublicKey)
@@ -74,7 +74,7 @@ def main() -> None:
             ("ours: SHA-256 digest of the token", lambda: VerifiedTokenCache.digest(token)),
             ("ours: parse_token (b64 x3, JSON x2, header)", lambda: parse_token(token, settings.max_token_bytes)),
             ("ours: RSA verify through the key wrapper", lambda: key.verify(parsed.signing_input, parsed.signature)),
-            ("ours: claim rules + Principal", lambda: verifier.pools[0].rules.check(parsed.claims, time.time())),
+            ("ours: claim rules + Principal", lambda: verifier.pools[0].rules.check(parsed.claims, time.time(), parsed.containers)),
             ("ours: verified-cache put (new digest)", lambda: cache.put(next(counter).to_bytes(32, "big"), principal, parsed.kid, key)),
             ("ours: whole cold verify_sync", lambda: verifier.verify_sync(token)),
         ]  # fmt: skip

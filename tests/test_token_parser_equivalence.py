@@ -23,7 +23,13 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from siot_authz import TokenMalformed
-from siot_authz._token import _decode_base64url, _decode_json_object, _fast_json_object, parse_token
+from siot_authz._token import (
+    _decode_base64url,
+    _decode_json_object,
+    _fast_json_object,
+    _fast_json_object_counted,
+    parse_token,
+)
 from siot_authz.testing import b64url
 
 settings.register_profile(
@@ -125,6 +131,23 @@ def outcome(parse: Any, data: bytes) -> Any:
         return ("refused", str(refusal))
 
 
+def containers_in(value: Any) -> int:
+    """How many arrays and objects ``value`` holds, at any depth, itself not counted."""
+    items = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
+    return sum(1 + containers_in(item) for item in items if isinstance(item, (dict, list)))
+
+
+def brackets_in_strings(value: Any) -> int:
+    """How many "[" and "{" the strings of ``value`` hold, member names included."""
+    if isinstance(value, str):
+        return value.count("[") + value.count("{")
+    if isinstance(value, dict):
+        return sum(brackets_in_strings(name) + brackets_in_strings(item) for name, item in value.items())
+    if isinstance(value, list):
+        return sum(map(brackets_in_strings, value))
+    return 0
+
+
 def assert_same_json(raw: bytes) -> None:
     segment = b64url(raw).encode()
     expected = outcome(oracle_json_object, raw)
@@ -132,6 +155,11 @@ def assert_same_json(raw: bytes) -> None:
     fast = _fast_json_object(raw)
     if fast is not None:  # the fast path only ever accepts, and only what the oracle accepts, identically
         assert expected == ("accepted", _exact(fast))
+        # ... and its count of opening brackets is the arrays and objects it accepted plus the
+        # brackets inside strings: never fewer than the containers (the claim rules rely on that).
+        counted = _fast_json_object_counted(raw)
+        assert counted is not None
+        assert counted[1] == containers_in(fast) + brackets_in_strings(fast)
 
 
 # -- strategies -------------------------------------------------------------------------------------
@@ -224,6 +252,7 @@ def test_generated_json_objects_parse_as_the_standard_library_parses_them(raw: b
 @example(b'{"a":18446744073709551616,"b":-9223372036854775809,"c":-0.0,"d":-0}')
 @example(b"[]")
 @example(b"{}")
+@example(b'{"g":[],"h":[[1],{"i":{}}],"j":"[{","[":"{"}')
 def test_mutated_json_objects_parse_as_the_standard_library_parses_them(raw: bytes) -> None:
     assert_same_json(raw)
 
@@ -275,6 +304,9 @@ def test_whole_tokens_parse_as_before(claims: dict[str, Any], signature: bytes) 
     assert (_exact(parsed.header), _exact(parsed.claims), parsed.signing_input, parsed.signature) == (
         _oracle_parse(token)
     )
+    # The bound the claim rules rely on, when the fast path took the claims; else "not counted".
+    is_fast = _fast_json_object(json.dumps(claims).encode()) is not None
+    assert parsed.containers == (containers_in(claims) + brackets_in_strings(claims) if is_fast else -1)
 
 
 @pytest.mark.parametrize(

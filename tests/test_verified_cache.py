@@ -284,6 +284,24 @@ def test_cache_never_holds_more_than_its_size() -> None:
     assert len(cache) == 5
 
 
+def test_clear_forgets_both_tiers_and_the_cache_fills_again() -> None:
+    cache = VerifiedTokenCache(4, hot_entries=2)
+    expires_at = time.time() + 60
+    digests = [bytes([i]) * 32 for i in range(4)]
+    for digest in digests:
+        cache.put(digest, _principal(expires_at), "kid", KEY)
+    assert (len(cache.hot_entries), len(cache.cold_entries)) == (2, 2)
+
+    cache.clear()
+
+    assert len(cache) == 0
+    assert [cache.get(digest, _always_trusted) for digest in digests] == [None] * 4
+    cache.put(digests[0], _principal(expires_at, "again"), "kid", KEY)
+    revived = cache.get(digests[0], _always_trusted)
+    assert revived is not None
+    assert revived.username == "again"
+
+
 def test_least_recently_used_entry_goes_first() -> None:
     cache = VerifiedTokenCache(2)
     expires_at = time.time() + 60

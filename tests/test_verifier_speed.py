@@ -11,7 +11,7 @@ tier evicts without taking entries apart.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import pytest
@@ -24,6 +24,7 @@ from siot_authz import (
     TokenExpired,
     TokenVerifier,
 )
+from siot_authz import _claims as claims_module
 from siot_authz import _verified_cache as verified_cache_module
 from siot_authz._claims import ClaimRules
 from siot_authz._verified_cache import VerifiedTokenCache
@@ -230,6 +231,71 @@ def test_the_principal_and_its_claims_share_one_groups_tuple_and_leave_the_input
     assert dict(principal.claims["profile"]) == {"plan": "pro"}
     assert list(principal.claims) == list(claims)
     assert repr(claims) == before  # the caller's dict is not changed
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        pytest.param({}, id="no-arrays"),
+        pytest.param({"cognito:groups": []}, id="empty-groups-only"),
+        pytest.param({"cognito:groups": ["admin"]}, id="groups-only"),
+        pytest.param({"amr": ["pwd"]}, id="one-array-not-groups"),
+        pytest.param({"cognito:groups": ["admin"], "amr": ["pwd", "mfa"]}, id="groups-and-another-array"),
+        pytest.param({"cognito:groups": ["admin"], "profile": {"tags": ["a"]}}, id="groups-and-an-object"),
+        pytest.param({"identities": [{"userId": "1"}]}, id="objects-in-an-array"),
+    ],
+)
+def test_every_array_and_object_of_a_new_token_reads_back_frozen_whatever_the_parser_counted(
+    issuer: LocalIssuer, held_verifier: TokenVerifier, changes: dict[str, Any]
+) -> None:
+    # The parser's count of arrays and objects lets the rules skip looking for
+    # any besides the groups array; every layout must still come out frozen.
+    principal = held_verifier.verify_sync(issuer.mint(username="frozen", **changes))
+
+    def is_frozen(value: Any) -> bool:
+        if isinstance(value, (list, dict)):
+            return False
+        if isinstance(value, tuple):
+            return all(map(is_frozen, value))
+        if isinstance(value, Mapping):
+            return all(map(is_frozen, value.values()))
+        return True
+
+    assert all(is_frozen(value) for value in principal.claims.values())
+    assert principal == Principal.model_validate(principal.model_dump())
+    if "cognito:groups" in changes:
+        assert principal.claims["cognito:groups"] is principal.groups
+        assert principal.groups == tuple(changes["cognito:groups"])
+
+
+def test_principals_hold_their_pools_own_strings_and_share_each_set_of_groups(
+    issuer: LocalIssuer, held_verifier: TokenVerifier
+) -> None:
+    first, second = (
+        held_verifier.verify_sync(issuer.mint(username=name, groups=["team-admins", "devices-rw"]))
+        for name in ("ada", "bob")
+    )
+
+    # One object per pool, not each token's own copy (which the claims keep).
+    assert first.issuer is second.issuer == first.claims["iss"]
+    assert first.issuer is not first.claims["iss"]
+    assert first.client_id is second.client_id == first.claims["aud"]
+    assert first.client_id is not first.claims["aud"]
+    assert first.token_use is second.token_use == "id"
+    assert first.groups is second.groups == ("team-admins", "devices-rw")
+    assert first.claims["cognito:groups"] is first.groups
+    assert first.username != second.username
+
+
+def test_the_shared_group_sets_stay_bounded(
+    issuer: LocalIssuer, rules: ClaimRules, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(claims_module, "_groups_seen", {})
+    monkeypatch.setattr(claims_module, "_MAX_GROUP_SETS", 3)
+    principals = [rules.check(issuer.claims(groups=[f"team-{i}"]), time.time()) for i in range(10)]
+
+    assert len(claims_module._groups_seen) <= 3
+    assert [principal.groups for principal in principals] == [(f"team-{i}",) for i in range(10)]
 
 
 # -- the verified cache: no cold tier to fill, no entry taken apart ------------------------------

@@ -15,6 +15,7 @@ __all__ = [
     "claims_from_rules",
     "freeze_claims",
     "principal_from_parts",
+    "principal_of_fields",
     "principal_parts",
     "verified_principal",
 ]
@@ -251,10 +252,7 @@ def verified_principal(
     ``model_construct`` sets, in field order. ``tests/test_claims.py`` proves
     the result equals a validated principal.
     """
-    principal = _new_principal(Principal)
-    _set_attribute(
-        principal,
-        "__dict__",
+    return principal_of_fields(
         {
             "sub": sub,
             "username": username,
@@ -268,30 +266,50 @@ def verified_principal(
             "issued_at": issued_at,
             "expires_at": expires_at,
             "claims": claims if type(claims) is Claims else _claims_of(claims, frozen_types=_PARSED_FROZEN),  # type: ignore[arg-type]
-        },
+        }
     )
+
+
+def principal_of_fields(fields: dict[str, Any]) -> Principal:
+    """A :class:`Principal` holding ``fields`` as they are: every field, in field order, each of its exact type.
+
+    What pydantic's own ``model_construct`` sets, without its per-field
+    work; the claim rules call it with a dict of values they have proved.
+    """
+    principal = _new_principal(Principal)
+    _set_attribute(principal, "__dict__", fields)
     _set_attribute(principal, "__pydantic_fields_set__", _ALL_FIELDS_SET)
     _set_attribute(principal, "__pydantic_extra__", None)
     _set_attribute(principal, "__pydantic_private__", None)
     return principal
 
 
-def claims_from_rules(claims: dict[str, Any], groups: tuple[str, ...]) -> Claims:
+def claims_from_rules(claims: dict[str, Any], groups: tuple[str, ...], containers: int = -1) -> Claims:
     """The principal's :class:`Claims` from the parser's object, as the claim rules hand it over.
 
     Every new token comes through here. ``groups`` is the rules' tuple of the
     ``cognito:groups`` array and takes the array's place, so the principal's
-    groups and its claims share one object. The result equals what
-    :func:`verified_principal` makes of the dict (``tests/test_claims.py``
-    compares the two principals).
+    groups and its claims share one object. ``containers`` is the parser's
+    bound on the arrays and objects in ``claims`` at any depth (never fewer
+    than there are; -1: not counted): when it proves the groups array is the
+    only one, or that there is none, no other value is looked at. The
+    result equals what :func:`verified_principal` makes of the dict
+    (``tests/test_claims.py`` compares the two principals). ``claims`` itself
+    is left as it was.
     """
     names, index = _layout(tuple(claims))
-    values = tuple(claims.values())
-    if groups:
-        at = index["cognito:groups"]
-        values = (*values[:at], groups, *values[at + 1 :])
+    at = index.get("cognito:groups")
+    if at is None:
+        values = tuple(claims.values())
+    else:
+        # The rules accepted the array, so it is one: a list of the values
+        # with it swapped out, then one tuple (cheaper than slicing a tuple).
+        listed = list(claims.values())
+        listed[at] = groups
+        values = tuple(listed)
+        containers -= 1
     # The parser never makes a tuple: one here is the groups, frozen already.
-    if not _PARSED_FROZEN.issuperset(map(type, values)):
+    if containers != 0 and not _PARSED_FROZEN.issuperset(map(type, values)):
         values = tuple([value if type(value) in _PARSED_FROZEN else _frozen(value) for value in values])
     frozen = _new_claims(Claims)
     frozen._names, frozen._index, frozen._values = names, index, values

@@ -63,6 +63,11 @@ class ParsedToken(NamedTuple):
     kid: str
     signing_input: bytes
     signature: bytes
+    #: At least how many arrays and objects the claims hold, at any depth (the
+    #: opening brackets of the text, those inside strings too), or -1 when not
+    #: counted. At 0, or at 1 with a groups array, the claim rules know
+    #: without looking that no other claim needs freezing.
+    containers: int = -1
 
 
 def strip_bearer(authorization: str) -> str:
@@ -198,12 +203,25 @@ def _fast_json_object(raw: bytes) -> dict[str, Any] | None:
     parser, which decides; ``tests/test_token_parser_equivalence.py`` checks
     both agree on generated and mutated tokens.
     """
+    counted = _fast_json_object_counted(raw)
+    return None if counted is None else counted[0]
+
+
+def _fast_json_object_counted(raw: bytes) -> tuple[dict[str, Any], int] | None:
+    """:func:`_fast_json_object`, with its opening brackets but the object's own.
+
+    That count is never below how many arrays and objects the object holds
+    at any depth: it is exactly those, plus any "[" or "{" inside strings.
+    """
     if len(raw) > _FAST_MAX_BYTES or raw[:1] != b"{" or raw[-1:] != b"}":
         return None
     # One pass keeps only colons, opening brackets and backslashes.
     structure = raw.translate(None, _ALL_BUT_STRUCTURE)
     colons = structure.count(b":")
-    if b"\\" in structure or len(structure) - colons > _FAST_MAX_BRACKETS:
+    # Every byte kept but the colons is an opening bracket (a backslash sends
+    # the segment to the reference), the object's own brace among them.
+    brackets = len(structure) - colons
+    if b"\\" in structure or brackets > _FAST_MAX_BRACKETS:
         return None
     try:
         value = _fast_decode(raw)
@@ -211,7 +229,7 @@ def _fast_json_object(raw: bytes) -> dict[str, Any] | None:
             return None
     except Exception:  # DecodeError, the hook's refusal, RecursionError: the reference decides
         return None
-    return value
+    return value, brackets - 1
 
 
 def _decode_json_object(segment: bytes) -> dict[str, Any]:
@@ -282,13 +300,18 @@ def parse_token(token: str, max_token_bytes: int, encoded: bytes | None = None) 
     header_segment, claims_segment, signature_segment = segments
     known = _valid_headers.get(header_segment)
     header, kid = known if known is not None else _parse_header(header_segment)
+    # _decode_json_object, inline: this runs for every new token.
+    raw = _decode_base64url(claims_segment)
+    counted = _fast_json_object_counted(raw)
+    claims, containers = counted if counted is not None else (_strict_json_object(raw), -1)
     return _new_parsed_token(
         ParsedToken,
         (
             header,
-            _decode_json_object(claims_segment),
+            claims,
             kid,
             data[: len(header_segment) + len(claims_segment) + 1],
             _decode_base64url(signature_segment),
+            containers,
         ),
     )

@@ -353,30 +353,23 @@ class TokenVerifier:
             # Each pool's own cap, once the token is routed to it: the cap above is the largest of them.
             if len(token) > pool.settings.max_token_bytes:
                 raise TokenTooLarge()
+            # From here on a refusal is reported under the pool the token was routed to.
+            pool_id = pool.user_pool_id
+            # Step 6 as the key cache's own first step on either face, without
+            # the coroutine or the blocking call around it: a held key (fresh
+            # or stale; a due refresh starts in the background) is used as it is.
+            key = pool.keys.held_key_or_refresh(parsed.kid)
+            if key is not None and self._check is None:
+                # Nothing to wait for: steps 7 to 10 at once.
+                return self._accepted(parsed, digest, pool, key, self._signed(parsed, pool, key))
         except Exception as exc:
             refusal = self._refusal(exc, pool_id, cache_hit)
         else:
-            return self._new_token(parsed, digest, pool)
+            # A token that missed the verified cache travels on as four values: parsed,
+            # the digest it will be cached under, the pool it was routed to, and its key if held.
+            return _Steps(self._verify_new(parsed, digest, pool, key))
         # Raised outside the except block, so the refusal does not carry the
         # original exception (which might quote token bytes) as its context.
-        raise refusal
-
-    # A token that missed the verified cache travels as three values: parsed,
-    # the digest it will be cached under, and the pool it was routed to.
-
-    def _new_token(self, parsed: ParsedToken, digest: bytes, pool: Pool) -> Principal | _Steps:
-        """Steps 6 to 10 at once when the key is held and there is no check; else the steps that wait."""
-        try:
-            # The key cache's own first step on either face, without the
-            # coroutine or the blocking call around it: a held key (fresh or
-            # stale; a due refresh starts in the background) is used as it is.
-            key = pool.keys.held_key_or_refresh(parsed.kid)
-            if key is not None and self._check is None:
-                return self._accepted(parsed, digest, pool, key, self._signed(parsed, pool, key))
-        except Exception as exc:
-            refusal = self._refusal(exc, pool.user_pool_id, False)
-        else:
-            return _Steps(self._verify_new(parsed, digest, pool, key))
         raise refusal
 
     def _verify_new(
@@ -398,7 +391,7 @@ class TokenVerifier:
         """Steps 7 and 8: the signature under the pool's key, then the pool's claim rules."""
         if not key.verify(parsed.signing_input, parsed.signature):
             raise SignatureInvalid(kid=parsed.kid)
-        return pool.rules.check(parsed.claims, self._clock())
+        return pool.rules.check(parsed.claims, self._clock(), parsed.containers)
 
     def _accepted(
         self, parsed: ParsedToken, digest: bytes, pool: Pool, key: RS256PublicKey, principal: Principal
