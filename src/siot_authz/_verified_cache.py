@@ -233,7 +233,13 @@ class VerifiedTokenCache:
                     del tier[digest]
 
     def clear(self) -> None:
-        """Forget every entry: each token is verified in full again when next seen."""
+        """Forget every entry: each token is verified in full again when next seen.
+
+        Not a barrier: a put or a cold hit that another thread has under way
+        may still add its entry just after. Nothing relies on more (the bench
+        empties caches between runs); a security purge would need a
+        generation the verifier takes before it verifies.
+        """
         with self._lock:
             self._entries.clear()
             self._compact.clear()
