@@ -191,6 +191,37 @@ def test_the_shared_group_sets_stay_within_their_real_bound(
     assert [principal.groups for principal in principals] == [(f"team-{i}", "all") for i in range(count)]
 
 
+def test_a_set_of_more_groups_than_is_shared_is_used_as_it_is_and_never_kept(
+    issuer: LocalIssuer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(claims_module, "_groups_seen", {})
+    rules = ClaimRules(issuer.settings())
+    many = [f"{'g' * 120}-{i}" for i in range(claims_module._MAX_SHARED_GROUP_NAMES + 1)]
+    few = many[: claims_module._MAX_SHARED_GROUP_NAMES]
+
+    large = rules.check(issuer.claims(groups=many), time.time())
+    small = rules.check(issuer.claims(groups=few), time.time())
+
+    assert large.groups == tuple(many)
+    assert small.groups == tuple(few)
+    assert list(claims_module._groups_seen) == [tuple(few)]
+
+
+def test_what_the_shared_group_sets_hold_is_bounded_in_names_as_well_as_in_sets(
+    issuer: LocalIssuer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(claims_module, "_groups_seen", {})
+    rules = ClaimRules(issuer.settings())
+    now = time.time()
+    # Cognito's worst case: many distinct sets of up to 100 long names each.
+    for i in range(claims_module._MAX_GROUP_SETS * 2):
+        size = 100 if i % 2 else claims_module._MAX_SHARED_GROUP_NAMES
+        rules.check(issuer.claims(groups=[f"{'n' * 120}-{i}-{j}" for j in range(size)]), now)
+
+    held = sum(len(groups) for groups in claims_module._groups_seen)
+    assert held <= claims_module._MAX_GROUP_SETS * claims_module._MAX_SHARED_GROUP_NAMES
+
+
 # -- the verified cache under threads, with a cold tier to demote to -------------------------------
 
 

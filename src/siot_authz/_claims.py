@@ -185,15 +185,21 @@ _PLAIN_NUMBERS = frozenset([int, float])
 # A pool's users share a few sets of groups; each set is kept once, and every
 # principal with it holds that one tuple (in its fields and its claims): a
 # few hundred bytes less per cached token, and one object fewer per cached
-# principal for the collector to touch. Bounded, and emptied when full
-# (tuples of strings are immutable, so sharing them is safe).
+# principal for the collector to touch. Bounded in sets and in names per set,
+# so what it holds stays small in bytes too (at most 256 sets of 32 names: about
+# 1.5 MiB with Cognito's longest, 128-character group names, where 1,024 sets of
+# any size held 18 MiB at worst), and emptied when full. A larger set is
+# simply not shared. Tuples of strings are immutable, so sharing them is safe.
 _groups_seen: dict[tuple[str, ...], tuple[str, ...]] = {}
-_MAX_GROUP_SETS = 1024
+_MAX_GROUP_SETS = 256
+_MAX_SHARED_GROUP_NAMES = 32
 
 
 def _shared_groups(groups: tuple[str, ...]) -> tuple[str, ...]:
     shared = _groups_seen.get(groups)
     if shared is None:
+        if len(groups) > _MAX_SHARED_GROUP_NAMES:
+            return groups
         if len(_groups_seen) >= _MAX_GROUP_SETS:
             _groups_seen.clear()
         shared = _groups_seen[groups] = groups
