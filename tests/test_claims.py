@@ -500,6 +500,21 @@ async def test_one_principal_cannot_change_how_another_serializes(
     assert renamed.model_fields_set == set(Principal.model_fields)
 
 
+async def test_a_principal_is_hashable_like_any_frozen_model(verify_with: VerifyWith, sign: Sign) -> None:
+    """Equal principals hash alike, so they can be set members, dict keys and lru_cache arguments."""
+    token = sign(**{"cognito:groups": ["admin"], "identities": [{"providerName": "Google", "userId": "1"}]})
+    first = await verify_with(verified_cache_size=0)(token)
+    again = await verify_with(verified_cache_size=0)(token)
+    other = await verify_with(verified_cache_size=0)(sign(sub="someone-else"))
+
+    assert first is not again
+    assert first == again
+    assert hash(first) == hash(again)
+    assert {first, again, other} == {first, other}
+    assert len({first, again, other}) == 2
+    assert hash(first.claims) == hash(Principal.model_validate(first.model_dump()).claims)
+
+
 async def test_every_claim_rule_failure_is_an_invalid_token_401(verify: Verify, sign: Sign) -> None:
     with pytest.raises(InvalidToken) as caught:
         await verify(sign(exp=NOW - 3600))

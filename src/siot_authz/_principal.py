@@ -108,6 +108,13 @@ class Claims(Mapping[str, Any]):
     def __repr__(self) -> str:
         return f"Claims({dict(zip(self._names, self._values, strict=True))!r})"
 
+    # Mapping defines __eq__ and so leaves instances unhashable, which made
+    # every frozen Principal unhashable too (no set of principals, no
+    # lru_cache keyed by one). Frozen values are hashable all the way down,
+    # and equality ignores order, so the hash does too.
+    def __hash__(self) -> int:
+        return hash(frozenset(zip(self._names, self._values, strict=True)))
+
 
 _new_claims = Claims.__new__
 
