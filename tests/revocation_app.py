@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 
 import httpx
 
+import loopback
 from loopback import free_port
 
 _SETTINGS = "SIOT_AUTHZ_TEST_SETTINGS"
@@ -131,7 +132,7 @@ class Worker:
             if self._process.poll() is not None:
                 raise RuntimeError(f"worker exited with status {self._process.returncode}")
             try:
-                if httpx.get(f"{self.base_url}/readyz", timeout=1).status_code == 200:
+                if loopback.get(f"{self.base_url}/readyz", timeout=1).status_code == 200:
                     return
             except httpx.TransportError:
                 pass

@@ -17,9 +17,9 @@ import threading
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-import httpx
 import pytest
 
+import loopback
 from _cli_moto import PASSWORD, MotoPool, moto_pool
 from example_server import free_port, run_example_app
 from siot_authz import AuthError, AuthSettings, TokenVerifier
@@ -227,7 +227,7 @@ def _segments(token: str) -> list[str]:
 
 
 def test_forgeries_differ_from_the_valid_token_only_where_intended(moto_pool: MotoPool) -> None:
-    response = httpx.post(
+    response = loopback.post(
         moto_pool.endpoint_url + "/",
         headers={
             "X-Amz-Target": "AWSCognitoIdentityProviderService.InitiateAuth",

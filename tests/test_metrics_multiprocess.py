@@ -25,6 +25,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+import loopback
 from loopback import free_port
 from metric_samples import Samples, parse, value
 from siot_authz.testing import JwksResponse, LocalIssuer
@@ -67,7 +68,7 @@ class Workers:
     def get(self, path: str, token: str | None = None) -> httpx.Response:
         # A new client per request: a new connection, to whichever worker accepts it.
         headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
-        with httpx.Client(base_url=self.base_url, timeout=30) as client:
+        with loopback.client(base_url=self.base_url, timeout=30) as client:
             return client.get(path, headers=headers)
 
     def scrape(self) -> tuple[int, Samples]:

@@ -12,10 +12,10 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 
-import httpx
 import pytest
 import redis
 
+import loopback
 from redis_server import RedisServer, is_redis_installed, running_redis
 from revocation_app import Worker, worker_env, worker_pair
 from siot_authz import RevocationUnavailable, TokenVerifier
@@ -40,11 +40,11 @@ def wait_until(condition: Callable[[], bool], timeout: float, *, step: float = 0
 
 
 def status_of(worker: Worker, token: str) -> int:
-    return httpx.get(f"{worker.base_url}/me", headers={"Authorization": f"Bearer {token}"}).status_code
+    return loopback.get(f"{worker.base_url}/me", headers={"Authorization": f"Bearer {token}"}).status_code
 
 
 def revocation_state(worker: Worker) -> str:
-    state: str = httpx.get(f"{worker.base_url}/readyz").json()["revocation"]["state"]
+    state: str = loopback.get(f"{worker.base_url}/readyz").json()["revocation"]["state"]
     return state
 
 
@@ -100,11 +100,11 @@ def test_a_revocation_through_one_worker_is_enforced_by_the_other_within_a_secon
     sub, token = signed_in_user(issuer)
     assert status_of(first, token) == status_of(second, token) == 200  # both now hold it verified
 
-    answer = httpx.post(f"{first.base_url}/revoke/user/{sub}")
+    answer = loopback.post(f"{first.base_url}/revoke/user/{sub}")
     assert answer.status_code == 200
 
     assert wait_until(lambda: status_of(second, token) == 401, PROPAGATION_BOUND) < PROPAGATION_BOUND
-    body = httpx.get(f"{second.base_url}/me", headers={"Authorization": f"Bearer {token}"}).json()
+    body = loopback.get(f"{second.base_url}/me", headers={"Authorization": f"Bearer {token}"}).json()
     assert body["detail"]["code"] == "token_revoked"
     assert status_of(first, token) == 401
 
@@ -136,7 +136,7 @@ def test_a_token_issued_after_the_revocation_passes_everywhere(
 ) -> None:
     first, second = workers
     username, sub = new_user(issuer)
-    before = httpx.post(f"{first.base_url}/revoke/user/{sub}").json()["before"]
+    before = loopback.post(f"{first.base_url}/revoke/user/{sub}").json()["before"]
     # The entry's before is the sign-out plus the pool's leeway (5 s): a login after that, by the
     # issuer's clock, passes. iat has whole seconds, and the same second is refused.
     issued_at = int(before) + 1
@@ -151,7 +151,7 @@ def test_a_restarted_worker_still_enforces_revocations_made_before_it_started(
 ) -> None:
     first, second = workers
     sub, token = signed_in_user(issuer)
-    assert httpx.post(f"{first.base_url}/revoke/user/{sub}").status_code == 200
+    assert loopback.post(f"{first.base_url}/revoke/user/{sub}").status_code == 200
 
     second.restart()
 
@@ -177,7 +177,7 @@ def test_killing_redis_keeps_workers_serving_and_enforcing_and_loses_nothing_whe
     try:
         first.start()
         second.start()
-        assert httpx.post(f"{first.base_url}/revoke/user/{revoked_sub}").status_code == 200
+        assert loopback.post(f"{first.base_url}/revoke/user/{revoked_sub}").status_code == 200
         wait_until(lambda: status_of(second, revoked) == 401, PROPAGATION_BOUND)
 
         own_redis.kill()
@@ -186,7 +186,7 @@ def test_killing_redis_keeps_workers_serving_and_enforcing_and_loses_nothing_whe
             wait_until(lambda worker=worker: revocation_state(worker) == "degraded", 5)  # type: ignore[misc]
             assert status_of(worker, valid) == 200
             assert status_of(worker, revoked) == 401
-        refused = httpx.post(f"{first.base_url}/revoke/user/{new_user(issuer)[1]}")
+        refused = loopback.post(f"{first.base_url}/revoke/user/{new_user(issuer)[1]}")
         assert refused.status_code == 503
         assert "unreachable" in refused.json()["error"]
         assert "retry" in refused.json()["error"]
@@ -219,9 +219,9 @@ def test_a_worker_fails_closed_once_unconfirmed_too_long_and_recovers_with_redis
         own_redis.kill()
         wait_until(lambda: status_of(worker, token) == 503, 5)
 
-        response = httpx.get(f"{worker.base_url}/me", headers={"Authorization": f"Bearer {token}"})
+        response = loopback.get(f"{worker.base_url}/me", headers={"Authorization": f"Bearer {token}"})
         assert response.json()["detail"]["code"] == "revocation_unavailable"
-        readiness = httpx.get(f"{worker.base_url}/readyz")
+        readiness = loopback.get(f"{worker.base_url}/readyz")
         assert readiness.status_code == 503
         assert readiness.json()["revocation"]["state"] == "failed"
 

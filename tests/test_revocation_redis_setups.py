@@ -14,10 +14,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import pytest
 import redis
 
+import loopback
 from redis_server import (
     CertificateAuthority,
     RedisClusterNodes,
@@ -170,7 +170,7 @@ def test_a_revocation_through_one_worker_is_enforced_by_the_other_within_a_secon
     token = issuer.mint(username=username)
     assert status_of(first, token) == status_of(second, token) == 200
 
-    assert httpx.post(f"{first.base_url}/revoke/user/{sub}").status_code == 200
+    assert loopback.post(f"{first.base_url}/revoke/user/{sub}").status_code == 200
 
     wait_until(lambda: status_of(second, token) == 401, PROPAGATION_BOUND)
     assert status_of(first, token) == 401
@@ -326,7 +326,7 @@ def test_killing_the_primary_holding_the_subscription_loses_no_entry_and_keeps_e
     after_name, after_sub = new_user(issuer)
     revoked_after = issuer.mint(username=after_name)
     valid = issuer.mint(username=new_user(issuer)[0])
-    assert httpx.post(f"{first.base_url}/revoke/user/{before_sub}").status_code == 200
+    assert loopback.post(f"{first.base_url}/revoke/user/{before_sub}").status_code == 200
     wait_until(lambda: status_of(second, revoked_before) == 401, PROPAGATION_BOUND)
     victim = _subscribed_primary(cluster, "siot_authz:revocations")
 
@@ -334,7 +334,9 @@ def test_killing_the_primary_holding_the_subscription_loses_no_entry_and_keeps_e
     try:
         # Revocations made during the failover are refused (503) until the slot's new primary takes them.
         wait_until(
-            lambda: httpx.post(f"{first.base_url}/revoke/user/{after_sub}").status_code == 200, 15, step=0.2
+            lambda: loopback.post(f"{first.base_url}/revoke/user/{after_sub}").status_code == 200,
+            15,
+            step=0.2,
         )
 
         for worker in workers:
@@ -355,7 +357,7 @@ def test_killing_the_primary_holding_the_subscription_loses_no_entry_and_keeps_e
 
 
 def _state(worker: Worker) -> str:
-    state: str = httpx.get(f"{worker.base_url}/readyz").json()["revocation"]["state"]
+    state: str = loopback.get(f"{worker.base_url}/readyz").json()["revocation"]["state"]
     return state
 
 

@@ -15,11 +15,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-import httpx
 import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
+import loopback
 from chromium import closed_in_page, launched_chromium, open_in_page
 from redis_server import RedisServer, is_redis_installed, running_redis
 from revocation_app import worker_pair
@@ -59,7 +59,7 @@ def new_user(issuer: LocalIssuer) -> tuple[str, str]:
 
 def revoke(worker: WebSocketWorker, sub: str) -> float:
     """Revoke ``sub`` through ``worker``'s admin route; returns when it answered."""
-    assert httpx.post(f"{worker.base_url}/revoke/user/{sub}", timeout=10).status_code == 200
+    assert loopback.post(f"{worker.base_url}/revoke/user/{sub}", timeout=10).status_code == 200
     return time.time()
 
 

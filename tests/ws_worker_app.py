@@ -19,10 +19,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-import httpx
 from fastapi import Depends, FastAPI, WebSocket
 from starlette.websockets import WebSocketDisconnect
 
+import loopback
 from revocation_app import Worker, add_readiness_route, worker_env
 from siot_authz import AuthSettings, CognitoAuth, Principal, accept_websocket
 from siot_authz.revocation import RedisRevocations
@@ -83,7 +83,7 @@ class WebSocketWorker(Worker):
         """The route's account of socket ``name``, once it has learned the socket ended."""
         deadline = time.monotonic() + timeout
         while True:
-            log: dict[str, Any] | None = httpx.get(f"{self.base_url}/routes/{name}", timeout=5).json()
+            log: dict[str, Any] | None = loopback.get(f"{self.base_url}/routes/{name}", timeout=5).json()
             if (log is not None and log["ended"] is not None) or time.monotonic() > deadline:
                 assert log is not None, f"no route ran for {name}"
                 return log
