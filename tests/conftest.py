@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fcntl
 import ipaddress
+import os
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +16,7 @@ from fastapi.testclient import TestClient
 
 from siot_authz import AuthSettings, CognitoAuth, Principal, TokenVerifier
 from siot_authz.testing import JwksServer, LocalIssuer
+from warm_python import WarmPython
 
 # -- how the suite spreads over pytest-xdist workers --------------------------------------------
 #
@@ -170,6 +172,37 @@ def built_dist(tmp_path_factory: pytest.TempPathFactory) -> Path:
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
     return out
+
+
+#: What the worker apps (tests/revocation_app.py, tests/ws_worker_app.py) import before they serve.
+_WORKER_PRELOAD = [
+    "fastapi",
+    "fastapi.responses",
+    "starlette.websockets",
+    "uvicorn",
+    "uvicorn.loops.auto",
+    "uvicorn.protocols.http.auto",
+    "uvicorn.protocols.websockets.auto",
+    "uvicorn.lifespan.on",
+    "httpx",
+    "redis",
+    "redis.asyncio",
+    "siot_authz",
+    "siot_authz.revocation",
+]
+
+
+@pytest.fixture(scope="session")
+def worker_python() -> Iterator[WarmPython]:
+    """A warm interpreter the worker apps' processes are forked from (tests/warm_python.py).
+
+    Each worker is still a process of its own, killed and restarted as one; it skips most of
+    a second of imports. The apps read their ``SIOT_AUTHZ_TEST_*`` variables once started, so
+    those may differ per worker (and ``PYTEST_*``, which pytest changes per test).
+    """
+    python = WarmPython(dict(os.environ), _WORKER_PRELOAD, free_prefixes=("SIOT_AUTHZ_TEST_", "PYTEST_"))
+    yield python
+    python.close()
 
 
 @pytest.fixture(scope="session")

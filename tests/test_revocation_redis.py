@@ -22,6 +22,7 @@ from siot_authz import RevocationUnavailable, TokenVerifier
 from siot_authz.revocation import RedisRevocations, Revocation, RevocationStoreUnavailable
 from siot_authz.testing import LocalIssuer
 from tcp_proxy import TcpProxy
+from warm_python import WarmPython
 
 pytestmark = pytest.mark.skipif(not is_redis_installed(), reason="needs redis-server on PATH")
 
@@ -73,10 +74,12 @@ def shared_redis() -> Iterator[RedisServer]:
 
 
 @pytest.fixture(scope="module")
-def workers(_session_issuer: LocalIssuer, shared_redis: RedisServer) -> Iterator[tuple[Worker, Worker]]:
+def workers(
+    _session_issuer: LocalIssuer, shared_redis: RedisServer, worker_python: WarmPython
+) -> Iterator[tuple[Worker, Worker]]:
     """Two worker processes sharing ``shared_redis``, as two hosts would."""
     env = worker_env(settings_json(_session_issuer), shared_redis.url)
-    with worker_pair(env, Worker) as pair:
+    with worker_pair(env, Worker, python=worker_python) as pair:
         yield pair
 
 
@@ -168,15 +171,17 @@ def own_redis() -> Iterator[RedisServer]:
 
 
 def test_killing_redis_keeps_workers_serving_and_enforcing_and_loses_nothing_when_it_returns(
-    issuer: LocalIssuer, own_redis: RedisServer
+    issuer: LocalIssuer, own_redis: RedisServer, worker_python: WarmPython
 ) -> None:
     env = worker_env(settings_json(issuer), own_redis.url)
-    first, second = Worker(env), Worker(env)
+    first, second = Worker(env, python=worker_python), Worker(env, python=worker_python)
     revoked_name, revoked_sub = new_user(issuer)
     revoked, valid = issuer.mint(username=revoked_name), issuer.mint(username=new_user(issuer)[0])
     try:
-        first.start()
-        second.start()
+        first.launch()
+        second.launch()
+        first.wait_until_ready()
+        second.wait_until_ready()
         assert loopback.post(f"{first.base_url}/revoke/user/{revoked_sub}").status_code == 200
         wait_until(lambda: status_of(second, revoked) == 401, PROPAGATION_BOUND)
 
@@ -208,9 +213,10 @@ def test_killing_redis_keeps_workers_serving_and_enforcing_and_loses_nothing_whe
 
 
 def test_a_worker_fails_closed_once_unconfirmed_too_long_and_recovers_with_redis(
-    issuer: LocalIssuer, own_redis: RedisServer
+    issuer: LocalIssuer, own_redis: RedisServer, worker_python: WarmPython
 ) -> None:
-    worker = Worker(worker_env(settings_json(issuer), own_redis.url, max_unconfirmed_seconds=1.5))
+    env = worker_env(settings_json(issuer), own_redis.url, max_unconfirmed_seconds=1.5)
+    worker = Worker(env, python=worker_python)
     token = issuer.mint()
     try:
         worker.start()

@@ -35,6 +35,7 @@ from siot_authz.revocation import (
 )
 from siot_authz.testing import LocalIssuer
 from test_revocation_redis import PROPAGATION_BOUND, new_user, settings_json, status_of, wait_until
+from warm_python import WarmPython
 
 pytestmark = pytest.mark.skipif(
     not is_cluster_tooling_installed(), reason="needs redis-server, redis-cli and openssl on PATH"
@@ -147,10 +148,12 @@ def any_setup(request: pytest.FixtureRequest, test_ca: CertificateAuthority) -> 
 
 
 @pytest.fixture(scope="module")
-def workers(_session_issuer: LocalIssuer, setup: Setup) -> Iterator[tuple[Worker, Worker]]:
+def workers(
+    _session_issuer: LocalIssuer, setup: Setup, worker_python: WarmPython
+) -> Iterator[tuple[Worker, Worker]]:
     """Two worker processes following ``setup``, as two hosts would."""
     env = worker_env(settings_json(_session_issuer), setup.url, tls_ca_file=setup.tls_ca_file)
-    with worker_pair(env, Worker) as pair:
+    with worker_pair(env, Worker, python=worker_python) as pair:
         yield pair
 
 

@@ -17,7 +17,7 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import Depends, FastAPI, WebSocket
 from starlette.websockets import WebSocketDisconnect
@@ -26,6 +26,9 @@ import loopback
 from revocation_app import Worker, add_readiness_route, worker_env
 from siot_authz import AuthSettings, CognitoAuth, Principal, accept_websocket
 from siot_authz.revocation import RedisRevocations
+
+if TYPE_CHECKING:
+    from warm_python import WarmPython
 
 __all__ = ["WebSocketWorker", "worker_env"]
 
@@ -75,8 +78,8 @@ class WebSocketWorker(Worker):
 
     script = Path(__file__).resolve()
 
-    def __init__(self, env: dict[str, str]) -> None:
-        super().__init__(env)
+    def __init__(self, env: dict[str, str], *, python: WarmPython | None = None) -> None:
+        super().__init__(env, python=python)
         self.ws_url = f"ws://127.0.0.1:{self.port}"
 
     def route_log(self, name: str, *, timeout: float = 5) -> dict[str, Any]:
