@@ -33,6 +33,16 @@ if "--warn" in sys.argv:
     warnings.warn("a user warning", UserWarning, stacklevel=1)
 if "--fail" in sys.argv:
     raise LookupError("the sample is wrong")
+if "--atexit" in sys.argv:
+    import atexit
+    atexit.register(print, "an atexit callback ran")
+if "--thread" in sys.argv:  # a non-daemon thread outliving the script is waited for
+    import threading, time
+    threading.Thread(target=lambda: (time.sleep(0.2), print("the thread ended"))).start()
+if "--unflushed" in sys.argv:
+    sys.stdout.write("no newline, never flushed")
+if "--close-stdout" in sys.argv:
+    sys.stdout.close()
 if "--exit" in sys.argv:
     sys.exit(sys.argv[-1])
 """
@@ -48,6 +58,11 @@ COMMANDS = [
     ["probe.py", "--fail"],
     ["probe.py", "--exit", "3"],
     ["probe.py", "--exit", "a message"],
+    # How the command ends: a fork leaves before the interpreter's teardown, after every other step.
+    ["probe.py", "--atexit", "--thread", "--unflushed"],
+    ["probe.py", "--atexit", "--exit", "4"],
+    ["probe.py", "--close-stdout"],
+    ["probe.py", "--thread", "--fail"],
     ["-m", "probe", "two"],
     ["-P", "-m", "probe"],  # -P keeps the working folder off sys.path: probe is not found
     ["-c", "import probe", "three"],
