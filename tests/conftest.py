@@ -230,10 +230,16 @@ def jwks_server(issuer: LocalIssuer) -> JwksServer:
     return issuer.serve()
 
 
+@pytest.fixture(scope="session")
+def _session_settings(_session_issuer: LocalIssuer) -> AuthSettings:
+    # Validated once: AuthSettings is frozen, and the kit's settings never read the environment.
+    return _session_issuer.settings(http_timeout_seconds=2.0)
+
+
 @pytest.fixture
-def settings(issuer: LocalIssuer) -> AuthSettings:
+def settings(issuer: LocalIssuer, _session_settings: AuthSettings) -> AuthSettings:
     """Settings trusting ``issuer``, with a short HTTP timeout so failure tests stay quick."""
-    return issuer.settings(http_timeout_seconds=2.0)
+    return _session_settings
 
 
 @pytest.fixture
