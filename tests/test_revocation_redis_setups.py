@@ -343,10 +343,14 @@ def test_killing_the_primary_holding_the_subscription_loses_no_entry_and_keeps_e
         )
 
         for worker in workers:
-            wait_until(lambda worker=worker: status_of(worker, revoked_after) == 401, AFTER_FAILOVER_BOUND)  # type: ignore[misc]
+            wait_until(
+                lambda worker=worker: status_of(worker, revoked_after) == 401,  # type: ignore[misc]
+                AFTER_FAILOVER_BOUND,
+                step=0.02,
+            )
             assert status_of(worker, revoked_before) == 401
             assert status_of(worker, valid) == 200
-            wait_until(lambda worker=worker: _state(worker) == "ok", AFTER_FAILOVER_BOUND)  # type: ignore[misc]
+            wait_until(lambda worker=worker: _state(worker) == "ok", AFTER_FAILOVER_BOUND, step=0.02)  # type: ignore[misc]
         # A fresh client needs a live node to start from (ElastiCache's configuration endpoint is one).
         survivor = next(server for server in cluster.primaries() if server is not victim)
         listed = {
