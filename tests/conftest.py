@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fcntl
 import ipaddress
+import os
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +16,7 @@ from fastapi.testclient import TestClient
 
 from siot_authz import AuthSettings, CognitoAuth, Principal, TokenVerifier
 from siot_authz.testing import JwksServer, LocalIssuer
+from warm_python import WarmPython
 
 # -- how the suite spreads over pytest-xdist workers --------------------------------------------
 #
@@ -26,7 +28,8 @@ from siot_authz.testing import JwksServer, LocalIssuer
 # starts last and runs alone at the end. (``--dist loadgroup`` would say this with marks, but
 # pytest-xdist 3.8 cannot see its group marks under pytest 9.2's node ids.)
 _SPLIT = {
-    "test_docs.py": 8,
+    # Two parts only: each test process that runs a part starts the samples' two warm interpreters.
+    "test_docs.py": 2,
     "test_token_parser_equivalence.py": 3,
     "test_attacks.py": 2,
     "test_check.py": 2,
@@ -34,21 +37,20 @@ _SPLIT = {
     "test_key_refresh.py": 2,
     "test_packaging.py": 2,
 }
-# Rough seconds per file under -n 3 on the 2-core CI machine (from --durations). They only order
+# Rough seconds per file under -n 3 on this 2-core machine (summed test durations). They only order
 # the files: a stale figure costs some wall time, never a test. Files not named count 1 s.
 _SECONDS = {
-    "test_docs.py": 38, "test_revocation_redis_setups.py": 31, "test_token_parser_equivalence.py": 31,
-    "test_revocation_redis.py": 27, "test_metrics_multiprocess.py": 24, "test_lambda_emulator.py": 24,
-    "test_key_refresh.py": 20, "test_packaging.py": 19, "test_websocket_lifetime.py": 18,
-    "test_contract.py": 16, "test_properties.py": 15, "test_websocket.py": 14, "test_check.py": 13,
-    "test_key_cache.py": 13, "test_attacks.py": 12, "test_http.py": 12, "test_cli.py": 11,
-    "test_metrics.py": 10, "test_claims.py": 6, "test_example_app.py": 6, "test_warm_python.py": 6,
-    "test_fastapi.py": 6, "test_health.py": 6, "test_revocation_redis_urls.py": 6, "test_logging.py": 5,
-    "test_lambda_package.py": 5, "test_websocket_workers.py": 5, "test_example_db.py": 5,
-    "test_cli_hardening.py": 5, "test_verified_cache.py": 5, "test_testing_kit.py": 4,
-    "test_offline_keys.py": 4, "test_pools.py": 4, "test_roles.py": 4, "test_verifier.py": 3,
-    "test_user_project.py": 3, "test_revocation.py": 2, "test_moto.py": 2, "test_lambda_cold_start.py": 2,
-    "test_no_secrets.py": 2,
+    "test_docs.py": 22, "test_revocation_redis_setups.py": 19, "test_attacks.py": 18, "test_key_refresh.py": 16,
+    "test_revocation_redis.py": 15, "test_websocket_lifetime.py": 15, "test_lambda_emulator.py": 13,
+    "test_key_cache.py": 12, "test_check.py": 11, "test_packaging.py": 11, "test_token_parser_equivalence.py": 11,
+    "test_http.py": 10, "test_websocket.py": 9, "test_metrics.py": 8, "test_contract.py": 7, "test_claims.py": 7,
+    "test_metrics_multiprocess.py": 6, "test_lambda_package.py": 6, "test_cli.py": 6,
+    "test_revocation_redis_urls.py": 6, "test_health.py": 6, "test_fastapi.py": 5, "test_example_app.py": 5,
+    "test_properties.py": 4, "test_logging.py": 4, "test_roles.py": 4, "test_websocket_workers.py": 4,
+    "test_verifier.py": 3, "test_warm_python.py": 3, "test_pools.py": 2, "test_cli_hardening.py": 2,
+    "test_no_secrets.py": 2, "test_testing_kit.py": 2, "test_offline_keys.py": 2, "test_moto.py": 2,
+    "test_verified_cache.py": 2, "test_example_db.py": 2, "test_user_project.py": 2,
+    "test_revocation_redis_lookup.py": 2, "test_revocation.py": 2,
 }  # fmt: skip
 
 
@@ -172,6 +174,37 @@ def built_dist(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+#: What the worker apps (tests/revocation_app.py, tests/ws_worker_app.py) import before they serve.
+_WORKER_PRELOAD = [
+    "fastapi",
+    "fastapi.responses",
+    "starlette.websockets",
+    "uvicorn",
+    "uvicorn.loops.auto",
+    "uvicorn.protocols.http.auto",
+    "uvicorn.protocols.websockets.auto",
+    "uvicorn.lifespan.on",
+    "httpx",
+    "redis",
+    "redis.asyncio",
+    "siot_authz",
+    "siot_authz.revocation",
+]
+
+
+@pytest.fixture(scope="session")
+def worker_python() -> Iterator[WarmPython]:
+    """A warm interpreter the worker apps' processes are forked from (tests/warm_python.py).
+
+    Each worker is still a process of its own, killed and restarted as one; it skips most of
+    a second of imports. The apps read their ``SIOT_AUTHZ_TEST_*`` variables once started, so
+    those may differ per worker (and ``PYTEST_*``, which pytest changes per test).
+    """
+    python = WarmPython(dict(os.environ), _WORKER_PRELOAD, free_prefixes=("SIOT_AUTHZ_TEST_", "PYTEST_"))
+    yield python
+    python.close()
+
+
 @pytest.fixture(scope="session")
 def _session_issuer() -> Iterator[LocalIssuer]:
     # RSA key generation is slow; one issuer (and server) serves the session.
@@ -197,10 +230,16 @@ def jwks_server(issuer: LocalIssuer) -> JwksServer:
     return issuer.serve()
 
 
+@pytest.fixture(scope="session")
+def _session_settings(_session_issuer: LocalIssuer) -> AuthSettings:
+    # Validated once: AuthSettings is frozen, and the kit's settings never read the environment.
+    return _session_issuer.settings(http_timeout_seconds=2.0)
+
+
 @pytest.fixture
-def settings(issuer: LocalIssuer) -> AuthSettings:
+def settings(issuer: LocalIssuer, _session_settings: AuthSettings) -> AuthSettings:
     """Settings trusting ``issuer``, with a short HTTP timeout so failure tests stay quick."""
-    return issuer.settings(http_timeout_seconds=2.0)
+    return _session_settings
 
 
 @pytest.fixture

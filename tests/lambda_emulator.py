@@ -26,6 +26,7 @@ from pathlib import Path
 
 import httpx
 
+import loopback
 from loopback import free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -64,7 +65,7 @@ class Emulator:
     def invoke(self, function: str, event: object) -> object:
         """A direct invocation (``lambda:InvokeFunction``), as another Lambda would make it."""
         url = f"http://127.0.0.1:{self.lambda_port}/2015-03-31/functions/siot-authz-example-v1-{function}/invocations"
-        return httpx.post(url, json=event, timeout=60).json()
+        return loopback.post(url, json=event, timeout=60).json()
 
 
 @contextmanager
@@ -120,7 +121,7 @@ def _wait_until_serving(
             raise RuntimeError(f"serverless offline exited with {process.returncode}:\n{output[-3000:]}")
         try:
             # Any answer (a 401 from the authorizer's header check) means it is serving.
-            httpx.get(f"{running.rest_url}/project", timeout=2)
+            loopback.get(f"{running.rest_url}/project", timeout=2)
             return
         except httpx.TransportError:
             time.sleep(0.3)

@@ -22,6 +22,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import redis
 
 from loopback import free_port
 
@@ -121,10 +124,19 @@ class RedisServer:
 
     def start(self, *, timeout: float = 10) -> None:
         """Start the server (empty) and wait until it accepts connections."""
+        self.launch()
+        self.wait_until_answering(timeout=timeout)
+
+    def launch(self) -> None:
+        """Start the process without waiting; several servers start faster side by side."""
         assert not self.is_running, "already running"
         self._process = subprocess.Popen(
             self._command(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
+
+    def wait_until_answering(self, *, timeout: float = 10) -> None:
+        """Wait until the launched server answers a PING; killed if it does not in time."""
+        assert self._process is not None, "not launched"
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self._answers():
@@ -189,6 +201,7 @@ class RedisClusterNodes:
     def __init__(self, directory: Path, *, tls: CertificateAuthority | None = None) -> None:
         self.tls = tls
         self.servers: list[RedisServer] = []
+        self._clients: dict[int, redis.Redis] = {}
         # TLS everywhere, as ElastiCache Serverless runs it: clients, the cluster bus and replication.
         tls_options = [["tls-cluster", "yes"], ["tls-replication", "yes"]] if tls else []
         for index in range(6):
@@ -222,7 +235,9 @@ class RedisClusterNodes:
 
     def start(self, *, timeout: float = 30) -> None:
         for server in self.servers:
-            server.start()
+            server.launch()
+        for server in self.servers:
+            server.wait_until_answering()
         addresses = [f"127.0.0.1:{server.port}" for server in self.servers]
         subprocess.run(
             [
@@ -241,26 +256,37 @@ class RedisClusterNodes:
         )
         self.wait_until_healthy(timeout=timeout)
 
-    def cli(self, port: int, *args: str) -> str:
-        done = subprocess.run(
-            ["redis-cli", *self._cli_tls, "-p", str(port), *args],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=False,
-        )
-        return done.stdout
+    def _node(self, server: RedisServer) -> redis.Redis:
+        """One connection per node for the status queries (a redis-cli per query cost a process, and a TLS handshake)."""
+        client = self._clients.get(server.port)
+        if client is None:
+            tls: dict[str, Any] = {"ssl": True, "ssl_ca_certs": str(self.tls.ca_file)} if self.tls else {}
+            client = self._clients[server.port] = redis.Redis(
+                host="127.0.0.1", port=server.port, socket_timeout=10, decode_responses=True, **tls
+            )
+        return client
+
+    def _ask(self, server: RedisServer, *command: str) -> dict[str, Any]:
+        """A parsed INFO or CLUSTER INFO answer; empty (not healthy yet) if the node cannot answer now."""
+        try:
+            answer: dict[str, Any] = self._node(server).execute_command(*command)
+        except redis.ConnectionError:
+            self._clients.pop(server.port).close()  # a new connection next time
+            return {}
+        return answer
+
+    def _replication(self, server: RedisServer) -> dict[str, Any]:
+        return self._ask(server, "INFO", "replication")
 
     def wait_until_healthy(self, *, timeout: float = 30) -> None:
         """Until every running node says the cluster is ok, three primaries serve all slots and replicas are in sync."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             running = [server for server in self.servers if server.is_running]
-            is_ok = all("cluster_state:ok" in self.cli(server.port, "cluster", "info") for server in running)
+            is_ok = all(self._ask(server, "CLUSTER INFO").get("cluster_state") == "ok" for server in running)
             # A replica that never finished its sync will not take over a killed primary.
             replicas_synced = all(
-                "master_link_status:down" not in self.cli(server.port, "info", "replication")
-                for server in running
+                self._replication(server).get("master_link_status") != "down" for server in running
             )
             if is_ok and replicas_synced and len(self.primaries()) == 3:
                 return
@@ -272,12 +298,14 @@ class RedisClusterNodes:
         return [
             server
             for server in self.servers
-            if server.is_running and "role:master" in self.cli(server.port, "info", "replication")
+            if server.is_running and self._replication(server).get("role") == "master"
         ]
 
     def server_on(self, port: int) -> RedisServer:
         return next(server for server in self.servers if server.port == port)
 
     def close(self) -> None:
+        for client in self._clients.values():
+            client.close()
         for server in self.servers:
             server.close()

@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import jose.backends.cryptography_backend as jose_crypto_backend
 import pytest
 from cryptography.hazmat.primitives import hashes, serialization
@@ -32,6 +31,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from fastapi import Depends, FastAPI
 from fastapi.testclient import TestClient
 
+import loopback
 import siot_authz
 from siot_authz import AuthError, AuthSettings, CognitoAuth, Principal, TokenUse, TokenVerifier
 from siot_authz._jose import UnusableKey, build_rs256_key
@@ -785,7 +785,7 @@ def test_attacker_server_is_reachable_so_zero_requests_means_never_asked(
         with pytest.raises(AuthError):
             verifier.verify_sync(forge.issuer.sign(forge.claims(), header=header, key=forge.attacker))
     assert attacker_server.request_count == 0
-    assert httpx.get(forge.attacker_url).json()["keys"][0]["kid"] == "attacker-key"
+    assert loopback.get(forge.attacker_url).json()["keys"][0]["kid"] == "attacker-key"
     assert attacker_server.request_count == 1
     attacker_server.reset()  # the forge fixture checks the count again on teardown
 

@@ -521,9 +521,9 @@ def served(_session_issuer: LocalIssuer) -> Iterator[str]:
 
 
 def _served_outcome(base_url: str, route: str, token: str) -> str:
-    import httpx
+    import loopback
 
-    response = httpx.get(f"{base_url}{route}", headers={"Authorization": token}, timeout=20)
+    response = loopback.get(f"{base_url}{route}", headers={"Authorization": token}, timeout=20)
     if response.status_code == 200:
         return "ok"
     if response.status_code >= 500 and response.status_code != 503:
@@ -558,7 +558,7 @@ def test_under_uvicorn_a_slow_sync_check_does_not_delay_other_requests(
     served: str, issuer: LocalIssuer
 ) -> None:
     """A 2 s sync check once delayed an unauthenticated /ping by 1.8 s: it ran on the event loop."""
-    import httpx
+    import loopback
 
     outcome: list[str] = []
     slow = threading.Thread(
@@ -567,7 +567,7 @@ def test_under_uvicorn_a_slow_sync_check_does_not_delay_other_requests(
     slow.start()
     time.sleep(0.3)  # the slow check is running now
     started = time.monotonic()
-    assert httpx.get(f"{served}/ping", timeout=20).status_code == 200
+    assert loopback.get(f"{served}/ping", timeout=20).status_code == 200
     ping_seconds = time.monotonic() - started
     slow.join(timeout=20)
 

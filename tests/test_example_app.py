@@ -12,10 +12,10 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 from fastapi.testclient import TestClient
 
+import loopback
 from example_server import REPO_ROOT, run_example_app
 from examples.app import create_app
 from examples.app.__main__ import has_metrics, local_banner, main, websocket_library
@@ -157,13 +157,15 @@ def test_python_m_examples_app_serves_the_printed_tokens(capsys: pytest.CaptureF
         argv = shlex.split(verify_line.group(1).replace('"$ADMIN_TOKEN"', tokens["ADMIN_TOKEN"]))
         assert siot_authz_cli(argv[1:]) == 0
         assert json.loads(capsys.readouterr().out)["username"] == "ada"
-        admin = httpx.get(f"{app.base_url}/v1/me", headers={"Authorization": tokens["ADMIN_TOKEN"]})
+        admin = loopback.get(f"{app.base_url}/v1/me", headers={"Authorization": tokens["ADMIN_TOKEN"]})
         assert admin.json()["principal"]["groups"] == ["admin"]
-        user = httpx.get(f"{app.base_url}/v1/me", headers={"Authorization": f"Bearer {tokens['USER_TOKEN']}"})
+        user = loopback.get(
+            f"{app.base_url}/v1/me", headers={"Authorization": f"Bearer {tokens['USER_TOKEN']}"}
+        )
         assert user.json()["principal"]["groups"] == []
-        assert httpx.get(f"{app.base_url}/v1/me").status_code == 401
+        assert loopback.get(f"{app.base_url}/v1/me").status_code == 401
         assert admin.text.endswith("}\n")  # the shell prompt starts on its own line
-        refused = httpx.get(f"{app.base_url}/v1/me")
+        refused = loopback.get(f"{app.base_url}/v1/me")
         assert refused.text.endswith("}\n")
         assert int(refused.headers["Content-Length"]) == len(refused.content)
         assert json.loads(refused.text)["code"] == "missing_token"

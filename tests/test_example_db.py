@@ -8,13 +8,13 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 from fastapi.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
 from websockets.sync.client import connect
 
 import examples.app.api as example_api
+import loopback
 from example_server import free_port, run_example_app
 from examples.app import create_app
 from examples.app.database import Database
@@ -247,20 +247,22 @@ def test_python_m_examples_app_printed_tokens_are_an_admin_and_a_non_admin_in_it
         tokens = dict(re.findall(r"export (ADMIN_TOKEN|USER_TOKEN)='([^']+)'", app.output))
         admin = {"Authorization": tokens["ADMIN_TOKEN"]}
         user = {"Authorization": f"Bearer {tokens['USER_TOKEN']}"}
-        assert httpx.get(f"{app.base_url}/readyz").status_code == 200
+        assert loopback.get(f"{app.base_url}/readyz").status_code == 200
         # gh-1 is seeded (issue 17): the banner's and docs/websockets.md's stream works with no set-up.
         assert "gh-1" in [
             device["serial"]
-            for device in httpx.get(f"{app.base_url}/v1/device", headers=user).json()["devices"]
+            for device in loopback.get(f"{app.base_url}/v1/device", headers=user).json()["devices"]
         ]
-        refused = httpx.delete(f"{app.base_url}/v1/device?serial=gh-1", headers=user)
+        refused = loopback.delete(f"{app.base_url}/v1/device?serial=gh-1", headers=user)
         assert refused.status_code == 403
         assert refused.json()["code"] == "missing_role"
         ws_url = app.base_url.replace("http://", "ws://") + "/v1/ws/data?serial=gh-1"
         with connect(ws_url, subprotocols=["bearer", tokens["USER_TOKEN"]]) as ws:  # type: ignore[list-item]
             assert ws.subprotocol == "bearer"
-            httpx.post(
+            loopback.post(
                 f"{app.base_url}/v1/data", json={"serial": "gh-1", "name": "t", "value": 1}, headers=user
             )
             assert json.loads(ws.recv(timeout=5)) == {"serial": "gh-1", "data": {"name": "t", "value": 1}}
-        assert httpx.delete(f"{app.base_url}/v1/device?serial=gh-1", headers=admin).json()["status"] == "ok"
+        assert (
+            loopback.delete(f"{app.base_url}/v1/device?serial=gh-1", headers=admin).json()["status"] == "ok"
+        )

@@ -11,6 +11,7 @@ import asyncio
 import json
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 from fastapi import Depends, FastAPI
@@ -19,9 +20,9 @@ from fastapi.testclient import TestClient
 
 from example_server import free_port
 from revocation_stub import REVOCATION_STATES, StubRevocations
-from siot_authz import AuthHealth, AuthSettings, CognitoAuth, KeyStatus, Principal, TokenVerifier
+from siot_authz import AuthHealth, AuthSettings, CognitoAuth, KeyStatus, Principal, TokenVerifier, _key_cache
 from siot_authz.revocation import BackendState
-from siot_authz.testing import JwksResponse, LocalIssuer
+from siot_authz.testing import JwksResponse, JwksServer, LocalIssuer
 
 NO_KEYS = KeyStatus(
     has_keys=False,
@@ -279,23 +280,50 @@ def test_readiness_recovers_without_traffic_once_the_key_endpoint_does(issuer: L
     assert server.requested_paths == [server.path] * server.request_count  # only key fetches, no /me
 
 
+class _RecordedBackOff:
+    """``asyncio`` as the key cache sees it, but each sleep is recorded and lasts only a moment.
+
+    Records the delay asked for and how many requests the endpoint had had by then, so the
+    back-off schedule is checked exactly instead of counting fetches in seconds of real waiting.
+    """
+
+    def __init__(self, server: JwksServer) -> None:
+        self.pauses: list[tuple[float, int]] = []
+        self._server = server
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(asyncio, name)
+
+    async def sleep(self, delay: float) -> None:
+        self.pauses.append((delay, self._server.request_count))
+        await asyncio.sleep(0.01)
+
+
 @pytest.mark.anyio
-async def test_the_background_retry_backs_off_and_stops_at_aclose(issuer: LocalIssuer) -> None:
+async def test_the_background_retry_backs_off_and_stops_at_aclose(
+    issuer: LocalIssuer, monkeypatch: pytest.MonkeyPatch
+) -> None:
     server = issuer.serve()
     server.response = JwksResponse(status=503)
+    back_off = _RecordedBackOff(server)
+    monkeypatch.setattr(_key_cache, "asyncio", back_off)
     verifier = TokenVerifier(issuer.settings(http_timeout_seconds=2.0))
 
     await verifier.start()
-    await asyncio.sleep(2.0)
-    tried = server.request_count
+    deadline = time.monotonic() + 30
+    while len(back_off.pauses) < 8:
+        assert time.monotonic() < deadline, f"the retry stalled: {back_off.pauses}"
+        await asyncio.sleep(0.01)
     await verifier.aclose()
-    stopped_at = server.request_count
-    await asyncio.sleep(1.6)
+    stopped = (len(back_off.pauses), server.request_count)
+    await asyncio.sleep(0.3)  # unstopped, the loop would go round many times in this
 
-    # The prefetch, then retries after 0.5 s, 1 s, 2 s...: a few fetches in two seconds, not a
-    # stream. Each fetch of a 503 makes two requests (one immediate retry of a transient failure).
-    assert 4 <= tried <= 8
-    assert server.request_count == stopped_at
+    # The prefetch, then one fetch after each pause of 0.5 s, 1 s, 2 s... up to 30 s; each fetch
+    # of a 503 makes two requests (one immediate retry of a transient failure).
+    assert back_off.pauses[:8] == [
+        (0.5, 2), (1.0, 4), (2.0, 6), (4.0, 8), (8.0, 10), (16.0, 12), (30.0, 14), (30.0, 16),
+    ]  # fmt: skip
+    assert (len(back_off.pauses), server.request_count) == stopped
     assert not verifier.health().is_ready
 
 

@@ -18,9 +18,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
 import pytest
 
+import loopback
 from siot_authz._http import JwksFetchError, fetch_jwks, fetch_jwks_sync
 from siot_authz.testing import JwksResponse, JwksServer, LocalIssuer
 from test_key_cache import FACES, Caller
@@ -160,7 +160,7 @@ def test_misbehaving_endpoint_gives_quick_logged_503(
 def fetch(flavour: str, url: str, *, time_limit: float = 2.0, max_bytes: int = 256 * 1024) -> bytes:
     if flavour == "async":
         return asyncio.run(fetch_jwks(url, time_limit=time_limit, max_bytes=max_bytes))
-    with httpx.Client(follow_redirects=False) as client:
+    with loopback.client(follow_redirects=False) as client:
         return fetch_jwks_sync(url, time_limit=time_limit, max_bytes=max_bytes, client=client)
 
 
@@ -289,7 +289,7 @@ def test_fetch_ends_at_the_deadline_even_when_headers_trickle_in(
     def fetch() -> bytes:
         if flavour == "async":
             return asyncio.run(fetch_jwks(header_trickling_url, time_limit=1.0, max_bytes=65536))
-        with httpx.Client(follow_redirects=False) as client:
+        with loopback.client(follow_redirects=False) as client:
             return fetch_jwks_sync(header_trickling_url, time_limit=1.0, max_bytes=65536, client=client)
 
     started = time.monotonic()

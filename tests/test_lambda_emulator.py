@@ -28,6 +28,7 @@ import moto.cognitoidp
 import pytest
 from jose import jwt
 
+import loopback
 import siot_authz.revocation
 from lambda_emulator import EXAMPLE, Emulator, emulator, emulator_missing
 from moto_pool import MotoPool, Tokens, moto_user_pool
@@ -80,7 +81,7 @@ def running(
 ) -> Iterator[Emulator]:
     folder = tmp_path_factory.mktemp("lambda")
     # The pool's keys bundled with the functions, as docs/lambda.md does it: no fetch at run time.
-    (folder / "jwks.json").write_text(httpx.get(pool.jwks_url).text, encoding="utf-8")
+    (folder / "jwks.json").write_text(loopback.get(pool.jwks_url).text, encoding="utf-8")
     _seed_roles(folder / "roles.sqlite3", {"ada": ["admin"], "bob": ["member"]})
     env = {
         "SIOT_AUTHZ_REGION": pool.region,
@@ -134,7 +135,7 @@ FRONTS = [
 
 def call(running: Emulator, base: str, method: str, path: str, authorization: str | None) -> httpx.Response:
     headers = {} if authorization is None else {"Authorization": authorization}
-    return httpx.request(method, f"{getattr(running, base)}/{path}", headers=headers, timeout=60)
+    return loopback.request(method, f"{getattr(running, base)}/{path}", headers=headers, timeout=60)
 
 
 @pytest.mark.parametrize(("base", "path", "refused"), FRONTS)

@@ -16,6 +16,7 @@ import pytest
 from fastapi import Depends, FastAPI
 from fastapi.testclient import TestClient
 
+import loopback
 from loopback import free_port
 from siot_authz import CognitoAuth, Principal, TokenVerifier
 from siot_authz.testing import JwksResponse, JwksServer, LocalIssuer
@@ -205,11 +206,11 @@ def _served_output(command: list[str], issuer: LocalIssuer, tmp_path: Path, *, e
                 assert process.poll() is None, output.read_text(errors="replace")
                 assert time.monotonic() < deadline, "the server did not answer within 60 s"
                 try:
-                    httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5)
+                    loopback.get(f"http://127.0.0.1:{port}/metrics", timeout=5)
                     break
                 except httpx.TransportError:
                     time.sleep(0.1)
-            response = httpx.get(
+            response = loopback.get(
                 f"http://127.0.0.1:{port}/me", headers={"Authorization": "Bearer not-a-jwt"}, timeout=30
             )
             assert response.status_code == 401

@@ -25,6 +25,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+import loopback
 from loopback import free_port
 from metric_samples import Samples, parse, value
 from siot_authz.testing import JwksResponse, LocalIssuer
@@ -67,7 +68,7 @@ class Workers:
     def get(self, path: str, token: str | None = None) -> httpx.Response:
         # A new client per request: a new connection, to whichever worker accepts it.
         headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
-        with httpx.Client(base_url=self.base_url, timeout=30) as client:
+        with loopback.client(base_url=self.base_url, timeout=30) as client:
             return client.get(path, headers=headers)
 
     def scrape(self) -> tuple[int, Samples]:
@@ -435,10 +436,29 @@ def _published_worker(directory: Path) -> Iterator[subprocess.Popen[bytes]]:
     try:
         assert worker.stdout is not None
         assert worker.stdout.readline() == b"published\n"
+        _wait_until_settled(directory)
         yield worker
     finally:
         worker.kill()
         worker.wait(timeout=10)
+
+
+def _wait_until_settled(directory: Path) -> None:
+    """Until the worker's files stop changing: tests comparing two scrapes need the same values in both.
+
+    Besides the scrape it makes itself, the worker's publisher thread writes every gauge once when
+    it starts, then only after 60 s; on a loaded machine that first write can come after the
+    worker said "published", and the keys' age it writes differs by a few milliseconds.
+    """
+    deadline = time.monotonic() + 10
+    before = _merged(directory)
+    while True:
+        time.sleep(0.2)
+        now = _merged(directory)
+        if now == before:
+            return
+        assert time.monotonic() < deadline, "the worker's metrics files kept changing"
+        before = now
 
 
 def test_a_scrape_reads_past_a_file_another_worker_is_creating_or_removing(

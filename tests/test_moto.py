@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-import httpx
 import pytest
 from fastapi import Depends, FastAPI
 from fastapi.testclient import TestClient
 
+import loopback
 from moto_pool import MotoPool, Tokens, moto_user_pool
 from siot_authz import (
     AuthError,
@@ -65,7 +65,7 @@ def token_of(tokens: Tokens, kind: str) -> str:
 
 
 def test_moto_serves_one_2048_bit_rs256_key_with_kid_dummy(pool: MotoPool) -> None:
-    jwks = httpx.get(pool.jwks_url).json()
+    jwks = loopback.get(pool.jwks_url).json()
 
     assert [(key["kid"], key["kty"], key["alg"], key["use"]) for key in jwks["keys"]] == [
         ("dummy", "RSA", "RS256", "sig")

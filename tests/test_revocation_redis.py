@@ -12,16 +12,17 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 
-import httpx
 import pytest
 import redis
 
+import loopback
 from redis_server import RedisServer, is_redis_installed, running_redis
 from revocation_app import Worker, worker_env, worker_pair
 from siot_authz import RevocationUnavailable, TokenVerifier
 from siot_authz.revocation import RedisRevocations, Revocation, RevocationStoreUnavailable
 from siot_authz.testing import LocalIssuer
 from tcp_proxy import TcpProxy
+from warm_python import WarmPython
 
 pytestmark = pytest.mark.skipif(not is_redis_installed(), reason="needs redis-server on PATH")
 
@@ -30,7 +31,11 @@ PROPAGATION_BOUND = 1.0
 
 
 def wait_until(condition: Callable[[], bool], timeout: float, *, step: float = 0.005) -> float:
-    """Seconds until ``condition()`` held; AssertionError if it did not within ``timeout``."""
+    """Seconds until ``condition()`` held; AssertionError if it did not within ``timeout``.
+
+    The 5 ms step keeps a measured propagation time precise; a wait whose bound is seconds long
+    polls more slowly (each poll of a worker is an HTTP request, CPU on both sides).
+    """
     started = time.monotonic()
     while not condition():
         if time.monotonic() - started > timeout:
@@ -40,11 +45,11 @@ def wait_until(condition: Callable[[], bool], timeout: float, *, step: float = 0
 
 
 def status_of(worker: Worker, token: str) -> int:
-    return httpx.get(f"{worker.base_url}/me", headers={"Authorization": f"Bearer {token}"}).status_code
+    return loopback.get(f"{worker.base_url}/me", headers={"Authorization": f"Bearer {token}"}).status_code
 
 
 def revocation_state(worker: Worker) -> str:
-    state: str = httpx.get(f"{worker.base_url}/readyz").json()["revocation"]["state"]
+    state: str = loopback.get(f"{worker.base_url}/readyz").json()["revocation"]["state"]
     return state
 
 
@@ -73,10 +78,12 @@ def shared_redis() -> Iterator[RedisServer]:
 
 
 @pytest.fixture(scope="module")
-def workers(_session_issuer: LocalIssuer, shared_redis: RedisServer) -> Iterator[tuple[Worker, Worker]]:
+def workers(
+    _session_issuer: LocalIssuer, shared_redis: RedisServer, worker_python: WarmPython
+) -> Iterator[tuple[Worker, Worker]]:
     """Two worker processes sharing ``shared_redis``, as two hosts would."""
     env = worker_env(settings_json(_session_issuer), shared_redis.url)
-    with worker_pair(env, Worker) as pair:
+    with worker_pair(env, Worker, python=worker_python) as pair:
         yield pair
 
 
@@ -100,11 +107,11 @@ def test_a_revocation_through_one_worker_is_enforced_by_the_other_within_a_secon
     sub, token = signed_in_user(issuer)
     assert status_of(first, token) == status_of(second, token) == 200  # both now hold it verified
 
-    answer = httpx.post(f"{first.base_url}/revoke/user/{sub}")
+    answer = loopback.post(f"{first.base_url}/revoke/user/{sub}")
     assert answer.status_code == 200
 
     assert wait_until(lambda: status_of(second, token) == 401, PROPAGATION_BOUND) < PROPAGATION_BOUND
-    body = httpx.get(f"{second.base_url}/me", headers={"Authorization": f"Bearer {token}"}).json()
+    body = loopback.get(f"{second.base_url}/me", headers={"Authorization": f"Bearer {token}"}).json()
     assert body["detail"]["code"] == "token_revoked"
     assert status_of(first, token) == 401
 
@@ -136,7 +143,7 @@ def test_a_token_issued_after_the_revocation_passes_everywhere(
 ) -> None:
     first, second = workers
     username, sub = new_user(issuer)
-    before = httpx.post(f"{first.base_url}/revoke/user/{sub}").json()["before"]
+    before = loopback.post(f"{first.base_url}/revoke/user/{sub}").json()["before"]
     # The entry's before is the sign-out plus the pool's leeway (5 s): a login after that, by the
     # issuer's clock, passes. iat has whole seconds, and the same second is refused.
     issued_at = int(before) + 1
@@ -151,7 +158,7 @@ def test_a_restarted_worker_still_enforces_revocations_made_before_it_started(
 ) -> None:
     first, second = workers
     sub, token = signed_in_user(issuer)
-    assert httpx.post(f"{first.base_url}/revoke/user/{sub}").status_code == 200
+    assert loopback.post(f"{first.base_url}/revoke/user/{sub}").status_code == 200
 
     second.restart()
 
@@ -168,25 +175,27 @@ def own_redis() -> Iterator[RedisServer]:
 
 
 def test_killing_redis_keeps_workers_serving_and_enforcing_and_loses_nothing_when_it_returns(
-    issuer: LocalIssuer, own_redis: RedisServer
+    issuer: LocalIssuer, own_redis: RedisServer, worker_python: WarmPython
 ) -> None:
     env = worker_env(settings_json(issuer), own_redis.url)
-    first, second = Worker(env), Worker(env)
+    first, second = Worker(env, python=worker_python), Worker(env, python=worker_python)
     revoked_name, revoked_sub = new_user(issuer)
     revoked, valid = issuer.mint(username=revoked_name), issuer.mint(username=new_user(issuer)[0])
     try:
-        first.start()
-        second.start()
-        assert httpx.post(f"{first.base_url}/revoke/user/{revoked_sub}").status_code == 200
+        first.launch()
+        second.launch()
+        first.wait_until_ready()
+        second.wait_until_ready()
+        assert loopback.post(f"{first.base_url}/revoke/user/{revoked_sub}").status_code == 200
         wait_until(lambda: status_of(second, revoked) == 401, PROPAGATION_BOUND)
 
         own_redis.kill()
 
         for worker in (first, second):
-            wait_until(lambda worker=worker: revocation_state(worker) == "degraded", 5)  # type: ignore[misc]
+            wait_until(lambda worker=worker: revocation_state(worker) == "degraded", 5, step=0.02)  # type: ignore[misc]
             assert status_of(worker, valid) == 200
             assert status_of(worker, revoked) == 401
-        refused = httpx.post(f"{first.base_url}/revoke/user/{new_user(issuer)[1]}")
+        refused = loopback.post(f"{first.base_url}/revoke/user/{new_user(issuer)[1]}")
         assert refused.status_code == 503
         assert "unreachable" in refused.json()["error"]
         assert "retry" in refused.json()["error"]
@@ -194,7 +203,7 @@ def test_killing_redis_keeps_workers_serving_and_enforcing_and_loses_nothing_whe
         # Redis comes back empty (nothing persisted): the workers write back what they hold...
         own_redis.start()
         for worker in (first, second):
-            wait_until(lambda worker=worker: revocation_state(worker) == "ok", 5)  # type: ignore[misc]
+            wait_until(lambda worker=worker: revocation_state(worker) == "ok", 5, step=0.02)  # type: ignore[misc]
         listed = RedisRevocations(own_redis.url).entries_sync()
         assert [entry.subject for entry in listed] == [revoked_sub]
 
@@ -208,25 +217,26 @@ def test_killing_redis_keeps_workers_serving_and_enforcing_and_loses_nothing_whe
 
 
 def test_a_worker_fails_closed_once_unconfirmed_too_long_and_recovers_with_redis(
-    issuer: LocalIssuer, own_redis: RedisServer
+    issuer: LocalIssuer, own_redis: RedisServer, worker_python: WarmPython
 ) -> None:
-    worker = Worker(worker_env(settings_json(issuer), own_redis.url, max_unconfirmed_seconds=1.5))
+    env = worker_env(settings_json(issuer), own_redis.url, max_unconfirmed_seconds=1.5)
+    worker = Worker(env, python=worker_python)
     token = issuer.mint()
     try:
         worker.start()
         assert status_of(worker, token) == 200
 
         own_redis.kill()
-        wait_until(lambda: status_of(worker, token) == 503, 5)
+        wait_until(lambda: status_of(worker, token) == 503, 5, step=0.02)
 
-        response = httpx.get(f"{worker.base_url}/me", headers={"Authorization": f"Bearer {token}"})
+        response = loopback.get(f"{worker.base_url}/me", headers={"Authorization": f"Bearer {token}"})
         assert response.json()["detail"]["code"] == "revocation_unavailable"
-        readiness = httpx.get(f"{worker.base_url}/readyz")
+        readiness = loopback.get(f"{worker.base_url}/readyz")
         assert readiness.status_code == 503
         assert readiness.json()["revocation"]["state"] == "failed"
 
         own_redis.start()
-        wait_until(lambda: status_of(worker, token) == 200, 5)
+        wait_until(lambda: status_of(worker, token) == 200, 5, step=0.02)
     finally:
         worker.stop()
 

@@ -14,10 +14,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import pytest
 import redis
 
+import loopback
 from redis_server import (
     CertificateAuthority,
     RedisClusterNodes,
@@ -35,6 +35,7 @@ from siot_authz.revocation import (
 )
 from siot_authz.testing import LocalIssuer
 from test_revocation_redis import PROPAGATION_BOUND, new_user, settings_json, status_of, wait_until
+from warm_python import WarmPython
 
 pytestmark = pytest.mark.skipif(
     not is_cluster_tooling_installed(), reason="needs redis-server, redis-cli and openssl on PATH"
@@ -147,10 +148,12 @@ def any_setup(request: pytest.FixtureRequest, test_ca: CertificateAuthority) -> 
 
 
 @pytest.fixture(scope="module")
-def workers(_session_issuer: LocalIssuer, setup: Setup) -> Iterator[tuple[Worker, Worker]]:
+def workers(
+    _session_issuer: LocalIssuer, setup: Setup, worker_python: WarmPython
+) -> Iterator[tuple[Worker, Worker]]:
     """Two worker processes following ``setup``, as two hosts would."""
     env = worker_env(settings_json(_session_issuer), setup.url, tls_ca_file=setup.tls_ca_file)
-    with worker_pair(env, Worker) as pair:
+    with worker_pair(env, Worker, python=worker_python) as pair:
         yield pair
 
 
@@ -170,7 +173,7 @@ def test_a_revocation_through_one_worker_is_enforced_by_the_other_within_a_secon
     token = issuer.mint(username=username)
     assert status_of(first, token) == status_of(second, token) == 200
 
-    assert httpx.post(f"{first.base_url}/revoke/user/{sub}").status_code == 200
+    assert loopback.post(f"{first.base_url}/revoke/user/{sub}").status_code == 200
 
     wait_until(lambda: status_of(second, token) == 401, PROPAGATION_BOUND)
     assert status_of(first, token) == 401
@@ -326,7 +329,7 @@ def test_killing_the_primary_holding_the_subscription_loses_no_entry_and_keeps_e
     after_name, after_sub = new_user(issuer)
     revoked_after = issuer.mint(username=after_name)
     valid = issuer.mint(username=new_user(issuer)[0])
-    assert httpx.post(f"{first.base_url}/revoke/user/{before_sub}").status_code == 200
+    assert loopback.post(f"{first.base_url}/revoke/user/{before_sub}").status_code == 200
     wait_until(lambda: status_of(second, revoked_before) == 401, PROPAGATION_BOUND)
     victim = _subscribed_primary(cluster, "siot_authz:revocations")
 
@@ -334,14 +337,20 @@ def test_killing_the_primary_holding_the_subscription_loses_no_entry_and_keeps_e
     try:
         # Revocations made during the failover are refused (503) until the slot's new primary takes them.
         wait_until(
-            lambda: httpx.post(f"{first.base_url}/revoke/user/{after_sub}").status_code == 200, 15, step=0.2
+            lambda: loopback.post(f"{first.base_url}/revoke/user/{after_sub}").status_code == 200,
+            15,
+            step=0.2,
         )
 
         for worker in workers:
-            wait_until(lambda worker=worker: status_of(worker, revoked_after) == 401, AFTER_FAILOVER_BOUND)  # type: ignore[misc]
+            wait_until(
+                lambda worker=worker: status_of(worker, revoked_after) == 401,  # type: ignore[misc]
+                AFTER_FAILOVER_BOUND,
+                step=0.02,
+            )
             assert status_of(worker, revoked_before) == 401
             assert status_of(worker, valid) == 200
-            wait_until(lambda worker=worker: _state(worker) == "ok", AFTER_FAILOVER_BOUND)  # type: ignore[misc]
+            wait_until(lambda worker=worker: _state(worker) == "ok", AFTER_FAILOVER_BOUND, step=0.02)  # type: ignore[misc]
         # A fresh client needs a live node to start from (ElastiCache's configuration endpoint is one).
         survivor = next(server for server in cluster.primaries() if server is not victim)
         listed = {
@@ -355,7 +364,7 @@ def test_killing_the_primary_holding_the_subscription_loses_no_entry_and_keeps_e
 
 
 def _state(worker: Worker) -> str:
-    state: str = httpx.get(f"{worker.base_url}/readyz").json()["revocation"]["state"]
+    state: str = loopback.get(f"{worker.base_url}/readyz").json()["revocation"]["state"]
     return state
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -32,6 +33,16 @@ if "--warn" in sys.argv:
     warnings.warn("a user warning", UserWarning, stacklevel=1)
 if "--fail" in sys.argv:
     raise LookupError("the sample is wrong")
+if "--atexit" in sys.argv:
+    import atexit
+    atexit.register(print, "an atexit callback ran")
+if "--thread" in sys.argv:  # a non-daemon thread outliving the script is waited for
+    import threading, time
+    threading.Thread(target=lambda: (time.sleep(0.2), print("the thread ended"))).start()
+if "--unflushed" in sys.argv:
+    sys.stdout.write("no newline, never flushed")
+if "--close-stdout" in sys.argv:
+    sys.stdout.close()
 if "--exit" in sys.argv:
     sys.exit(sys.argv[-1])
 """
@@ -47,6 +58,11 @@ COMMANDS = [
     ["probe.py", "--fail"],
     ["probe.py", "--exit", "3"],
     ["probe.py", "--exit", "a message"],
+    # How the command ends: a fork leaves before the interpreter's teardown, after every other step.
+    ["probe.py", "--atexit", "--thread", "--unflushed"],
+    ["probe.py", "--atexit", "--exit", "4"],
+    ["probe.py", "--close-stdout"],
+    ["probe.py", "--thread", "--fail"],
     ["-m", "probe", "two"],
     ["-P", "-m", "probe"],  # -P keeps the working folder off sys.path: probe is not found
     ["-c", "import probe", "three"],
@@ -107,3 +123,76 @@ def test_a_command_that_outlives_its_timeout_is_killed(
         warm.run(["-c", "print('still serving')"], cwd=project, env=env, timeout=120).stdout
         == "still serving\n"
     )
+
+
+# -- spawned commands: servers the tests stop and restart ----------------------------------------
+
+_SERVE = """\
+import os, signal, sys, time
+signal.signal(signal.SIGTERM, lambda *_: sys.exit(7))  # as uvicorn ends on SIGTERM: cleanly, its own way
+print(os.environ.get("WARM_TEST_SETTING"), flush=True)
+if "--exit" in sys.argv:
+    sys.exit(int(sys.argv[-1]))
+time.sleep(60)
+"""
+
+
+@pytest.fixture(scope="module")
+def serving(env: dict[str, str], project: Path) -> Iterator[WarmPython]:
+    (project / "serve.py").write_text(_SERVE, encoding="utf-8")
+    python = WarmPython(env, ["fastapi"], free_prefixes=("WARM_TEST_",))
+    yield python
+    python.close()
+
+
+def _wait_for_output(path: Path) -> str:
+    deadline = time.monotonic() + 30
+    while not path.exists() or not path.read_text(encoding="utf-8").endswith("\n"):
+        assert time.monotonic() < deadline, "the spawned command never wrote its line"
+        time.sleep(0.01)
+    return path.read_text(encoding="utf-8")
+
+
+def test_a_spawned_command_runs_until_stopped_with_its_own_environment(
+    serving: WarmPython, project: Path, env: dict[str, str], tmp_path: Path
+) -> None:
+    output = tmp_path / "out"
+    process = serving.spawn(["serve.py"], cwd=project, env={**env, "WARM_TEST_SETTING": "a"}, stdout=output)
+
+    assert _wait_for_output(output) == "a\n"
+    assert process.poll() is None  # still running
+    with pytest.raises(subprocess.TimeoutExpired):
+        process.wait(timeout=0.05)
+    process.terminate()
+    assert process.wait(timeout=30) == 7  # its SIGTERM handler ran: a process of its own
+    assert process.poll() == 7
+
+
+def test_spawned_commands_run_side_by_side_and_end_by_themselves(
+    serving: WarmPython, project: Path, env: dict[str, str], tmp_path: Path
+) -> None:
+    first = serving.spawn(
+        ["serve.py"], cwd=project, env={**env, "WARM_TEST_SETTING": "b"}, stdout=tmp_path / "1"
+    )
+    second = serving.spawn(
+        ["serve.py", "--exit", "3"], cwd=project, env={**env, "WARM_TEST_SETTING": "c"}, stdout=tmp_path / "2"
+    )
+
+    assert second.wait(timeout=30) == 3
+    assert _wait_for_output(tmp_path / "2") == "c\n"
+    assert _wait_for_output(tmp_path / "1") == "b\n"
+    assert first.poll() is None
+    assert os.getpgid(first.pid) == first.pid  # a group of its own, as the timeout of run() needs
+    first.kill()
+    assert first.wait(timeout=30) == -9
+
+
+def test_a_variable_outside_the_free_prefixes_must_be_the_servers(
+    serving: WarmPython, warm: WarmPython, project: Path, env: dict[str, str]
+) -> None:
+    # Anything else may have been read at start-up or by a preloaded module: refused, never ignored.
+    with pytest.raises(ValueError, match="PYTHONHASHSEED"):
+        serving.spawn(["serve.py"], cwd=project, env={**env, "PYTHONHASHSEED": "1"})
+    # A server with no free prefix serves exactly its own environment.
+    with pytest.raises(ValueError, match="WARM_TEST_SETTING"):
+        warm.run(["-c", "pass"], cwd=project, env={**env, "WARM_TEST_SETTING": "d"}, timeout=60)

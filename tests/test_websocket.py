@@ -120,9 +120,11 @@ def route_calls(server: Server) -> list[str]:
 @pytest.fixture
 def no_server_errors(server: Server, caplog: pytest.LogCaptureFixture) -> Iterator[None]:
     """Fails the test if the server logged any ERROR while it ran ("Exception in ASGI application" and the like)."""
+    idle_tasks = server.task_count()
     with caplog.at_level(logging.INFO):
         yield
-        time.sleep(0.1)  # the server finishes the refused connection after the client has its answer
+        # The server finishes a refused connection after the client has its answer.
+        server.wait_until_idle(idle_tasks)
         errors = [record.getMessage() for record in caplog.records if record.levelno >= logging.ERROR]
     if server.denial == "response":
         errors = [message for message in errors if message != UVICORN_SPURIOUS_ERROR]

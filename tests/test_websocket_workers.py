@@ -15,15 +15,16 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-import httpx
 import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
+import loopback
 from chromium import closed_in_page, launched_chromium, open_in_page
 from redis_server import RedisServer, is_redis_installed, running_redis
 from revocation_app import worker_pair
 from siot_authz.testing import LocalIssuer
+from warm_python import WarmPython
 from ws_worker_app import WebSocketWorker, worker_env
 
 pytestmark = pytest.mark.skipif(not is_redis_installed(), reason="needs redis-server on PATH")
@@ -33,21 +34,23 @@ REVOCATION_LIMIT = 1.0
 
 
 @pytest.fixture(scope="module")
-def workers(_session_issuer: LocalIssuer) -> Iterator[tuple[WebSocketWorker, WebSocketWorker]]:
+def workers(
+    _session_issuer: LocalIssuer, worker_python: WarmPython
+) -> Iterator[tuple[WebSocketWorker, WebSocketWorker]]:
     settings = json.loads(
         _session_issuer.settings().model_dump_json(
             include={"region", "user_pool_id", "client_ids", "jwks_url"}
         )
     )
     with running_redis() as redis_server:
-        yield from _started(settings, redis_server)
+        yield from _started(settings, redis_server, worker_python)
 
 
 def _started(
-    settings: dict[str, Any], redis_server: RedisServer
+    settings: dict[str, Any], redis_server: RedisServer, python: WarmPython
 ) -> Iterator[tuple[WebSocketWorker, WebSocketWorker]]:
     env = worker_env(settings, redis_server.url)
-    with worker_pair(env, WebSocketWorker) as pair:
+    with worker_pair(env, WebSocketWorker, python=python) as pair:
         yield pair
 
 
@@ -59,7 +62,7 @@ def new_user(issuer: LocalIssuer) -> tuple[str, str]:
 
 def revoke(worker: WebSocketWorker, sub: str) -> float:
     """Revoke ``sub`` through ``worker``'s admin route; returns when it answered."""
-    assert httpx.post(f"{worker.base_url}/revoke/user/{sub}", timeout=10).status_code == 200
+    assert loopback.post(f"{worker.base_url}/revoke/user/{sub}", timeout=10).status_code == 200
     return time.time()
 
 

@@ -60,6 +60,23 @@ class ThreadedUvicorn:
 
         return self.run(count())
 
+    def connection_count(self) -> int:
+        """Connections the server holds open (a closed one is gone once uvicorn saw it lost)."""
+
+        async def count() -> int:
+            return len(self._server.server_state.connections)
+
+        return self.run(count())
+
+    def wait_until_idle(self, tasks: int, *, timeout: float = 5) -> None:
+        """Until no connection is open and at most ``tasks`` tasks run: all the tests' traffic handled.
+
+        After that nothing more of it can run, or log. Returns after ``timeout`` regardless.
+        """
+        deadline = time.monotonic() + timeout
+        while (self.connection_count() > 0 or self.task_count() > tasks) and time.monotonic() < deadline:
+            time.sleep(0.005)
+
     def __enter__(self) -> ThreadedUvicorn:
         self._thread.start()
         deadline = time.monotonic() + 10

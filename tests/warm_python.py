@@ -19,12 +19,19 @@ is then still raised in the child, which imports that module itself. Hypothesis 
 preloaded: its pytest plugin behaves differently when it finds hypothesis already imported.
 
 The server's environment is fixed when it starts (``site`` and ``PYTHON*`` variables are read
-at start-up, as they are for any interpreter), so one server serves one environment.
+at start-up, as they are for any interpreter), so one server serves one environment; only
+variables named with one of ``free_prefixes`` may differ per command (the child is given the
+command's environment), for variables no preloaded module reads at import.
+
+:meth:`WarmPython.spawn` starts a command without waiting for it (a server process the test
+talks to, stops and restarts), with a handle offering what ``subprocess.Popen`` does for that.
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import gc
 import json
 import os
 import select
@@ -32,6 +39,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -42,8 +50,12 @@ _SERVER = Path(__file__).resolve()
 class WarmPython:
     """Runs ``python`` command lines in children forked from one warmed-up interpreter."""
 
-    def __init__(self, env: dict[str, str], preload: list[str]) -> None:
+    def __init__(
+        self, env: dict[str, str], preload: list[str], *, free_prefixes: tuple[str, ...] = ()
+    ) -> None:
         self._env = dict(env)
+        self._free_prefixes = free_prefixes
+        self._lock = threading.Lock()  # one request and its replies at a time
         self._outputs = tempfile.TemporaryDirectory(prefix="warm-python-")
         self._server = subprocess.Popen(
             [sys.executable, "-P", str(_SERVER), *preload],
@@ -74,32 +86,82 @@ class WarmPython:
         self, argv: list[str], cwd: Path, env: dict[str, str], timeout: float
     ) -> subprocess.CompletedProcess[str]:
         """Run ``python *argv`` in ``cwd``, as :func:`subprocess.run` with ``capture_output`` would."""
-        if env != self._env:
-            raise ValueError("a warm interpreter serves the one environment it was started with")
-        self._started()  # the start-up must have ended before the first request
-        self._count += 1
-        stdout = Path(self._outputs.name) / f"{self._count}.out"
-        stderr = Path(self._outputs.name) / f"{self._count}.err"
-        request = {"argv": argv, "cwd": str(cwd), "stdout": str(stdout), "stderr": str(stderr)}
-        assert self._server.stdin is not None
-        self._server.stdin.write(json.dumps(request).encode() + b"\n")
-        self._server.stdin.flush()
-        started = self._reply(timeout=60)
-        if "pid" not in started:
-            raise RuntimeError(f"the warm interpreter refused {argv}: {started}")
-        try:
-            ended = self._reply(timeout=timeout)
-        except TimeoutError:
-            with contextlib.suppress(ProcessLookupError):  # it ended as the deadline passed
-                os.killpg(started["pid"], signal.SIGKILL)
-            self._reply(timeout=60)
-            raise subprocess.TimeoutExpired(["python", *argv], timeout) from None
+        with self._lock:
+            self._count += 1
+            stdout = Path(self._outputs.name) / f"{self._count}.out"
+            stderr = Path(self._outputs.name) / f"{self._count}.err"
+            started = self._start(argv, cwd, env, stdout, stderr, detach=False)
+            try:
+                ended = self._reply(timeout=timeout)
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):  # it ended as the deadline passed
+                    os.killpg(started, signal.SIGKILL)
+                self._reply(timeout=60)
+                raise subprocess.TimeoutExpired(["python", *argv], timeout) from None
         returncode = os.waitstatus_to_exitcode(ended["status"])
         out = stdout.read_text(encoding="utf-8", errors="replace")
         err = stderr.read_text(encoding="utf-8", errors="replace")
         stdout.unlink()
         stderr.unlink()
         return subprocess.CompletedProcess(["python", *argv], returncode, out, err)
+
+    def spawn(
+        self, argv: list[str], *, cwd: Path, env: dict[str, str], stdout: Path | None = None
+    ) -> WarmProcess:
+        """Start ``python *argv`` in ``cwd`` and return at once, its output to ``stdout`` (or nowhere)."""
+        with self._lock:
+            pid = self._start(argv, cwd, env, stdout, stdout, detach=True)
+        return WarmProcess(self, pid, ["python", *argv])
+
+    def _start(
+        self,
+        argv: list[str],
+        cwd: Path,
+        env: dict[str, str],
+        stdout: Path | None,
+        stderr: Path | None,
+        *,
+        detach: bool,
+    ) -> int:
+        differing = {key for key in env.keys() ^ self._env.keys() if not key.startswith(self._free_prefixes)}
+        differing |= {
+            key
+            for key in env.keys() & self._env.keys()
+            if env[key] != self._env[key] and not key.startswith(self._free_prefixes)
+        }
+        if differing:
+            raise ValueError(
+                f"a warm interpreter serves the environment it was started with: {sorted(differing)} differ"
+            )
+        self._started()  # the start-up must have ended before the first request
+        request = {
+            "argv": argv,
+            "cwd": str(cwd),
+            "stdout": None if stdout is None else str(stdout),
+            "stderr": None if stderr is None else str(stderr),
+            "env": env if self._free_prefixes else None,
+            "detach": detach,
+        }
+        started = self._ask(request)
+        if "pid" not in started:
+            raise RuntimeError(f"the warm interpreter refused {argv}: {started}")
+        pid: int = started["pid"]
+        return pid
+
+    def _ask(self, request: dict[str, Any]) -> dict[str, Any]:
+        assert self._server.stdin is not None
+        self._server.stdin.write(json.dumps(request).encode() + b"\n")
+        self._server.stdin.flush()
+        return self._reply(timeout=60)
+
+    def poll_status(self, pid: int) -> int | None:
+        """The wait status of a spawned command once it has ended (it is then reaped), else None."""
+        with self._lock:
+            reply = self._ask({"poll": pid})
+        if "error" in reply:
+            raise RuntimeError(f"the warm interpreter could not poll {pid}: {reply['error']}")
+        status: int | None = reply["status"]
+        return status
 
     def _reply(self, timeout: float) -> dict[str, Any]:
         assert self._server.stdout is not None
@@ -129,6 +191,43 @@ class WarmPython:
         if self._server.stdout is not None:
             self._server.stdout.close()
         self._outputs.cleanup()
+
+
+class WarmProcess:
+    """A command started by :meth:`WarmPython.spawn`: ``poll``, ``wait``, ``terminate`` and ``kill`` as on ``Popen``."""
+
+    def __init__(self, python: WarmPython, pid: int, args: list[str]) -> None:
+        self.pid = pid
+        self.args = args
+        self.returncode: int | None = None
+        self._python = python
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            status = self._python.poll_status(self.pid)
+            if status is not None:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while (returncode := self.poll()) is None:
+            if deadline is not None and time.monotonic() > deadline:
+                raise subprocess.TimeoutExpired(self.args, timeout or 0)
+            time.sleep(0.01)
+        return returncode
+
+    def send_signal(self, number: int) -> None:
+        # Only while not reaped: a reaped pid may already belong to another process.
+        if self.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, number)
+
+    def terminate(self) -> None:
+        self.send_signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
 
 
 # -- the server: runs as ``python -P warm_python.py MODULE...`` --------------------------------
@@ -202,12 +301,18 @@ def _child(
 
     os.setpgid(0, 0)  # a timeout kills the command and whatever it started
     null = os.open(os.devnull, os.O_RDONLY)
-    out = os.open(request["stdout"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    err = os.open(request["stderr"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    out = os.open(request["stdout"] or os.devnull, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    if request["stderr"] == request["stdout"]:  # one file for both, as stderr=STDOUT gives
+        err = os.dup(out)
+    else:
+        err = os.open(request["stderr"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     for source, target in ((null, 0), (out, 1), (err, 2)):
         os.dup2(source, target)
         os.close(source)
     os.chdir(request["cwd"])
+    if request.get("env") is not None:
+        os.environ.clear()
+        os.environ.update(request["env"])
 
     warn_options, safe_path, kind, target, arguments = parsed
     filters, warnoptions, path = startup
@@ -234,21 +339,59 @@ def _child(
             main = types.ModuleType("__main__")
             sys.modules["__main__"] = main
             exec(compile(target, "<string>", "exec"), main.__dict__)  # noqa: S102  # python -c
-    except SystemExit:
+    except SystemExit as ended:
+        # What the interpreter exits with once it has handled this (a message is printed, then 1).
+        _exit_status[:] = [0 if ended.code is None else ended.code if isinstance(ended.code, int) else 1]
         raise
     except BaseException:
         traceback.print_exc()
         code = 1
+    _exit_status[:] = [code]
     raise SystemExit(code)
+
+
+#: Set in a child once its command has ended: the status it exits with.
+_exit_status: list[int] = []
+
+
+def _end_without_teardown() -> None:
+    """A child's last step at exit: leave before the interpreter tears down its modules.
+
+    Registered before anything else, so it runs after every other exit step: non-daemon
+    threads joined, the command's own ``atexit`` callbacks run (and those of the preloaded
+    modules), standard streams flushed (120 if that fails, as python gives). What is skipped is
+    freeing every object at exit, which in a forked child touches, and so copies, every page it
+    shares with the server: most of a short command's CPU time. Finalizers of objects still
+    alive at exit do not run (python does not promise they will).
+    """
+    if not _exit_status:
+        return  # the server itself: an ordinary exit
+    status = _exit_status[0]
+    for stream in (sys.stdout, sys.stderr):
+        if stream is None or stream.closed:
+            continue  # as python skips them
+        try:
+            stream.flush()
+        except Exception:  # python's exit status when flushing fails
+            status = 120
+    os._exit(status)
 
 
 def _serve(preload: list[str]) -> None:
     import warnings
 
     startup = (list(warnings.filters), list(sys.warnoptions), list(sys.path))
-    _send({"ready": True, "preloaded": _preload(preload)})
+    preloaded = _preload(preload)
+    # What is loaded now lives as long as any child: their garbage collections skip it, rather
+    # than write to (and so copy) every page of it in each child.
+    gc.freeze()
+    _send({"ready": True, "preloaded": preloaded})
+    detached: set[int] = set()  # spawned, not waited for: reaped when a poll finds them ended
     while line := _read_line():
         request = json.loads(line)
+        if "poll" in request:
+            _send(_poll(request["poll"], detached))
+            continue
         try:
             parsed = _parse(request["argv"])
         except (ValueError, IndexError) as refused:
@@ -262,9 +405,28 @@ def _serve(preload: list[str]) -> None:
         with contextlib.suppress(OSError):  # the child got there first, or has already ended
             os.setpgid(pid, pid)  # set on both sides, so a kill right after this reply finds the group
         _send({"pid": pid})
+        if request.get("detach"):
+            detached.add(pid)
+            continue
         _, status = os.waitpid(pid, 0)
         _send({"status": status})
+    for pid in detached:  # the tests' side has gone: stop what it left running
+        with contextlib.suppress(OSError):
+            os.killpg(pid, signal.SIGKILL)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, 0)
+
+
+def _poll(pid: int, detached: set[int]) -> dict[str, Any]:
+    if pid not in detached:
+        return {"error": "not a running spawned command"}
+    done, status = os.waitpid(pid, os.WNOHANG)
+    if done == 0:
+        return {"status": None}
+    detached.discard(pid)
+    return {"status": status}
 
 
 if __name__ == "__main__":
+    atexit.register(_end_without_teardown)  # first registered, so the last to run
     _serve(sys.argv[1:])

@@ -17,15 +17,18 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
 from fastapi import Depends, FastAPI, WebSocket
 from starlette.websockets import WebSocketDisconnect
 
+import loopback
 from revocation_app import Worker, add_readiness_route, worker_env
 from siot_authz import AuthSettings, CognitoAuth, Principal, accept_websocket
 from siot_authz.revocation import RedisRevocations
+
+if TYPE_CHECKING:
+    from warm_python import WarmPython
 
 __all__ = ["WebSocketWorker", "worker_env"]
 
@@ -75,15 +78,15 @@ class WebSocketWorker(Worker):
 
     script = Path(__file__).resolve()
 
-    def __init__(self, env: dict[str, str]) -> None:
-        super().__init__(env)
+    def __init__(self, env: dict[str, str], *, python: WarmPython | None = None) -> None:
+        super().__init__(env, python=python)
         self.ws_url = f"ws://127.0.0.1:{self.port}"
 
     def route_log(self, name: str, *, timeout: float = 5) -> dict[str, Any]:
         """The route's account of socket ``name``, once it has learned the socket ended."""
         deadline = time.monotonic() + timeout
         while True:
-            log: dict[str, Any] | None = httpx.get(f"{self.base_url}/routes/{name}", timeout=5).json()
+            log: dict[str, Any] | None = loopback.get(f"{self.base_url}/routes/{name}", timeout=5).json()
             if (log is not None and log["ended"] is not None) or time.monotonic() > deadline:
                 assert log is not None, f"no route ran for {name}"
                 return log
