@@ -213,7 +213,6 @@ def test_plugin_modules_are_loaded_as_pytest_loads_them():
 """
 # As tests/test_docs.py runs a pytest sample: warnings are errors, pytest's own included.
 _PYTEST = ["-P", "-m", "pytest", "-q", "-s", "-p", "no:cacheprovider", "-W", "error", "test_plugins.py"]
-_PLUGIN_PRELOAD = ["pytest", "fastapi", "siot_authz", "siot_authz.testing.pytest_plugin"]
 
 
 @pytest.fixture(scope="module")
@@ -223,29 +222,39 @@ def pytest_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
-@pytest.mark.parametrize("like_pytest", [True, False], ids=["through-pytests-hook", "plain-import"])
-def test_pytest_commands_see_preloaded_plugin_modules_as_a_fresh_pytest_does_only_through_its_hook(
-    like_pytest: bool, pytest_project: Path, env: dict[str, str]
+def _loaders(output: str) -> list[str]:
+    return [line for line in output.splitlines() if line.startswith("LOADER")]
+
+
+def test_pytest_commands_see_plugin_modules_preloaded_through_its_hook_as_a_fresh_pytest_does(
+    pytest_project: Path, env: dict[str, str]
 ) -> None:
     fresh = subprocess.run(
         [sys.executable, *_PYTEST], cwd=pytest_project, env=env, capture_output=True, text=True, timeout=120
     )
     assert fresh.returncode == 0, fresh.stdout + fresh.stderr
-    python = WarmPython(env, _PLUGIN_PRELOAD, like_pytest=like_pytest)
+    assert "AssertionRewritingHook" in "".join(_loaders(fresh.stdout))  # the probe does tell them apart
+    preload = ["pytest", "anyio", "siot_authz.testing.pytest_plugin"]
+    python = WarmPython(env, preload, like_pytest=True)
     try:
-        assert python.preloaded == _PLUGIN_PRELOAD
+        assert python.preloaded == preload
         forked = python.run(_PYTEST, cwd=pytest_project, env=env, timeout=120)
     finally:
         python.close()
 
-    def loaders(output: str) -> list[str]:
-        return [line for line in output.splitlines() if line.startswith("LOADER")]
+    assert forked.returncode == 0, forked.stdout + forked.stderr
+    assert _loaders(forked.stdout) == _loaders(fresh.stdout)
 
-    if like_pytest:
-        assert forked.returncode == 0, forked.stdout + forked.stderr
-        assert loaders(forked.stdout) == loaders(fresh.stdout)
-        assert "AssertionRewritingHook" in "".join(loaders(fresh.stdout))  # the probe does probe
-    else:
-        # Imported before pytest could rewrite them: it warns, an error under -W error.
-        assert forked.returncode != 0
-        assert "Module already imported so cannot be rewritten" in forked.stdout + forked.stderr
+
+def test_a_plugin_module_preloaded_by_a_plain_import_fails_a_pytest_command_as_too_early(
+    pytest_project: Path, env: dict[str, str]
+) -> None:
+    # Why the hook: imported before pytest could rewrite it, anyio makes pytest warn (an error here).
+    python = WarmPython(env, ["pytest", "anyio"])
+    try:
+        forked = python.run(_PYTEST, cwd=pytest_project, env=env, timeout=120)
+    finally:
+        python.close()
+
+    assert forked.returncode != 0
+    assert "Module already imported so cannot be rewritten; anyio" in forked.stdout + forked.stderr
