@@ -6,6 +6,7 @@ import fcntl
 import ipaddress
 import os
 import socket
+from collections import OrderedDict
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -64,6 +65,14 @@ _COST = {
 _BUSY_SHARE = 0.6
 #: Busy parts dealt after each waiting one.
 _BUSY_PER_WAITING = 2
+#: Waiting parts a run keeps going at once while others are left: more leaves the cores idle.
+_WAITING_AT_ONCE = 1
+
+
+def _waits(name: str) -> bool:
+    """Whether file ``name`` spends most of its time waiting (on servers, timeouts, expiring tokens)."""
+    wall, cpu = _COST.get(name, (1, 1))
+    return cpu < _BUSY_SHARE * wall
 
 
 def _file_order(names: set[str]) -> dict[str, int]:
@@ -72,10 +81,6 @@ def _file_order(names: set[str]) -> dict[str, int]:
     def length(name: str) -> float:
         return _COST.get(name, (1, 1))[0] / _SPLIT.get(name, 1)
 
-    def waits(name: str) -> bool:
-        wall, cpu = _COST.get(name, (1, 1))
-        return cpu < _BUSY_SHARE * wall
-
     def parts(kind: list[str]) -> list[str]:
         return [
             name
@@ -83,8 +88,8 @@ def _file_order(names: set[str]) -> dict[str, int]:
             for _ in range(_SPLIT.get(name, 1))
         ]
 
-    waiting = parts([name for name in names if waits(name)])
-    busy = parts([name for name in names if not waits(name)])
+    waiting = parts([name for name in names if _waits(name)])
+    busy = parts([name for name in names if not _waits(name)])
     dealt: list[str] = []
     while waiting or busy:
         dealt += waiting[:1] + busy[:_BUSY_PER_WAITING]
@@ -93,6 +98,11 @@ def _file_order(names: set[str]) -> dict[str, int]:
     for name in dealt:
         ranks.setdefault(name, len(ranks))
     return ranks
+
+
+def _file_of(scope: str) -> str:
+    """The file name of an xdist scope: ``tests/test_x.py`` or one of its parts, ``tests/test_x.py#1``."""
+    return scope.split("#", 1)[0].rsplit("/", 1)[-1]
 
 
 def _parts_of(nodeids: list[str]) -> dict[str, str]:
@@ -131,7 +141,13 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
         return None
 
     class SplitLoadFile(LoadFileScheduling):  # type: ignore[misc]
-        """``--dist loadfile``, with each file in _SPLIT run as several parts."""
+        """``--dist loadfile``, with each file in _SPLIT run as several parts.
+
+        A worker asking for work gets the first waiting part left if fewer than
+        _WAITING_AT_ONCE are under way, else the first busy one: the fixed order alone
+        still let a worker that finished a short busy file start a second or third waiting
+        one beside the first, and the cores idled.
+        """
 
         _parts: dict[str, str] | None = None
 
@@ -140,6 +156,21 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
                 collections = getattr(self, "registered_collections", None) or {None: []}
                 self._parts = _parts_of(list(next(iter(collections.values()))))
             return self._parts.get(nodeid) or str(super()._split_scope(nodeid))
+
+        def _assign_work_unit(self, node: Any) -> None:
+            queue, assigned = getattr(self, "workqueue", None), getattr(self, "assigned_work", None)
+            if isinstance(queue, OrderedDict) and isinstance(assigned, dict) and len(queue) > 1:
+                under_way = [
+                    scope
+                    for work in assigned.values()
+                    for scope, done in work.items()
+                    if not all(done.values())
+                ]
+                wanted = sum(_waits(_file_of(scope)) for scope in under_way) < _WAITING_AT_ONCE
+                chosen = next((scope for scope in queue if _waits(_file_of(scope)) == wanted), None)
+                if chosen is not None:
+                    queue.move_to_end(chosen, last=False)  # the next unit the parent class hands out
+            super()._assign_work_unit(node)
 
     return SplitLoadFile(config, log)
 
