@@ -21,6 +21,10 @@ Sections:
   rows swing by a quarter between runs, these by a few percent. With them
   (full runs only), a login storm: new tokens through a cache larger than
   its hot tier, where every new token demotes the oldest hot entry.
+* **The anchor**: aws-jwt-verify, AWS's own verifier (node 20,
+  ``bench/anchor``), on the same tokens, in the same kind of shortest
+  windows, against node's own RS256 check: its ratio beside our cold one.
+  Skipped, and said so, when node or ``bench/anchor/node_modules`` is missing.
 * **End to end**: req/s of one uvicorn worker serving ``e2e_app.py``: a
   route without auth (the reference), the same route behind our
   ``CognitoAuth`` with one hot token and with a new token on every request,
@@ -188,15 +192,20 @@ def print_machine() -> None:
     print("packages: " + ", ".join(f"{name} {_package_version(name)}" for name in packages))
 
 
+def print_medians(rounds: list[dict[str, float]], spec: str) -> None:
+    """One line per variant: its median over ``rounds``, then every round's figure, formatted by ``spec``."""
+    for name in rounds[0]:
+        values = [r[name] for r in rounds]
+        print(
+            f"  {name:10} {statistics.median(values):>12{spec}}   (rounds: {', '.join(f'{v:{spec}}' for v in values)})"
+        )
+
+
 def print_rows(title: str, rounds: list[dict[str, float]], unit: str) -> dict[str, float]:
     """Print per-variant medians and every ratio of ``title``; return the median ratios."""
     variants = list(rounds[0])
     print(f"\n{title}: median of {len(rounds)} rounds ({unit})")
-    for name in variants:
-        values = [r[name] for r in rounds]
-        print(
-            f"  {name:10} {statistics.median(values):>12,.0f}   (rounds: {', '.join(f'{v:,.0f}' for v in values)})"
-        )
+    print_medians(rounds, ",.0f")
     ratios: dict[str, float] = {}
     for label, variant, reference, target in TARGETS[title]:
         if variant not in variants or reference not in variants:
@@ -452,6 +461,66 @@ def in_process_windows(
     return ratios
 
 
+# -- the anchor: aws-jwt-verify ------------------------------------------------------
+
+ANCHOR_DIR = BENCH_DIR / "anchor"
+
+
+def anchor(issuer: LocalIssuer, tokens: list[str], windows: int, ours: dict[str, float]) -> None:
+    """aws-jwt-verify on the same tokens, and its ratio to node's own RSA beside ours to ``cryptography``'s.
+
+    Each verifier is held to the bare RS256 check of its own runtime (both
+    are OpenSSL underneath), so the ratios compare what each library adds
+    to one signature check for a token it has not seen. Node's windows are
+    wall time (``process.hrtime``): for one synchronous thread the shortest
+    window is the same measure as this thread's CPU time.
+    """
+    node = shutil.which("node")
+    if node is None or not (ANCHOR_DIR / "node_modules" / "aws-jwt-verify").is_dir():
+        print(
+            "\nanchor: SKIPPED (needs node 20 and `npm ci` in bench/anchor, which .ci/run does);"
+            " no aws-jwt-verify figures this run"
+        )
+        return
+    document = {
+        "jwks": issuer.jwks(),
+        "userPoolId": issuer.user_pool_id,
+        "clientId": issuer.client_id,
+        "tokens": tokens,
+        "windows": windows,
+        "windowTokens": WINDOW_TOKENS,
+    }
+    done = subprocess.run(
+        [node, str(ANCHOR_DIR / "anchor.mjs")],
+        input=json.dumps(document),
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"bench/anchor/anchor.mjs failed ({done.returncode}): {done.stderr[-2000:]}")
+    result = json.loads(done.stdout)
+    version = json.loads((ANCHOR_DIR / "node_modules" / "aws-jwt-verify" / "package.json").read_text())[
+        "version"
+    ]
+    ratio = result["bare"] / result["anchor"]
+    print(
+        f"\nanchor: aws-jwt-verify {version} on node {result['node']}, the same {len(tokens):,} tokens,"
+        f" shortest of {windows} windows of {WINDOW_TOKENS} (each token new to it: it keeps no verified cache)"
+    )
+    print(f"  {'node bare RS256 (crypto.verify)':48} {result['bare']:8.2f} us per token")
+    print(f"  {'aws-jwt-verify CognitoJwtVerifier.verifySync':48} {result['anchor']:8.2f} us per token")
+    print(f"  {'aws-jwt-verify / node bare':48} {ratio:6.3f}x")
+    for label in ("cold path / bare", "cold, all features on / bare"):
+        if label in ours:
+            verdict = "met" if ours[label] >= ratio else "MISSED"
+            print(
+                f"  {'ours, ' + label:48} {ours[label]:6.3f}x  never below the anchor"
+                f" ({ratio:.3f}x): {verdict}"
+            )
+
+
 # -- end to end -----------------------------------------------------------------
 
 
@@ -469,8 +538,10 @@ def _pinned(cpu: int) -> list[str]:
 
 
 @contextmanager
-def uvicorn_server(issuer: LocalIssuer, others: list[LocalIssuer], cache_size: int) -> Iterator[str]:
-    """One uvicorn worker serving ``e2e_app`` on a free loopback port; yields its base URL."""
+def uvicorn_server(
+    issuer: LocalIssuer, others: list[LocalIssuer], cache_size: int
+) -> Iterator[tuple[str, int]]:
+    """One uvicorn worker serving ``e2e_app`` on a free loopback port; yields its base URL and process id."""
     port = _free_port()
     env = {
         **os.environ,
@@ -504,7 +575,7 @@ def uvicorn_server(issuer: LocalIssuer, others: list[LocalIssuer], cache_size: i
                 if time.monotonic() > deadline:
                     raise RuntimeError("uvicorn did not start within 30 s") from None
                 time.sleep(0.1)
-        yield f"http://{HOST}:{port}"
+        yield f"http://{HOST}:{port}", server.pid
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         try:
@@ -514,8 +585,8 @@ def uvicorn_server(issuer: LocalIssuer, others: list[LocalIssuer], cache_size: i
             server.wait()
 
 
-def load(url: str, tokens_file: Path, seconds: int, connections: int, use_wrk: bool) -> float:
-    """Requests/s for ``seconds`` of load on ``url``; raises if any request failed."""
+def load(url: str, tokens_file: Path, seconds: int, connections: int, use_wrk: bool) -> tuple[float, int]:
+    """Requests/s for ``seconds`` of load on ``url``, and how many requests; raises if any request failed."""
     if use_wrk:
         command = [
             *_pinned(1), "wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--timeout", "5s",
@@ -536,7 +607,14 @@ def load(url: str, tokens_file: Path, seconds: int, connections: int, use_wrk: b
     fields = dict(item.split("=", 1) for item in line.split()[1:])
     if int(fields["status_errors"]) or int(fields["socket_errors"]):
         raise RuntimeError(f"{url}: requests failed during the load run: {line}")
-    return int(fields["requests"]) / (int(fields["duration_us"]) / 1e6)
+    return int(fields["requests"]) / (int(fields["duration_us"]) / 1e6), int(fields["requests"])
+
+
+def _process_cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` (every thread), from /proc."""
+    # The fields after the command name, which is in parentheses and may hold spaces.
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def end_to_end(
@@ -582,18 +660,43 @@ def end_to_end(
         f"/ours has {1 + len(others)} pools, Prometheus metrics and {REVOCATION_ENTRIES} revocation entries"
     )
     rounds = []
-    with uvicorn_server(issuer, others, server_cache) as base_url:
+    cpu_rounds = []
+    with uvicorn_server(issuer, others, server_cache) as (base_url, server_pid):
         for path, tokens_file in variants.values():
             load(base_url + path, tokens_file, profile.warmup_seconds, profile.connections, use_wrk)
         for index in range(profile.rounds):
-            result = {}
+            result, cpu = {}, {}
             for name in rotated(list(variants), index):
                 path, tokens_file = variants[name]
-                result[name] = load(
+                cpu_before = _process_cpu_seconds(server_pid)
+                result[name], requests = load(
                     base_url + path, tokens_file, profile.load_seconds, profile.connections, use_wrk
                 )
+                cpu[name] = (_process_cpu_seconds(server_pid) - cpu_before) / requests * 1e6
             rounds.append({name: result[name] for name in variants})
-    return print_rows("end-to-end", rounds, "requests/s")
+            cpu_rounds.append({name: cpu[name] for name in variants})
+    ratios = print_rows("end-to-end", rounds, "requests/s")
+    print_cpu_rows(cpu_rounds)
+    return ratios
+
+
+def print_cpu_rows(rounds: list[dict[str, float]]) -> None:
+    """The server's CPU time per request beside the throughput, and the same ratios from it.
+
+    Requests/s of runs seconds apart move with the host (a neighbour's burst,
+    the CPU's clock); CPU time per request moves much less, because time the
+    server spends descheduled is not counted. A saturated single worker
+    serves about one request per CPU time it needs, so the reference's CPU
+    per request over the variant's estimates the same ratio as the
+    throughputs, with less noise. The verdicts stay on the throughputs.
+    """
+    print(f"\nend-to-end, the server's CPU time per request: median of {len(rounds)} rounds (µs)")
+    print_medians(rounds, ".1f")
+    for label, variant, reference, target in TARGETS["end-to-end"]:
+        values = [r[reference] / r[variant] for r in rounds]
+        spread = f"rounds {min(values):.3f}-{max(values):.3f}"
+        aim = f"  (throughput target {target:.2f}x)" if target is not None else ""
+        print(f"  {label:48} {statistics.median(values):6.3f}x  {spread}{aim}")
 
 
 async def _python_load(url: str, tokens: list[str], seconds: float, connections: int) -> tuple[int, int]:
@@ -986,7 +1089,8 @@ def main(argv: list[str] | None = None) -> int:
         tokens = mint_pool(issuer, profile.pool_size)
         print(f"tokens: {len(tokens)} distinct ID tokens, {len(tokens[0])} characters each, 2048-bit RSA")
         in_process(issuer, others, tokens, profile)
-        in_process_windows(issuer, others, tokens, profile.windows)
+        shortest = in_process_windows(issuer, others, tokens, profile.windows)
+        anchor(issuer, tokens, profile.windows, shortest)
         if not args.skip_cold_start:
             cold_start(issuer, samples=3 if args.quick else 7)
         if not args.skip_e2e:

@@ -34,7 +34,7 @@ from fastapi.testclient import TestClient
 import loopback
 import siot_authz
 from siot_authz import AuthError, AuthSettings, CognitoAuth, Principal, TokenUse, TokenVerifier
-from siot_authz._jose import UnusableKey, build_rs256_key
+from siot_authz._jose import UnusableKey, _no_backend, build_rs256_key
 from siot_authz.testing import JwksServer, LocalIssuer, SigningKey, b64url
 
 # -- forging ------------------------------------------------------------------
@@ -843,7 +843,7 @@ def test_build_rs256_key_passes_only_n_and_e_and_a_fixed_alg(
     }
     build_rs256_key(jwk)
     public = issuer.signing_key.public_jwk()
-    assert calls == [({"kty": "RSA", "n": public["n"], "e": public["e"]}, "RS256")]
+    assert calls == [({"kty": "RSA", "n": public["n"], "e": public["e"]}, "RS256", _no_backend)]
 
 
 @pytest.mark.parametrize(

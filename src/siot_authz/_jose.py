@@ -51,6 +51,17 @@ _PKCS1V15 = PKCS1v15()
 _SHA256 = SHA256()
 
 
+def _no_backend() -> None:
+    """What python-jose hands cryptography as its backend: nothing.
+
+    cryptography has ignored the backend argument since 3.1; python-jose's
+    default still imports cryptography's OpenSSL backend module to make one,
+    about 2 ms on the first key a process builds (its first verification),
+    for an object nobody reads.
+    """
+    return None
+
+
 # Serials for built keys. The verified-token cache ties an entry to the key
 # that verified it by this number instead of by the object, so its compact
 # entries hold only plain values the garbage collector never has to visit.
@@ -86,7 +97,7 @@ def build_rs256_key(jwk: dict[str, Any]) -> RS256PublicKey:
     if not isinstance(modulus, str) or not isinstance(exponent, str):
         raise UnusableKey("RSA key lacks string 'n' and 'e'")
     try:
-        key = CryptographyRSAKey({"kty": "RSA", "n": modulus, "e": exponent}, "RS256")
+        key = CryptographyRSAKey({"kty": "RSA", "n": modulus, "e": exponent}, "RS256", _no_backend)
         size_bits = int(key.prepared_key.key_size)
     except (JOSEError, ValueError, TypeError) as exc:
         raise UnusableKey(f"RSA key cannot be built: {type(exc).__name__}") from None
