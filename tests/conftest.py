@@ -6,6 +6,7 @@ import fcntl
 import ipaddress
 import os
 import socket
+from collections import OrderedDict
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,12 +25,17 @@ from warm_python import WarmPython
 # worker, so its module-scoped servers (Redis, uvicorn worker pairs, moto) start once. Two changes
 # here: a file in _SPLIT is dealt round-robin into that many parts, each run whole by one worker,
 # since alone it would outlast the rest of the run (its expensive fixtures are session-scoped, or
-# cheap); and files are collected longest first (xdist then keeps that order), so that no long one
-# starts last and runs alone at the end. (``--dist loadgroup`` would say this with marks, but
-# pytest-xdist 3.8 cannot see its group marks under pytest 9.2's node ids.)
+# cheap); and files are collected in the order below, which xdist keeps (``--dist loadgroup``
+# would say this with marks, but pytest-xdist 3.8 cannot see its group marks under pytest 9.2's
+# node ids).
+#
+# The order: longest first, so that no long file starts last and runs alone at the end; and the
+# files that mostly wait (on servers, timeouts, expiring tokens) dealt one to every two that keep a
+# core busy. Three waiting files at once left both cores half idle (the first 20 s of a run, when
+# the order was by length alone); one beside two busy ones keeps them working.
 _SPLIT = {
-    # Two parts only: each test process that runs a part starts the samples' two warm interpreters.
-    "test_docs.py": 2,
+    # Not test_docs.py (11 s alone): each test process that runs a part of it starts the samples'
+    # two warm interpreters, 1.5 s of CPU.
     "test_token_parser_equivalence.py": 3,
     "test_attacks.py": 2,
     "test_check.py": 2,
@@ -37,21 +43,66 @@ _SPLIT = {
     "test_key_refresh.py": 2,
     "test_packaging.py": 2,
 }
-# Rough seconds per file under -n 3 on this 2-core machine (summed test durations). They only order
-# the files: a stale figure costs some wall time, never a test. Files not named count 1 s.
-_SECONDS = {
-    "test_docs.py": 22, "test_revocation_redis_setups.py": 19, "test_attacks.py": 18, "test_key_refresh.py": 16,
-    "test_revocation_redis.py": 15, "test_websocket_lifetime.py": 15, "test_lambda_emulator.py": 13,
-    "test_key_cache.py": 12, "test_check.py": 11, "test_packaging.py": 11, "test_token_parser_equivalence.py": 11,
-    "test_http.py": 10, "test_websocket.py": 9, "test_metrics.py": 8, "test_contract.py": 7, "test_claims.py": 7,
-    "test_metrics_multiprocess.py": 6, "test_lambda_package.py": 6, "test_cli.py": 6,
-    "test_revocation_redis_urls.py": 6, "test_health.py": 6, "test_fastapi.py": 5, "test_example_app.py": 5,
-    "test_properties.py": 4, "test_logging.py": 4, "test_roles.py": 4, "test_websocket_workers.py": 4,
-    "test_verifier.py": 3, "test_warm_python.py": 3, "test_pools.py": 2, "test_cli_hardening.py": 2,
-    "test_no_secrets.py": 2, "test_testing_kit.py": 2, "test_offline_keys.py": 2, "test_moto.py": 2,
-    "test_verified_cache.py": 2, "test_example_db.py": 2, "test_user_project.py": 2,
-    "test_revocation_redis_lookup.py": 2, "test_revocation.py": 2,
+# Rough (wall, CPU) seconds per file, each run alone on this 2-core machine, every process it
+# starts counted, less the run's start-up. They only order the files: a stale figure costs some
+# wall time, never a test. Files not named count (1, 1).
+_COST = {
+    "test_revocation_redis_setups.py": (15, 5), "test_websocket_lifetime.py": (14, 4),
+    "test_key_refresh.py": (13, 1), "test_revocation_redis.py": (12, 4), "test_docs.py": (11, 8),
+    "test_lambda_emulator.py": (10, 8), "test_key_cache.py": (10, 2), "test_http.py": (9, 2),
+    "test_token_parser_equivalence.py": (9, 9), "test_properties.py": (8, 8), "test_check.py": (7, 2),
+    "test_revocation_redis_urls.py": (2, 1), "test_cli.py": (6, 4), "test_contract.py": (6, 5),
+    "test_metrics_multiprocess.py": (6, 6), "test_attacks.py": (6, 6), "test_packaging.py": (5, 4),
+    "test_lambda_package.py": (4, 4), "test_roles.py": (4, 1), "test_websocket.py": (4, 3),
+    "test_warm_python.py": (4, 4), "test_testing_kit.py": (3, 3), "test_metrics.py": (3, 3),
+    "test_logging.py": (3, 2), "test_websocket_workers.py": (3, 3), "test_moto.py": (2, 2),
+    "test_verifier.py": (2, 2), "test_fastapi.py": (2, 2), "test_pools.py": (2, 2),
+    "test_example_app.py": (2, 2), "test_offline_keys.py": (2, 1), "test_cli_hardening.py": (2, 2),
+    "test_health.py": (2, 0), "test_user_project.py": (2, 2), "test_revocation_redis_lookup.py": (2, 1),
+    "test_claims.py": (2, 2), "test_example_db.py": (2, 1),
 }  # fmt: skip
+#: A file waits more than it computes below this share of CPU in its wall time.
+_BUSY_SHARE = 0.6
+#: Busy parts dealt after each waiting one.
+_BUSY_PER_WAITING = 2
+#: Waiting parts a run keeps going at once while others are left: more leaves the cores idle.
+_WAITING_AT_ONCE = 1
+
+
+def _waits(name: str) -> bool:
+    """Whether file ``name`` spends most of its time waiting (on servers, timeouts, expiring tokens)."""
+    wall, cpu = _COST.get(name, (1, 1))
+    return cpu < _BUSY_SHARE * wall
+
+
+def _file_order(names: set[str]) -> dict[str, int]:
+    """Each file's rank in the run: waiting and busy parts dealt 1 to 2, each kind longest first."""
+
+    def length(name: str) -> float:
+        return _COST.get(name, (1, 1))[0] / _SPLIT.get(name, 1)
+
+    def parts(kind: list[str]) -> list[str]:
+        return [
+            name
+            for name in sorted(kind, key=lambda name: (-length(name), name))
+            for _ in range(_SPLIT.get(name, 1))
+        ]
+
+    waiting = parts([name for name in names if _waits(name)])
+    busy = parts([name for name in names if not _waits(name)])
+    dealt: list[str] = []
+    while waiting or busy:
+        dealt += waiting[:1] + busy[:_BUSY_PER_WAITING]
+        del waiting[:1], busy[:_BUSY_PER_WAITING]
+    ranks: dict[str, int] = {}
+    for name in dealt:
+        ranks.setdefault(name, len(ranks))
+    return ranks
+
+
+def _file_of(scope: str) -> str:
+    """The file name of an xdist scope: ``tests/test_x.py`` or one of its parts, ``tests/test_x.py#1``."""
+    return scope.split("#", 1)[0].rsplit("/", 1)[-1]
 
 
 def _parts_of(nodeids: list[str]) -> dict[str, str]:
@@ -72,10 +123,10 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     first: dict[Path, int] = {}
     for position, item in enumerate(items):
         first.setdefault(item.path, position)
+    ranks = _file_order({item.path.name for item in items})
 
-    def order(item: pytest.Item) -> tuple[float, int]:
-        name = item.path.name
-        return (-_SECONDS.get(name, 1.0) / _SPLIT.get(name, 1), first[item.path])
+    def order(item: pytest.Item) -> tuple[int, int]:
+        return (ranks[item.path.name], first[item.path])
 
     items.sort(key=order)  # stable: each file keeps its own order
 
@@ -90,7 +141,13 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
         return None
 
     class SplitLoadFile(LoadFileScheduling):  # type: ignore[misc]
-        """``--dist loadfile``, with each file in _SPLIT run as several parts."""
+        """``--dist loadfile``, with each file in _SPLIT run as several parts.
+
+        A worker asking for work gets the first waiting part left if fewer than
+        _WAITING_AT_ONCE are under way, else the first busy one: the fixed order alone
+        still let a worker that finished a short busy file start a second or third waiting
+        one beside the first, and the cores idled.
+        """
 
         _parts: dict[str, str] | None = None
 
@@ -99,6 +156,21 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
                 collections = getattr(self, "registered_collections", None) or {None: []}
                 self._parts = _parts_of(list(next(iter(collections.values()))))
             return self._parts.get(nodeid) or str(super()._split_scope(nodeid))
+
+        def _assign_work_unit(self, node: Any) -> None:
+            queue, assigned = getattr(self, "workqueue", None), getattr(self, "assigned_work", None)
+            if isinstance(queue, OrderedDict) and isinstance(assigned, dict) and len(queue) > 1:
+                under_way = [
+                    scope
+                    for work in assigned.values()
+                    for scope, done in work.items()
+                    if not all(done.values())
+                ]
+                wanted = sum(_waits(_file_of(scope)) for scope in under_way) < _WAITING_AT_ONCE
+                chosen = next((scope for scope in queue if _waits(_file_of(scope)) == wanted), None)
+                if chosen is not None:
+                    queue.move_to_end(chosen, last=False)  # the next unit the parent class hands out
+            super()._assign_work_unit(node)
 
     return SplitLoadFile(config, log)
 

@@ -198,22 +198,37 @@ _PRELOAD = [
     "siot_authz.metrics",
     "siot_authz.aws_lambda",
 ]
-# For ``python -m pytest``: nothing from a distribution with a pytest plugin (siot-authz, anyio, which
-# FastAPI imports, pytest-xdist, hypothesis): pytest rewrites their asserts as it imports them, and
-# warns (an error under -W error) about any already imported.
+# For ``python -m pytest``: preloaded through pytest's own import hook (WarmPython's ``like_pytest``),
+# so the modules of distributions with a pytest plugin (siot-authz; anyio, which FastAPI imports;
+# pytest-xdist) are rewritten as a fresh pytest rewrites them, and it does not warn (an error under
+# -W error) that they were imported before it. Never hypothesis: its plugin behaves differently
+# when it finds hypothesis already imported.
 _PRELOAD_FOR_PYTEST = [
     "pytest",
     "pydantic",
     "pydantic_settings",
     "prometheus_client",
     "prometheus_client.parser",
+    "fastapi",
+    "fastapi.responses",
+    "fastapi.testclient",
+    "httpx",
+    "siot_authz",
+    "siot_authz.testing",
+    "siot_authz.testing.pytest_plugin",
+    "anyio.pytest_plugin",
+    "xdist.plugin",
+    "xdist.looponfail",
 ]
 
 
 @pytest.fixture(scope="session")
 def warm_python(run_env: dict[str, str]) -> Iterator[dict[str, WarmPython]]:
     """Warm interpreters: one for scripts and ``-c``, one for ``-m pytest``."""
-    pythons = {"script": WarmPython(run_env, _PRELOAD), "pytest": WarmPython(run_env, _PRELOAD_FOR_PYTEST)}
+    pythons = {
+        "script": WarmPython(run_env, _PRELOAD),
+        "pytest": WarmPython(run_env, _PRELOAD_FOR_PYTEST, like_pytest=True),
+    }
     yield pythons
     for python in pythons.values():
         python.close()

@@ -26,6 +26,7 @@ from fake_clock import FakeClock
 from siot_authz import AuthError, AuthSettings, CognitoAuth, JwksUnavailable, Principal, TokenVerifier
 from siot_authz._key_cache import JwksCache
 from siot_authz.testing import JwksResponse, JwksServer, LocalIssuer
+from spare_keys import spare_key
 
 FACES = ("fastapi", "async", "sync")
 TTL = 300.0
@@ -285,7 +286,7 @@ def test_a_rotated_key_is_picked_up_after_the_ttl_even_when_the_cooldown_is_long
     """Issue 17's regression: TTL 1 s, cooldown 30 s, then the endpoint swaps to a new key."""
     caller = make_caller(face, clock, jwks_ttl_seconds=1, jwks_refetch_cooldown_seconds=30)
     assert caller.outcome(issuer.mint()) == "ok"
-    issuer.rotate_key(keep_old=False)  # the endpoint now serves only the new key
+    issuer.rotate_key(keep_old=False, key=spare_key(0))  # the endpoint now serves only the new key
 
     clock.advance(0.5)
     assert caller.outcome(issuer.mint()) == "401 kid_unknown"  # within the TTL and the cooldown: no fetch
@@ -317,7 +318,7 @@ def test_picks_up_rotated_in_key_by_refetch_after_cooldown(
 ) -> None:
     old_token = issuer.mint()
     assert caller.outcome(old_token) == "ok"
-    issuer.rotate_key()
+    issuer.rotate_key(key=spare_key(0))
     new_token = issuer.mint()
 
     # Right after a fetch the cooldown holds: the new kid is not yet known.
@@ -424,7 +425,7 @@ def test_refresh_that_drops_a_key_refuses_its_tokens_even_if_verified_before(
     assert caller.outcome(old_token) == "ok"
     assert caller.outcome(old_token) == "ok"  # now in the verified-token cache
 
-    issuer.rotate_key(keep_old=False)
+    issuer.rotate_key(keep_old=False, key=spare_key(0))
     clock.advance(TTL + 1)
 
     assert caller.outcome(issuer.mint()) == "ok"
@@ -437,7 +438,7 @@ def test_refetch_for_new_kid_that_drops_old_key_refuses_cached_old_tokens(
 ) -> None:
     old_token = issuer.mint()
     assert caller.outcome(old_token) == "ok"
-    issuer.rotate_key(keep_old=False)
+    issuer.rotate_key(keep_old=False, key=spare_key(0))
     clock.advance(COOLDOWN)  # still well within the TTL
 
     assert caller.outcome(issuer.mint()) == "ok"  # unknown kid: one refetch
@@ -453,7 +454,7 @@ def test_token_signed_by_replaced_key_under_same_kid_is_refused(
     old_token = issuer.mint()
     assert caller.outcome(old_token) == "ok"
     kid = issuer.signing_key.kid
-    replacement = issuer.rotate_key(keep_old=False)
+    replacement = issuer.rotate_key(keep_old=False)  # a key of its own: its kid is changed below
     replacement.kid = kid
     clock.advance(TTL + 1)
     assert caller.outcome(old_token) == "ok"  # cached, and its key is still held: starts the refresh
@@ -484,7 +485,7 @@ def test_unchanged_keys_are_the_same_objects_after_refetch(
     cache = JwksCache(settings, clock=clock)
     old_kid = issuer.signing_key.kid
     old_key = cache.get_key_sync(old_kid)
-    new_kid = issuer.rotate_key().kid
+    new_kid = issuer.rotate_key(key=spare_key(0)).kid
     clock.advance(TTL * 10)
 
     new_key = cache.get_key_sync(new_kid)
@@ -586,7 +587,7 @@ def test_a_refresh_lost_with_a_loop_closed_undrained_is_presumed_lost_and_anothe
     loop.run_until_complete(verifier.verify(token))  # starts a background refresh task on this loop...
     loop.close()  # ...which never runs: the loop is closed without draining it
     assert verifier.keys.status().is_refreshing
-    issuer.rotate_key(keep_old=False)
+    issuer.rotate_key(keep_old=False, key=spare_key(0))
 
     clock.advance(1.0)  # not yet past the refresh's deadline: it may still be running
     assert verifier.verify_sync(token).username == "alice"

@@ -21,6 +21,7 @@ from fastapi.testclient import TestClient
 
 from siot_authz import AuthError, CognitoAuth, Principal, TokenVerifier
 from siot_authz.testing import JwksResponse, JwksServer, LocalIssuer
+from spare_keys import spare_key
 
 TTL = 0.3
 TIMEOUT = 2.0
@@ -46,7 +47,8 @@ TROUBLE = {
 
 @pytest.fixture
 def pool() -> Iterator[tuple[LocalIssuer, JwksServer]]:
-    with LocalIssuer() as issuer:
+    """A pool of its own per test (its own endpoint, in trouble or not); keys made once per process."""
+    with LocalIssuer(key=spare_key(0)) as issuer:
         yield issuer, issuer.serve()
 
 
@@ -198,7 +200,7 @@ def test_rotation_lands_once_the_endpoint_recovers(
     old_token = issuer.mint()
     verify(old_token)
     server.response = TROUBLE[trouble]
-    issuer.rotate_key(keep_old=False)  # the endpoint withdraws the old key, when it answers
+    issuer.rotate_key(keep_old=False, key=spare_key(1))  # the endpoint withdraws the old key, when it answers
     settle(TTL + 0.05)
     assert verify(old_token).username == "alice"  # the endpoint is in trouble: held keys serve
 
@@ -232,7 +234,7 @@ def test_a_refresh_lost_with_its_event_loop_does_not_stop_later_refreshes(
     # This loop ends right after the call, taking its background refresh with it.
     asyncio.run(verifier.verify(token))
     server.response = JwksResponse()
-    issuer.rotate_key(keep_old=False)
+    issuer.rotate_key(keep_old=False, key=spare_key(1))
 
     async def until_dropped() -> str:
         deadline = time.monotonic() + TIMEOUT + 5
@@ -261,7 +263,7 @@ def test_keys_still_refresh_after_the_app_has_started_and_stopped_once(
     old_token = issuer.mint()
     with TestClient(app) as client:  # a first run of the lifespan, as in an earlier test
         assert client.get("/me", headers={"Authorization": old_token}).status_code == 200
-    issuer.rotate_key(keep_old=False)
+    issuer.rotate_key(keep_old=False, key=spare_key(1))
     with TestClient(app) as client:
         deadline = time.monotonic() + 10
         while (status := client.get("/me", headers={"Authorization": old_token}).status_code) == 200:
@@ -281,7 +283,7 @@ def test_cache_hits_start_no_thread_while_another_fetch_holds_the_lock(
     server.response = JwksResponse(delay_seconds=1.0)
     time.sleep(TTL + 0.05)
     # An unknown kid makes this thread fetch, holding the fetch lock for a second.
-    rotated = issuer.rotate_key()
+    rotated = issuer.rotate_key(key=spare_key(1))
     waiting = threading.Thread(target=lambda: verifier.verify_sync(issuer.mint()), daemon=True)
     waiting.start()
     time.sleep(0.1)

@@ -12,10 +12,11 @@ import pytest
 from fastapi import Depends, FastAPI
 from fastapi.testclient import TestClient
 
-from siot_authz import AuthSettings, CognitoAuth, Principal, RolesPrincipal, TokenVerifier
+from siot_authz import AuthError, AuthSettings, CognitoAuth, Principal, RolesPrincipal, TokenVerifier
 from siot_authz.revocation import MemoryRevocations
 from siot_authz.testing import (
     LocalIssuer,
+    SigningKey,
     make_principal,
     override_principal,
     override_roles,
@@ -303,6 +304,40 @@ def test_local_issuer_transport_also_answers_served_settings() -> None:
         verifier = TokenVerifier(issuer.settings(), sync_transport=issuer.transport())
         assert verifier.verify_sync(issuer.mint(username="fay")).username == "fay"
         assert issuer.serve().request_count == 0  # the transport answered, not the socket
+
+
+@pytest.mark.parametrize("keep_old", [True, False], ids=["keep-old", "withdraw-old"])
+def test_local_issuer_signs_and_rotates_with_keys_it_is_given(keep_old: bool) -> None:
+    first, second = SigningKey(), SigningKey()
+    with LocalIssuer(key=first) as issuer:
+        verifier = TokenVerifier(issuer.settings())
+        old_token = issuer.mint(username="gus")
+        assert issuer.keys == [first]
+        assert verifier.verify_sync(old_token).username == "gus"
+
+        assert issuer.rotate_key(keep_old=keep_old, key=second) is second
+        assert issuer.keys == ([first, second] if keep_old else [second])
+        assert issuer.signing_key is second
+        assert [jwk["kid"] for jwk in issuer.jwks()["keys"]] == [key.kid for key in issuer.keys]
+        # A new verifier fetches the rotated JWKS: the new key's tokens pass, the old key's only if kept.
+        rotated = TokenVerifier(issuer.settings())
+        assert rotated.verify_sync(issuer.mint(username="hal")).username == "hal"
+        if keep_old:
+            assert rotated.verify_sync(old_token).username == "gus"
+        else:
+            with pytest.raises(AuthError) as refused:
+                rotated.verify_sync(old_token)
+            assert refused.value.code == "kid_unknown"
+
+
+def test_local_issuer_refuses_to_rotate_in_a_kid_it_already_holds() -> None:
+    key = SigningKey()
+    issuer = LocalIssuer(key=key)
+    with pytest.raises(ValueError, match="already holds"):
+        issuer.rotate_key(key=key)
+    with pytest.raises(ValueError, match="already holds"):
+        issuer.rotate_key(keep_old=False, key=SigningKey(kid=key.kid))
+    assert issuer.keys == [key]
 
 
 def test_local_issuer_settings_keep_an_explicit_jwks_url() -> None:

@@ -196,3 +196,65 @@ def test_a_variable_outside_the_free_prefixes_must_be_the_servers(
     # A server with no free prefix serves exactly its own environment.
     with pytest.raises(ValueError, match="WARM_TEST_SETTING"):
         warm.run(["-c", "pass"], cwd=project, env={**env, "WARM_TEST_SETTING": "d"}, timeout=60)
+
+
+# -- python -m pytest: modules of pytest plugins preloaded as pytest imports them ---------------
+
+# What a sample's pytest sees of the modules it marks for rewriting (those of distributions with a
+# pytest plugin: anyio, siot_authz), and of one it does not (fastapi): who loaded each.
+_PLUGIN_PROBE = """\
+import sys
+
+
+def test_plugin_modules_are_loaded_as_pytest_loads_them():
+    print()
+    for name in ("anyio", "anyio.pytest_plugin", "siot_authz", "siot_authz.testing.pytest_plugin", "fastapi"):
+        print("LOADER", name, type(sys.modules[name].__loader__).__name__)
+"""
+# As tests/test_docs.py runs a pytest sample: warnings are errors, pytest's own included.
+_PYTEST = ["-P", "-m", "pytest", "-q", "-s", "-p", "no:cacheprovider", "-W", "error", "test_plugins.py"]
+
+
+@pytest.fixture(scope="module")
+def pytest_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("warm-pytest")
+    (folder / "test_plugins.py").write_text(_PLUGIN_PROBE, encoding="utf-8")
+    return folder
+
+
+def _loaders(output: str) -> list[str]:
+    return [line for line in output.splitlines() if line.startswith("LOADER")]
+
+
+def test_pytest_commands_see_plugin_modules_preloaded_through_its_hook_as_a_fresh_pytest_does(
+    pytest_project: Path, env: dict[str, str]
+) -> None:
+    fresh = subprocess.run(
+        [sys.executable, *_PYTEST], cwd=pytest_project, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert fresh.returncode == 0, fresh.stdout + fresh.stderr
+    assert "AssertionRewritingHook" in "".join(_loaders(fresh.stdout))  # the probe does tell them apart
+    preload = ["pytest", "anyio", "siot_authz.testing.pytest_plugin"]
+    python = WarmPython(env, preload, like_pytest=True)
+    try:
+        assert python.preloaded == preload
+        forked = python.run(_PYTEST, cwd=pytest_project, env=env, timeout=120)
+    finally:
+        python.close()
+
+    assert forked.returncode == 0, forked.stdout + forked.stderr
+    assert _loaders(forked.stdout) == _loaders(fresh.stdout)
+
+
+def test_a_plugin_module_preloaded_by_a_plain_import_fails_a_pytest_command_as_too_early(
+    pytest_project: Path, env: dict[str, str]
+) -> None:
+    # Why the hook: imported before pytest could rewrite it, anyio makes pytest warn (an error here).
+    python = WarmPython(env, ["pytest", "anyio"])
+    try:
+        forked = python.run(_PYTEST, cwd=pytest_project, env=env, timeout=120)
+    finally:
+        python.close()
+
+    assert forked.returncode != 0
+    assert "Module already imported so cannot be rewritten; anyio" in forked.stdout + forked.stderr

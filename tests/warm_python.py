@@ -18,6 +18,13 @@ turned into an error): a warning a fresh interpreter would raise at import, unde
 is then still raised in the child, which imports that module itself. Hypothesis is never
 preloaded: its pytest plugin behaves differently when it finds hypothesis already imported.
 
+For ``python -m pytest`` commands, ``like_pytest=True`` preloads through pytest's own
+assertion-rewriting import hook, marked as pytest marks it at start-up (every top-level module
+of a distribution with a pytest plugin: anyio, which FastAPI imports, siot_authz...). Those
+modules are then rewritten exactly as a fresh ``pytest`` would rewrite them, and pytest knows
+them as rewritten: it does not warn that they were imported too early (an error under
+``-W error``), which is what kept FastAPI and siot_authz out of that preload.
+
 The server's environment is fixed when it starts (``site`` and ``PYTHON*`` variables are read
 at start-up, as they are for any interpreter), so one server serves one environment; only
 variables named with one of ``free_prefixes`` may differ per command (the child is given the
@@ -51,14 +58,19 @@ class WarmPython:
     """Runs ``python`` command lines in children forked from one warmed-up interpreter."""
 
     def __init__(
-        self, env: dict[str, str], preload: list[str], *, free_prefixes: tuple[str, ...] = ()
+        self,
+        env: dict[str, str],
+        preload: list[str],
+        *,
+        free_prefixes: tuple[str, ...] = (),
+        like_pytest: bool = False,
     ) -> None:
         self._env = dict(env)
         self._free_prefixes = free_prefixes
         self._lock = threading.Lock()  # one request and its replies at a time
         self._outputs = tempfile.TemporaryDirectory(prefix="warm-python-")
         self._server = subprocess.Popen(
-            [sys.executable, "-P", str(_SERVER), *preload],
+            [sys.executable, "-P", str(_SERVER), *(["--like-pytest"] if like_pytest else []), *preload],
             env=self._env,
             cwd=self._outputs.name,
             stdin=subprocess.PIPE,
@@ -249,20 +261,40 @@ def _read_line() -> bytes:
     return line
 
 
-def _preload(modules: list[str]) -> list[str]:
+def _preload(modules: list[str], *, like_pytest: bool = False) -> list[str]:
     import importlib
     import warnings
 
+    hook = _pytest_import_hook() if like_pytest else None
     loaded = []
-    for name in modules:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error")
-            try:
-                importlib.import_module(name)
-            except Exception:  # noqa: S112  # it warned (or failed): the child imports it, as python would
-                continue
-        loaded.append(name)
+    try:
+        for name in modules:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error")
+                try:
+                    importlib.import_module(name)
+                except Exception:  # noqa: S112  # it warned (or failed): the child imports it, as python would
+                    continue
+            loaded.append(name)
+    finally:
+        if hook is not None:
+            sys.meta_path.remove(hook)  # each command's pytest installs its own
     return loaded
+
+
+def _pytest_import_hook() -> Any:
+    """pytest's assertion-rewriting import hook, installed and marked as ``pytest`` does at start-up.
+
+    Marked: every top-level module of each distribution with a pytest plugin (entry point
+    ``pytest11``), as :meth:`_pytest.config.Config._mark_plugins_for_rewrite` marks them.
+    """
+    import _pytest.assertion
+    from _pytest.config import get_config
+
+    config = get_config()  # what a command's pytest builds first; only its hook is kept
+    hook = _pytest.assertion.install_importhook(config)
+    config._mark_plugins_for_rewrite(hook, disable_autoload=False)
+    return hook
 
 
 def _parse(argv: list[str]) -> tuple[list[str], bool, str, str, list[str]]:
@@ -381,7 +413,8 @@ def _serve(preload: list[str]) -> None:
     import warnings
 
     startup = (list(warnings.filters), list(sys.warnoptions), list(sys.path))
-    preloaded = _preload(preload)
+    like_pytest = preload[:1] == ["--like-pytest"]
+    preloaded = _preload(preload[1:] if like_pytest else preload, like_pytest=like_pytest)
     # What is loaded now lives as long as any child: their garbage collections skip it, rather
     # than write to (and so copy) every page of it in each child.
     gc.freeze()

@@ -69,6 +69,10 @@ class LocalIssuer:
     the issuer (or use a ``with`` block) to stop it. For no socket at all,
     take ``settings(for_transport=True)`` and hand ``transport()`` to the
     verifier as ``async_transport`` and ``sync_transport``.
+
+    Each new issuer makes its own RSA key, which takes tens of milliseconds; a
+    test suite making many issuers can hand them keys it made once (``key``,
+    and ``rotate_key(key=...)``).
     """
 
     def __init__(
@@ -78,11 +82,12 @@ class LocalIssuer:
         user_pool_id: str | None = None,
         client_id: str = "siotlocalclient0000000000",
         key_bits: int = 2048,
+        key: SigningKey | None = None,
     ) -> None:
         self.region = region
         self.user_pool_id = user_pool_id or f"{region}_LocalPool1"
         self.client_id = client_id
-        self.keys: list[SigningKey] = [SigningKey(bits=key_bits)]
+        self.keys: list[SigningKey] = [key or SigningKey(bits=key_bits)]
         self._server: JwksServer | None = None
 
     # -- the pool -------------------------------------------------------------
@@ -106,9 +111,15 @@ class LocalIssuer:
         """The current JWKS document."""
         return {"keys": [key.public_jwk() for key in self.keys]}
 
-    def rotate_key(self, *, keep_old: bool = True) -> SigningKey:
-        """Add a new signing key; drop the old ones unless ``keep_old``."""
-        new_key = SigningKey(bits=self.signing_key.private_key.key_size)
+    def rotate_key(self, *, keep_old: bool = True, key: SigningKey | None = None) -> SigningKey:
+        """Add a signing key, ``key`` or a new one; drop the old ones unless ``keep_old``.
+
+        A ``key`` whose kid the pool already holds is refused with ``ValueError``:
+        rotating it in would leave the pool as it was (or two keys under one kid).
+        """
+        if key is not None and any(held.kid == key.kid for held in self.keys):
+            raise ValueError("the pool already holds a key with this kid")
+        new_key = key or SigningKey(bits=self.signing_key.private_key.key_size)
         self.keys = [*self.keys, new_key] if keep_old else [new_key]
         return new_key
 
