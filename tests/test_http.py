@@ -18,6 +18,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import h11
+import httpcore
+import httpx
 import pytest
 
 import loopback
@@ -238,6 +241,66 @@ def test_retries_once_and_only_transient_failures(
     wait_for_request_count(jwks_server, requests)
     assert jwks_server.request_count == requests
     assert jwks_server.requested_paths == [jwks_server.path] * requests
+
+
+class _RaisingTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
+    """A transport whose every request fails with ``error``, counting the attempts."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+        self.attempts = 0
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        self.attempts += 1
+        raise self.error
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        self.attempts += 1
+        raise self.error
+
+
+def fetch_through(flavour: str, transport: _RaisingTransport) -> bytes:
+    """One fetch by either face through ``transport``; the URL is never dialled."""
+    url = "http://127.0.0.1:9/pool/.well-known/jwks.json"
+    if flavour == "async":
+        return asyncio.run(fetch_jwks(url, time_limit=5.0, max_bytes=1024, transport=transport))
+    with httpx.Client(transport=transport, follow_redirects=False) as client:
+        return fetch_jwks_sync(url, time_limit=5.0, max_bytes=1024, client=client)
+
+
+@pytest.mark.parametrize("flavour", ["async", "sync"])
+@pytest.mark.parametrize(
+    ("error", "reason", "attempts", "is_transient"),
+    [
+        (httpcore.RemoteProtocolError("Server disconnected"), "transport_RemoteProtocolError", 2, True),
+        (httpcore.ReadError("connection reset"), "transport_ReadError", 2, True),
+        (h11.RemoteProtocolError("bad status line"), "transport_RemoteProtocolError", 2, True),
+        (httpcore.ReadTimeout("timed out"), "timeout", 1, False),
+    ],
+    ids=["httpcore-protocol", "httpcore-read", "h11-protocol", "httpcore-timeout"],
+)
+def test_an_error_of_the_libraries_under_httpx_counts_as_the_network_failing(
+    flavour: str, error: Exception, reason: str, attempts: int, is_transient: bool
+) -> None:
+    # httpx translates these into its own errors on most paths, not all; one that slips
+    # through is retried like any transport failure, never logged as a bug of ours.
+    transport = _RaisingTransport(error)
+
+    with pytest.raises(JwksFetchError) as caught:
+        fetch_through(flavour, transport)
+
+    assert caught.value.reason == reason
+    assert caught.value.is_transient is is_transient
+    assert transport.attempts == attempts
+
+
+@pytest.mark.parametrize("flavour", ["async", "sync"])
+def test_an_error_that_is_not_the_networks_is_raised_as_it_is(flavour: str) -> None:
+    transport = _RaisingTransport(RuntimeError("a bug"))
+
+    with pytest.raises(RuntimeError, match="a bug"):
+        fetch_through(flavour, transport)
+    assert transport.attempts == 1
 
 
 @pytest.fixture

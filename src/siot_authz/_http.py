@@ -70,6 +70,17 @@ def _response_error(response: httpx.Response, max_bytes: int) -> JwksFetchError 
     return None
 
 
+# The libraries under httpx. httpx turns their errors into its own, but not on every path (it
+# does not wrap closing a response stream, for one), and under load the suite once saw an
+# httpcore RemoteProtocolError from a server that hung up reach us as it was. It is the
+# network's failure all the same, not a bug of ours, so it is retried and reported as one.
+_HTTP_STACK = frozenset(["httpcore", "h11"])
+
+
+def _is_from_http_stack(exc: Exception) -> bool:
+    return type(exc).__module__.partition(".")[0] in _HTTP_STACK
+
+
 class _Attempts:
     """The retry policy both faces share: one immediate retry, of a transient failure only, while time is left."""
 
@@ -87,15 +98,16 @@ class _Attempts:
         Anything but a timeout, an HTTP error or a refusal of ours is a bug
         or a setup error, and is raised as it is.
         """
+        import httpcore
         import httpx
 
         self._count += 1
         if isinstance(exc, JwksFetchError):
             error = exc
-        elif isinstance(exc, (TimeoutError, httpx.TimeoutException)):
+        elif isinstance(exc, (TimeoutError, httpx.TimeoutException, httpcore.TimeoutException)):
             # Every operation is given all the time left, so none is left to retry in.
             error = JwksFetchError("timeout", is_transient=False)
-        elif isinstance(exc, httpx.HTTPError):
+        elif isinstance(exc, httpx.HTTPError) or _is_from_http_stack(exc):
             error = JwksFetchError(f"transport_{type(exc).__name__}", is_transient=True)
         else:
             raise exc
