@@ -1,7 +1,7 @@
 """Benchmark siot_authz against bare RSA and python-jose, in process and end to end.
 
-Run ``python bench/run.py`` for the full benchmark (about three minutes on
-two cores) or ``python bench/run.py --quick`` for a smoke check (about half a
+Run ``python bench/run.py`` for the full benchmark (about five minutes on
+two cores) or ``python bench/run.py --quick`` for a smoke check (under a
 minute; CI runs it, and it fails only on crashes, never on speed).
 
 Every ratio is measured side by side in one run: each round runs every
