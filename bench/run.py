@@ -201,6 +201,13 @@ def print_medians(rounds: list[dict[str, float]], spec: str) -> None:
         )
 
 
+def ratio_verdict(ratio: float, target: float | None) -> str:
+    """The text after a ratio row: its target and whether this run met it, or nothing for an information row."""
+    if target is None:
+        return ""
+    return f"  target >= {target:.3f}x: {'met' if ratio >= target else 'MISSED'}"
+
+
 def print_rows(title: str, rounds: list[dict[str, float]], unit: str) -> dict[str, float]:
     """Print per-variant medians and every ratio of ``title``; return the median ratios."""
     variants = list(rounds[0])
@@ -212,10 +219,7 @@ def print_rows(title: str, rounds: list[dict[str, float]], unit: str) -> dict[st
             continue
         ratio = statistics.median(r[variant] / r[reference] for r in rounds)
         ratios[label] = ratio
-        verdict = ""
-        if target is not None:
-            verdict = f"  target >= {target:.3f}x: {'met' if ratio >= target else 'MISSED'}"
-        print(f"  {label:48} {ratio:6.3f}x{verdict}")
+        print(f"  {label:48} {ratio:6.3f}x{ratio_verdict(ratio, target)}")
     return ratios
 
 
@@ -454,10 +458,7 @@ def in_process_windows(
     ratios = {}
     for label, ratio, target in rows:
         ratios[label] = ratio
-        verdict = (
-            "" if target is None else f"  target >= {target:.3f}x: {'met' if ratio >= target else 'MISSED'}"
-        )
-        print(f"  {label:48} {ratio:6.3f}x{verdict}")
+        print(f"  {label:48} {ratio:6.3f}x{ratio_verdict(ratio, target)}")
     return ratios
 
 

@@ -243,24 +243,17 @@ def test_retries_once_and_only_transient_failures(
     assert jwks_server.requested_paths == [jwks_server.path] * requests
 
 
-class _RaisingTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
-    """A transport whose every request fails with ``error``, counting the attempts."""
+def fetch_failing_with(flavour: str, error: Exception, requests: list[httpx.Request]) -> bytes:
+    """One fetch by either face through a transport whose every request raises ``error``.
 
-    def __init__(self, error: Exception) -> None:
-        self.error = error
-        self.attempts = 0
+    The URL is never dialled; each attempt is recorded in ``requests``.
+    """
 
-    def handle_request(self, request: httpx.Request) -> httpx.Response:
-        self.attempts += 1
-        raise self.error
+    def fail(request: httpx.Request) -> httpx.Response:
+        requests.append(request)
+        raise error
 
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        self.attempts += 1
-        raise self.error
-
-
-def fetch_through(flavour: str, transport: _RaisingTransport) -> bytes:
-    """One fetch by either face through ``transport``; the URL is never dialled."""
+    transport = httpx.MockTransport(fail)
     url = "http://127.0.0.1:9/pool/.well-known/jwks.json"
     if flavour == "async":
         return asyncio.run(fetch_jwks(url, time_limit=5.0, max_bytes=1024, transport=transport))
@@ -284,23 +277,23 @@ def test_an_error_of_the_libraries_under_httpx_counts_as_the_network_failing(
 ) -> None:
     # httpx translates these into its own errors on most paths, not all; one that slips
     # through is retried like any transport failure, never logged as a bug of ours.
-    transport = _RaisingTransport(error)
+    requests: list[httpx.Request] = []
 
     with pytest.raises(JwksFetchError) as caught:
-        fetch_through(flavour, transport)
+        fetch_failing_with(flavour, error, requests)
 
     assert caught.value.reason == reason
     assert caught.value.is_transient is is_transient
-    assert transport.attempts == attempts
+    assert len(requests) == attempts
 
 
 @pytest.mark.parametrize("flavour", ["async", "sync"])
 def test_an_error_that_is_not_the_networks_is_raised_as_it_is(flavour: str) -> None:
-    transport = _RaisingTransport(RuntimeError("a bug"))
+    requests: list[httpx.Request] = []
 
     with pytest.raises(RuntimeError, match="a bug"):
-        fetch_through(flavour, transport)
-    assert transport.attempts == 1
+        fetch_failing_with(flavour, RuntimeError("a bug"), requests)
+    assert len(requests) == 1
 
 
 @pytest.fixture
