@@ -150,6 +150,14 @@ class Forge:
         token = self.token(username="alice")
         return _with_segment(token, 1, b64url(change(_b64decode(_segments(token)[1]))))
 
+    def leading_zero_signature(self) -> str:
+        """A genuine token whose signature's first byte is zero (one in 256), re-signed with a nonce until one is."""
+        for nonce in range(5000):
+            token = self.token(nonce=nonce)
+            if _b64decode(_segments(token)[2])[0] == 0:
+                return token
+        raise AssertionError("no signature with a leading zero byte in five thousand tries")
+
     def standard_alphabet(self) -> str:
         # Re-sign with a nonce until the signature's base64url has '-' or '_'.
         for nonce in range(1000):
@@ -367,6 +375,9 @@ def _cases() -> list[Attack]:
         "signature_invalid",
         lambda f: f.with_signature_bytes(lambda s: b"\x00" + s),
     )
+    # RSA would recover the same block from the number without its leading zero byte; the
+    # signature must still be exactly as long as the modulus (RFC 7518 3.3), so there is one spelling.
+    add("signature-leading-zero-byte-dropped", "signature_invalid", _leading_zero_dropped)
     add("signature-first-bit-flipped", "signature_invalid", lambda f: f.with_signature_bytes(_first_bit))
     add("signature-last-bit-flipped", "signature_invalid", lambda f: f.with_signature_bytes(_last_bit))
     add("payload-bit-flipped", "signature_invalid", lambda f: f.with_payload_bytes(_rename_alice))
@@ -606,6 +617,11 @@ def _rename_alice(payload: bytes) -> bytes:
 def _pss_signature(f: Forge) -> str:
     pss = padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=padding.PSS.DIGEST_LENGTH)
     return f.real_key_signature(pss, hashes.SHA256())
+
+
+def _leading_zero_dropped(f: Forge) -> str:
+    token = f.leading_zero_signature()
+    return _with_segment(token, 2, b64url(_b64decode(_segments(token)[2])[1:]))
 
 
 def _swapped_payload(f: Forge) -> str:
@@ -879,8 +895,54 @@ def test_built_key_verifies_only_pkcs1v15_sha256(forge: Forge) -> None:
         "es256": forge.es256_signature(data),
         "psychic": bytes(64),
         "empty": b"",
+        # Blocks signed raw with the pool's private key: right digest, wrong encoding around it.
+        **{
+            name: _raw_rsa_signature(private_key, block)
+            for name, block in _pkcs1_blocks_almost_right(hashlib.sha256(data).digest()).items()
+        },
     }
     assert [name for name, signature in refused.items() if key.verify(data, signature)] == []
+
+
+# DER DigestInfo prefixes (RFC 8017 9.2, note 1), written out here rather than taken from the code under test.
+_SHA256_INFO = bytes.fromhex("3031300d060960864801650304020105000420")
+_SHA1_INFO = bytes.fromhex("3021300906052b0e03021a05000414")
+
+
+def _pkcs1_blocks_almost_right(digest: bytes) -> dict[str, bytes]:
+    """Encoded messages of a 2048-bit key that differ from EMSA-PKCS1-v1_5(SHA-256) in one way each."""
+
+    def block(kind: bytes, payload: bytes, filler: int = 0xFF) -> bytes:
+        return b"\x00" + kind + bytes([filler]) * (256 - 3 - len(payload)) + b"\x00" + payload
+
+    right = block(b"\x01", _SHA256_INFO + digest)
+    return {
+        "digest-without-digestinfo": block(b"\x01", digest),
+        "sha1-digestinfo-prefix": block(b"\x01", _SHA1_INFO + digest),
+        "digestinfo-with-a-trailing-byte": block(b"\x01", _SHA256_INFO + digest + b"\x00"),
+        "digestinfo-with-a-leading-byte": block(b"\x01", b"\x00" + _SHA256_INFO + digest),
+        "block-type-2": block(b"\x02", _SHA256_INFO + digest),
+        "padding-not-ff": block(b"\x01", _SHA256_INFO + digest, filler=0xFE),
+        "one-padding-byte-not-ff": right[:10] + b"\x00" + right[11:],
+        "nonzero-first-byte": b"\x01" + right[1:],
+        "digest-off-by-one-bit": right[:-1] + bytes([right[-1] ^ 1]),
+    }
+
+
+def _raw_rsa_signature(private_key: Any, block: bytes) -> bytes:
+    """``block`` put through the raw RSA private operation: a signature of any encoding we like."""
+    numbers = private_key.private_numbers()
+    modulus = numbers.public_numbers.n
+    return pow(int.from_bytes(block, "big"), numbers.d, modulus).to_bytes(256, "big")
+
+
+def test_the_raw_signer_makes_what_the_key_accepts_when_the_block_is_right(forge: Forge) -> None:
+    """The check above cannot pass for the wrong reason: the same signer, with the one right block, is accepted."""
+    key = build_rs256_key(forge.issuer.signing_key.public_jwk())
+    data = b"header.payload"
+    digest = hashlib.sha256(data).digest()
+    right = b"\x00\x01" + b"\xff" * (256 - 3 - 51) + b"\x00" + _SHA256_INFO + digest
+    assert key.verify(data, _raw_rsa_signature(forge.issuer.signing_key.private_key, right))
 
 
 class _ForbiddenJosePath(BaseException):

@@ -253,6 +253,10 @@ def test_generated_json_objects_parse_as_the_standard_library_parses_them(raw: b
 @example(b"[]")
 @example(b"{}")
 @example(b'{"g":[],"h":[[1],{"i":{}}],"j":"[{","[":"{"}')
+@example(b'{"a":"\\"","a":"\\""}')
+@example(b'{"a\\"":1,"a\\"":1}')
+@example(b'{"a":"\\n\\u0000/","b":[1,{"c":"]"}]}')
+@example(b'{"a":1.5,"b":10.0,"c":1e3}')
 def test_mutated_json_objects_parse_as_the_standard_library_parses_them(raw: bytes) -> None:
     assert_same_json(raw)
 
@@ -326,7 +330,8 @@ def test_fast_path_hands_what_it_cannot_prove_to_the_standard_library(raw: bytes
         _decode_json_object(b64url(raw).encode())
 
 
-def test_fast_path_takes_a_cognito_payload() -> None:
+@pytest.mark.parametrize("separators", [(",", ":"), (", ", ": ")], ids=["compact", "spaced"])
+def test_fast_path_takes_a_cognito_payload(separators: tuple[str, str]) -> None:
     claims = {
         "sub": "u-1",
         "iss": "https://cognito-idp.eu-west-1.amazonaws.com/eu-west-1_Pool",
@@ -334,5 +339,5 @@ def test_fast_path_takes_a_cognito_payload() -> None:
         "cognito:groups": ["admin", "a:b"],
         "email_verified": True,
     }
-    raw = json.dumps(claims).encode()
+    raw = json.dumps(claims, separators=separators).encode()
     assert _fast_json_object(raw) == json.loads(raw)

@@ -13,11 +13,11 @@ DER-key HS256 confusion, ecdsa's Minerva) and no JWE code
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 from typing import Any, Protocol
 
 from cryptography.hazmat.primitives.asymmetric.padding import PKCS1v15
-from cryptography.hazmat.primitives.hashes import SHA256
 from jose.backends.cryptography_backend import CryptographyRSAKey
 from jose.exceptions import JOSEError
 
@@ -45,10 +45,13 @@ class RS256PublicKey(Protocol):
     def verify(self, signing_input: bytes, signature: bytes) -> bool: ...
 
 
-# Stateless, so one of each serves every verification (python-jose builds
-# both anew on every call, which costs about a microsecond on the cold path).
+# Stateless, so one serves every verification (python-jose builds its
+# padding and hash objects anew on every call).
 _PKCS1V15 = PKCS1v15()
-_SHA256 = SHA256()
+#: The DER DigestInfo prefix of a SHA-256 digest (RFC 8017 9.2, note 1): what
+#: a PKCS#1 v1.5 SHA-256 signature holds before the digest itself.
+_SHA256_DIGEST_INFO = bytes.fromhex("3031300d060960864801650304020105000420")
+_sha256 = hashlib.sha256
 
 
 def _no_backend() -> None:
@@ -69,21 +72,39 @@ _serials = itertools.count(1)
 
 
 class _JoseRS256Key:
-    __slots__ = ("_verify", "serial", "size_bits")
+    """The RSA key python-jose built, asked one question by encoding and comparing.
+
+    RFC 8017's own way to verify a PKCS#1 v1.5 signature (8.2.2): undo the
+    RSA operation on the signature, then compare the whole result with the
+    one encoding the message allows. OpenSSL checks the padding (``00 01``,
+    at least eight ``FF``, ``00``) as it recovers; what is left must equal
+    the SHA-256 DigestInfo and digest of the signing input, byte for byte, so
+    no other hash, no missing or extra DigestInfo byte and no garbage can
+    pass. The signature must be exactly as long as the modulus (RFC 7518
+    3.3): recovering, unlike cryptography's ``verify``, would take one with
+    its leading zero bytes dropped, a second spelling of the same token.
+    About a microsecond a token cheaper than cryptography's ``verify`` on
+    the same key, whose own hashing and set-up cost more than ``hashlib``
+    and the recovery (best of 200 runs of 50 real tokens: 18.6 against
+    19.7 µs, 2,048-bit).
+    """
+
+    __slots__ = ("_recover", "_signature_bytes", "serial", "size_bits")
 
     def __init__(self, key: Any, size_bits: int) -> None:
-        # The cryptography key python-jose built: the same RS256 check
-        # python-jose's own verify makes, minus its per-call objects.
-        self._verify = key.prepared_key.verify
+        self._recover = key.prepared_key.recover_data_from_signature
+        self._signature_bytes = (size_bits + 7) // 8
         self.size_bits = size_bits
         self.serial = next(_serials)
 
     def verify(self, signing_input: bytes, signature: bytes) -> bool:
+        if len(signature) != self._signature_bytes:
+            return False
         try:
-            self._verify(signature, signing_input, _PKCS1V15, _SHA256)
+            recovered: bytes = self._recover(signature, _PKCS1V15, None)
         except Exception:  # InvalidSignature, and a hostile signature must never become a 500
             return False
-        return True
+        return recovered == _SHA256_DIGEST_INFO + _sha256(signing_input).digest()
 
 
 def build_rs256_key(jwk: dict[str, Any]) -> RS256PublicKey:

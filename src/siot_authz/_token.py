@@ -183,7 +183,7 @@ _FAST_MAX_BRACKETS = 64
 # Non-finite floats ("1e400") raise in the hook, so the reference refuses them.
 _fast_decode = msgspec.json.Decoder(float_hook=_parse_finite_float).decode
 _fast_encode = msgspec.json.Encoder().encode
-_ALL_BUT_STRUCTURE = bytes(byte for byte in range(256) if byte not in b":[{\\")
+_ALL_BUT_COLONS_AND_BACKSLASHES = bytes(byte for byte in range(256) if byte not in b":\\")
 
 
 def _fast_json_object(raw: bytes) -> dict[str, Any] | None:
@@ -192,14 +192,18 @@ def _fast_json_object(raw: bytes) -> dict[str, Any] | None:
     msgspec is three times faster than the standard library, and it refuses
     what the reference refuses (invalid or overlong UTF-8, surrogates,
     ``NaN``, trailing data, leading zeros) but for three things, each checked
-    here: whitespace around the object (the first and last bytes must be the
-    braces), non-finite numbers (the float hook), and duplicate member names,
-    where it keeps the last. A duplicate is found by counting colons: with no
-    backslash in the text, every string decodes to the very characters it was
-    written with, so the colons in the text are one per member plus those
-    inside strings, and re-encoding the decoded object, in which a duplicate
-    survives only once, gives the same count exactly when no member was
-    dropped. Anything the fast path does not accept goes to the reference
+    here: whitespace around the object, non-finite numbers (the float hook),
+    and duplicate member names, where it keeps the last.
+
+    Two proofs, the cheaper first. Compact JSON, as Cognito and every JOSE
+    library write it, comes back byte for byte when the decoded object is
+    encoded again: then no member was dropped (the text would be shorter)
+    and there was no whitespace to refuse. Other text is counted instead:
+    with no backslash in it, every string decodes to the very characters it
+    was written with, so the colons in the text are one per member plus
+    those inside strings, and re-encoding the decoded object, in which a
+    duplicate survives only once, gives the same count exactly when no
+    member was dropped. Anything neither proves goes to the reference
     parser, which decides; ``tests/test_token_parser_equivalence.py`` checks
     both agree on generated and mutated tokens.
     """
@@ -213,21 +217,21 @@ def _fast_json_object_counted(raw: bytes) -> tuple[dict[str, Any], int] | None:
     That count is never below how many arrays and objects the object holds
     at any depth: it is exactly those, plus any "[" or "{" inside strings.
     """
-    if len(raw) > _FAST_MAX_BYTES or raw[:1] != b"{" or raw[-1:] != b"}":
-        return None
-    # One pass keeps only colons, opening brackets and backslashes.
-    structure = raw.translate(None, _ALL_BUT_STRUCTURE)
-    colons = structure.count(b":")
-    # Every byte kept but the colons is an opening bracket (a backslash sends
-    # the segment to the reference), the object's own brace among them.
-    brackets = len(structure) - colons
-    if b"\\" in structure or brackets > _FAST_MAX_BRACKETS:
+    brackets = raw.count(b"{") + raw.count(b"[")
+    if len(raw) > _FAST_MAX_BYTES or brackets > _FAST_MAX_BRACKETS or raw[:1] != b"{":
         return None
     try:
         value = _fast_decode(raw)
-        if type(value) is not dict or _fast_encode(value).count(b":") != colons:
+        if type(value) is not dict:
             return None
+        encoded = _fast_encode(value)
     except Exception:  # DecodeError, the hook's refusal, RecursionError: the reference decides
+        return None
+    if encoded == raw:
+        return value, brackets - 1
+    # Not compact: count. One pass keeps only colons and backslashes.
+    structure = raw.translate(None, _ALL_BUT_COLONS_AND_BACKSLASHES)
+    if raw[-1:] != b"}" or b"\\" in structure or encoded.count(b":") != len(structure):
         return None
     return value, brackets - 1
 

@@ -31,6 +31,11 @@ def b64url(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
+def _compact_json(value: Mapping[str, Any]) -> bytes:
+    """JSON as Cognito writes a token's segments: no spaces, and UTF-8 rather than ``\\u`` escapes."""
+    return json.dumps(dict(value), separators=(",", ":"), ensure_ascii=False).encode()
+
+
 def _int_b64url(value: int) -> str:
     return b64url(value.to_bytes((value.bit_length() + 7) // 8, "big"))
 
@@ -172,8 +177,8 @@ class LocalIssuer:
         key = key or self.signing_key
         full_header: dict[str, Any] = {"kid": key.kid, "alg": "RS256"}
         full_header.update(header or {})
-        payload = claims if isinstance(claims, bytes) else json.dumps(dict(claims)).encode()
-        signing_input = f"{b64url(json.dumps(full_header).encode())}.{b64url(payload)}".encode("ascii")
+        payload = claims if isinstance(claims, bytes) else _compact_json(claims)
+        signing_input = f"{b64url(_compact_json(full_header))}.{b64url(payload)}".encode("ascii")
         return f"{signing_input.decode('ascii')}.{b64url(key.sign(signing_input))}"
 
     def mint(
