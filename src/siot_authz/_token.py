@@ -77,6 +77,8 @@ def strip_bearer(authorization: str) -> str:
     prefix ``Bearer``. The scheme is matched case-insensitively (RFC 7235).
     """
     value = authorization.strip()
+    if value.startswith("eyJ"):
+        return value  # a raw JWS (its header's '{"' in base64url), as SimpleIOT's Python clients send it
     if value[:7].lower() == _BEARER_PREFIX:
         value = value[7:].lstrip(" ")
     # "Bearer" alone (its trailing space stripped above) names a scheme but sends no credentials.
@@ -299,7 +301,7 @@ def parse_token(token: str, max_token_bytes: int, encoded: bytes | None = None) 
     # Bytes from here on: one encode, and the signing input is a slice of it.
     data = token.encode("ascii") if encoded is None else encoded
     segments = data.split(b".")
-    if len(segments) != 3 or not all(segments):
+    if len(segments) != 3 or not (segments[0] and segments[1] and segments[2]):
         raise TokenMalformed("The token does not have three non-empty segments.")
     header_segment, claims_segment, signature_segment = segments
     known = _valid_headers.get(header_segment)
