@@ -77,7 +77,7 @@ logger = logging.getLogger("siot_authz")
 #: The application's own rule: given the verified principal, True accepts; False or an AuthError refuses.
 Check = Callable[[Principal], bool | Awaitable[bool]]
 
-_digest_of_encoded = VerifiedTokenCache.digest_of_encoded
+_cache_key_hash = VerifiedTokenCache.key_hash
 
 # Room for "Bearer " and stray whitespace around a token of the maximum size.
 _HEADER_SLACK = 64
@@ -331,7 +331,7 @@ class TokenVerifier:
             # one holding a lone surrogate, which parsing refuses later) and
             # for parsing, where an ASCII token's bytes are the same.
             encoded = token.encode("utf-8", "surrogatepass")
-            digest = _digest_of_encoded(encoded)
+            digest = _cache_key_hash(encoded).digest()  # VerifiedTokenCache.digest, inline
             # Most tokens are repeats: look in the pool caches first. A membership
             # test per pool (a C-level dict lookup) finds the one to ask, so a
             # hit costs one full lookup however many pools there are.
