@@ -776,6 +776,8 @@ def run_memory_child(checkpoints: list[int], real_tokens: int) -> None:
             verifier.verify_sync(token)
         key = verifier.keys.held_key(kid)
         assert key is not None
+        # What each synthetic entry keeps as its signature: as long as a real one.
+        synthetic_signature = real[0].rpartition(".")[2]
         done = len(real)
         for checkpoint in checkpoints:
             # The rest skip only parsing and RSA: each gets a distinct digest and its
@@ -784,7 +786,8 @@ def run_memory_child(checkpoints: list[int], real_tokens: int) -> None:
             for i in range(done, checkpoint):
                 claims = issuer.claims(username=f"flood-{i}", expires_in=7200)
                 principal = rules.check(claims, time.time())
-                pool.remember(cache.digest(f"synthetic-token-{i}"), principal, kid, key)
+                digest, signature = cache.key_of(f"synthetic.token-{i}.{synthetic_signature}")
+                pool.remember(digest, principal, kid, key, signature=signature)
             done = checkpoint
             gc.collect()
             print(

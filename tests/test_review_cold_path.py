@@ -239,7 +239,7 @@ def test_put_get_and_clear_from_many_threads_keep_each_token_to_its_own_principa
 ) -> None:
     principals = _principals(issuer, 40)
     cache = VerifiedTokenCache(12, hot_entries=4)
-    digests = [VerifiedTokenCache.digest(f"token-{i}") for i in range(len(principals))]
+    digests = [VerifiedTokenCache.digest(f"header.payload-{i}.signature") for i in range(len(principals))]
     expires_at = time.time() + 600
     trusted = lambda kid, key: True  # noqa: E731
     start = threading.Barrier(6)

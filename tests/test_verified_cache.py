@@ -1,7 +1,8 @@
 """The verified-token cache: the security rules it keeps, and that it keeps them under threads.
 
-Rules pinned here (see ``_verified_cache.py``): the key is a digest of the
-whole token; an entry is never served at or after ``exp``; entries of a key
+Rules pinned here (see ``_verified_cache.py``): a hit is the very token that
+verified (the digest of its signed part, and its signature segment as sent);
+an entry is never served at or after ``exp``; entries of a key
 that left the JWKS go; the cache is bounded. Also: a cache hit skips RSA, and
 the async FastAPI path sends nothing to a threadpool. No timing assertions.
 """
@@ -9,6 +10,7 @@ the async FastAPI path sends nothing to a threadpool. No timing assertions.
 from __future__ import annotations
 
 import gc
+import hashlib
 import json
 import threading
 import time
@@ -68,15 +70,15 @@ def _always_trusted(kid: str, key: object) -> bool:
 
 @pytest.fixture
 def count_rsa_checks(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
-    """Records the signing input of every RSA signature check the verifier makes."""
+    """Records the signing input's digest for every RSA signature check the verifier makes."""
     calls: list[bytes] = []
-    original = _JoseRS256Key.verify
+    original = _JoseRS256Key.verify_digest
 
-    def counting(self: _JoseRS256Key, signing_input: bytes, signature: bytes) -> bool:
-        calls.append(signing_input)
-        return original(self, signing_input, signature)
+    def counting(self: _JoseRS256Key, digest: bytes, signature: bytes) -> bool:
+        calls.append(digest)
+        return original(self, digest, signature)
 
-    monkeypatch.setattr(_JoseRS256Key, "verify", counting)
+    monkeypatch.setattr(_JoseRS256Key, "verify_digest", counting)
     return calls
 
 
@@ -142,12 +144,43 @@ def test_cached_token_does_not_vouch_for_a_variant_of_it(
         verifier.verify_sync(tamper(token, issuer))
 
 
-@pytest.mark.parametrize("position", [0, 40, 500, -40, -1])
-def test_digest_covers_every_position_of_the_token(issuer: LocalIssuer, position: int) -> None:
+@pytest.mark.parametrize("position", [0, 40, 500, -345, -344, -343, -40, -1])
+def test_the_key_covers_every_position_of_the_token(issuer: LocalIssuer, position: int) -> None:
     token = issuer.mint()
     changed = list(token)
     changed[position] = "x" if token[position] != "x" else "y"
-    assert VerifiedTokenCache.digest("".join(changed)) != VerifiedTokenCache.digest(token)
+    assert VerifiedTokenCache.key_of("".join(changed)) != VerifiedTokenCache.key_of(token)
+
+
+def test_the_key_is_the_digest_of_the_signed_part_and_the_signature_as_sent(issuer: LocalIssuer) -> None:
+    token = issuer.mint()
+    signed, _, signature = token.rpartition(".")
+    assert VerifiedTokenCache.key_of(token) == (hashlib.sha256(signed.encode()).digest(), signature.encode())
+    assert VerifiedTokenCache.key_of("no-dot") == (hashlib.sha256(b"").digest(), b"no-dot")
+
+
+@pytest.mark.parametrize(
+    "presented",
+    [
+        pytest.param(lambda s: s[:-1], id="shortened"),
+        pytest.param(lambda s: s + b"A", id="lengthened"),
+        pytest.param(lambda s: b"", id="empty"),
+        pytest.param(lambda s: s[:-1] + (b"B" if s[-1:] != b"B" else b"C"), id="last-character"),
+    ],
+)
+def test_a_hit_must_present_the_signature_the_entry_was_put_with(
+    presented: Callable[[bytes], bytes],
+) -> None:
+    cache = VerifiedTokenCache(10, hot_entries=1)
+    signature = b"S" * 342
+    cache.put(b"a" * 32, _principal(time.time() + 60, "a"), "kid", KEY, signature=signature)
+    cache.put(b"b" * 32, _principal(time.time() + 60, "b"), "kid", KEY, signature=signature)  # "a" goes cold
+    cache.put(b"c" * 32, _principal(time.time() + 60, "c"), "kid", KEY, signature=signature)
+    assert b"c" * 32 in cache.hot_entries
+    assert b"a" * 32 in cache.cold_entries
+    for digest in (b"a" * 32, b"c" * 32):  # a cold entry and a hot one
+        assert cache.get(digest, _always_trusted, presented(signature)) is None
+        assert cache.get(digest, _always_trusted, signature) is not None  # the miss left it in place
 
 
 # -- expiry -------------------------------------------------------------------------
@@ -516,7 +549,10 @@ def test_a_full_default_cache_is_mostly_invisible_to_the_garbage_collector(
         for i in range(settings.verified_cache_size):
             claims = issuer.claims(username=f"flood-{i}", groups=["team"], expires_in=7200)
             pool.remember(
-                VerifiedTokenCache.digest(f"t{i}"), pool.rules.check(claims, now), issuer.signing_key.kid, key
+                VerifiedTokenCache.digest(f"h.t{i}.s"),
+                pool.rules.check(claims, now),
+                issuer.signing_key.kid,
+                key,
             )
         # Each full collection stops tracking the tuples whose contents it found untracked, from
         # the inside out, so a few collections in a row leave none tracked.

@@ -92,16 +92,20 @@ class Pool:
         kid: str,
         key: RS256PublicKey,
         expires_at: float | None = None,
+        *,
+        signature: bytes = b"",
     ) -> None:
         """Cache a verified token, first dropping entries whose key a new key set withdrew.
 
-        ``expires_at`` is the token's ``exp`` (seconds), when the caller has it as a number.
+        ``expires_at`` is the token's ``exp`` (seconds), when the caller has it
+        as a number; ``digest`` and ``signature`` are its cache key
+        (:meth:`VerifiedTokenCache.key_of`).
         """
         keys = self.keys
         if keys.generation != self._seen_key_generation:
             self._seen_key_generation = keys.generation
             self.verified.keep_only_held_keys(self._held_serial)
-        self.verified.put(digest, principal, kid, key.serial, expires_at)
+        self.verified.put(digest, principal, kid, key.serial, expires_at, signature=signature)
 
 
 class PoolRouter:

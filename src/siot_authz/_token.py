@@ -63,6 +63,8 @@ class ParsedToken(NamedTuple):
     kid: str
     signing_input: bytes
     signature: bytes
+    #: The signature as sent (base64url): with the digest of ``signing_input``, the verified cache's key.
+    signature_segment: bytes
     #: At least how many arrays and objects the claims hold, at any depth (the
     #: opening brackets of the text, those inside strings too), or -1 when not
     #: counted. At 0, or at 1 with a groups array, the claim rules know
@@ -286,24 +288,30 @@ def _parse_header(segment: bytes) -> tuple[dict[str, Any], str]:
 _new_parsed_token = tuple.__new__
 
 
-def parse_token(token: str, max_token_bytes: int, encoded: bytes | None = None) -> ParsedToken:
+def parse_token(
+    token: str, max_token_bytes: int, signed_and_signature: tuple[bytes, bytes] | None = None
+) -> ParsedToken:
     """Split and decode ``token``; raise a :class:`TokenMalformed` family error if it is not a JWS.
 
     The size cap is checked first, on the raw string, so an attacker cannot
-    make us decode megabytes. ``encoded`` is ``token`` already encoded as
-    UTF-8 (the verifier has it from the cache digest), to skip encoding it
-    again; an ASCII token has the same bytes in both.
+    make us decode megabytes. ``signed_and_signature`` is ``token``'s UTF-8
+    bytes already split at the last dot (the verifier has them from its
+    cache key), to skip encoding and splitting again; an ASCII token has the
+    same bytes in both.
     """
     if len(token) > max_token_bytes:
         raise TokenTooLarge()
     if not token.isascii():
         raise TokenMalformed("The token has non-ASCII characters.")
-    # Bytes from here on: one encode, and the signing input is a slice of it.
-    data = token.encode("ascii") if encoded is None else encoded
-    segments = data.split(b".")
-    if len(segments) != 3 or not (segments[0] and segments[1] and segments[2]):
+    if signed_and_signature is None:
+        signed, _, signature_segment = token.encode("ascii").rpartition(b".")
+    else:
+        signed, signature_segment = signed_and_signature
+    # Bytes from here on; the signing input is the signed part itself, as it came.
+    segments = signed.split(b".")
+    if len(segments) != 2 or not (segments[0] and segments[1] and signature_segment):
         raise TokenMalformed("The token does not have three non-empty segments.")
-    header_segment, claims_segment, signature_segment = segments
+    header_segment, claims_segment = segments
     known = _valid_headers.get(header_segment)
     header, kid = known if known is not None else _parse_header(header_segment)
     # _decode_json_object, inline: this runs for every new token.
@@ -316,8 +324,9 @@ def parse_token(token: str, max_token_bytes: int, encoded: bytes | None = None) 
             header,
             claims,
             kid,
-            data[: len(header_segment) + len(claims_segment) + 1],
+            signed,
             _decode_base64url(signature_segment),
+            signature_segment,
             containers,
         ),
     )

@@ -2,8 +2,13 @@
 
 Safety rests on four rules:
 
-* The key is a SHA-256 digest of the whole token. A prefix or a header-only
-  key would let a forged payload ride on a verified signature.
+* A hit is the very token that verified, byte for byte: the key is a SHA-256
+  digest of its signed part (header and payload, everything before the last
+  dot), and the entry keeps the signature segment after that dot, which a
+  hit must present unchanged. A prefix or a header-only key would let a
+  forged payload ride on a verified signature. The digest is of the signed
+  part, not the whole token, because the RSA check needs exactly that one:
+  a new token is hashed once, not twice.
 * An entry is never served at or after its token's ``exp``: every hit
   compares ``exp`` with the clock again, an expired entry is dropped when a
   lookup meets it, and a sweep drops the rest soon after they expire (at
@@ -27,7 +32,7 @@ from those values, without parsing or validating anything (about a
 microsecond), and moves it back to the hot tier. Revocation and the key
 check apply to both tiers alike.
 
-The hot path is a digest, one dict lookup and two comparisons, under a lock
+The hot path is a digest, one dict lookup and three comparisons, under a lock
 held for a few C-level dict operations only.
 """
 
@@ -54,25 +59,27 @@ SWEEP_INTERVAL_SECONDS = 1.0
 HOT_ENTRIES = 2048
 
 
-#: A hot entry: ``(expires_at, kid, key, principal, parts)``. ``key`` is what
-#: identifies the key that verified the token (the verifier passes its
-#: serial). ``parts`` is the principal as plain values once taken apart, or
-#: None: a revived entry keeps them, so going cold again costs nothing. A
-#: plain tuple, not a NamedTuple: one is built for every new token, and a
+#: A hot entry: ``(expires_at, kid, key, signature, principal, parts)``.
+#: ``key`` is what identifies the key that verified the token (the verifier
+#: passes its serial); ``signature`` the token's signature segment, as sent.
+#: ``parts`` is the principal as plain values once taken apart, or None: a
+#: revived entry keeps them, so going cold again costs nothing. A plain
+#: tuple, not a NamedTuple: one is built for every new token, and a
 #: NamedTuple's constructor is a Python-level call.
-_Entry = tuple[float, str, object, Principal, PrincipalParts | None]
+_Entry = tuple[float, str, object, bytes, Principal, PrincipalParts | None]
 
-#: A cold entry: ``(expires_at, kid, key, parts)`` with the principal as plain
-#: values (:func:`principal_parts`). A plain tuple, which the collector stops
-#: tracking once it holds only plain values.
-_Compact = tuple[float, str, object, PrincipalParts]
+#: A cold entry: ``(expires_at, kid, key, signature, parts)`` with the
+#: principal as plain values (:func:`principal_parts`). A plain tuple, which
+#: the collector stops tracking once it holds only plain values.
+_Compact = tuple[float, str, object, bytes, PrincipalParts]
 
-# Where both entry shapes keep exp, the kid and the key; and a hot entry its principal and parts.
+# Where both entry shapes keep exp, the kid, the key and the signature; and a hot entry its principal and parts.
 _EXPIRES_AT: Final = 0
 _KID: Final = 1
 _KEY: Final = 2
-_PRINCIPAL: Final = 3
-_PARTS: Final = 4
+_SIGNATURE: Final = 3
+_PRINCIPAL: Final = 4
+_PARTS: Final = 5
 
 
 #: Answers "does the JWKS hold this key under this kid now?" (given what ``put`` was given as ``key``).
@@ -99,17 +106,25 @@ class VerifiedTokenCache:
         self._lock = threading.Lock()
 
     @staticmethod
-    def digest(token: str) -> bytes:
-        """The cache key for ``token``: a digest of every byte of it.
+    def key_of(token: str) -> tuple[bytes, bytes]:
+        """What ``token`` is cached under: the digest of its signed part, and its signature segment.
 
-        Any string can be hashed, even one holding a lone surrogate (which
-        parsing refuses later): hashing comes before parsing on the hot path.
+        The signed part is everything before the last dot, the signature
+        segment everything after it (a token without a dot is all
+        signature). Any string has a key, even one holding a lone surrogate
+        (which parsing refuses later): the lookup comes before parsing.
         """
-        return VerifiedTokenCache.key_hash(token.encode("utf-8", "surrogatepass")).digest()
+        signed, _, signature = token.encode("utf-8", "surrogatepass").rpartition(b".")
+        return VerifiedTokenCache.key_hash(signed).digest(), signature
 
-    #: The hash whose ``digest()`` of the token's UTF-8 bytes (``encode("utf-8",
-    #: "surrogatepass")``) is :meth:`digest`: for a caller that has those
-    #: bytes already and calls it inline, one Python call fewer a request.
+    @staticmethod
+    def digest(token: str) -> bytes:
+        """The dict key of ``token``'s entry: :meth:`key_of`'s digest of its signed part."""
+        return VerifiedTokenCache.key_of(token)[0]
+
+    #: The hash whose ``digest()`` of a token's signed part is its key: for a
+    #: caller that has those bytes already (the verifier, which hands the
+    #: same digest to the RSA check) and calls it inline.
     key_hash = staticmethod(hashlib.sha256)
 
     @property
@@ -127,15 +142,24 @@ class VerifiedTokenCache:
         """How many entries the cache holds at most (0: the cache is off)."""
         return self._max_size
 
-    def get(self, digest: bytes, is_key_trusted: KeyCheck) -> Principal | None:
-        """The cached principal, if the token is still unexpired and its key still trusted."""
+    def get(self, digest: bytes, is_key_trusted: KeyCheck, signature: bytes = b"") -> Principal | None:
+        """The cached principal, if the token is still unexpired and its key still trusted.
+
+        ``signature`` must be the very one the entry was put with: another
+        signature under the same signed part is another token (a miss).
+        """
         if not self._is_enabled:
             return None
         now = self._clock()
         with self._lock:
             entry = self._entries.get(digest)
             if entry is None:
-                compact = self._compact.pop(digest, None)
+                compact = self._compact.get(digest)
+                if compact is None or compact[_SIGNATURE] != signature:
+                    return None
+                del self._compact[digest]
+            elif entry[_SIGNATURE] != signature:
+                return None  # kept: the token that verified may still come
             elif now >= entry[_EXPIRES_AT]:
                 del self._entries[digest]
                 return None
@@ -153,20 +177,30 @@ class VerifiedTokenCache:
         self, digest: bytes, compact: _Compact, now: float, is_key_trusted: KeyCheck
     ) -> Principal | None:
         """A cold hit: build the principal object again and bring the entry back to the hot tier."""
-        expires_at, kid, key, parts = compact
+        expires_at, kid, key, signature, parts = compact
         if now >= expires_at or not is_key_trusted(kid, key):
             return None  # already popped: a key that returns is checked afresh on the slow path
         principal = principal_from_parts(parts)
-        self._insert(digest, (expires_at, kid, key, principal, parts), now)
+        self._insert(digest, (expires_at, kid, key, signature, principal, parts), now)
         return principal
 
     def put(
-        self, digest: bytes, principal: Principal, kid: str, key: object, expires_at: float | None = None
+        self,
+        digest: bytes,
+        principal: Principal,
+        kid: str,
+        key: object,
+        expires_at: float | None = None,
+        *,
+        signature: bytes = b"",
     ) -> None:
         """Remember a freshly verified token until its ``exp``.
 
         ``expires_at`` is the token's ``exp`` in seconds, when the caller
         has it as a number already; by default it is read from the principal.
+        ``signature`` is what a hit must present with ``digest``
+        (:meth:`key_of`); a caller whose digest covers the whole token
+        leaves it empty.
         """
         if not self._is_enabled:
             return
@@ -175,7 +209,7 @@ class VerifiedTokenCache:
         now = self._clock()
         if now >= expires_at:
             return  # accepted only thanks to leeway: never cache it
-        self._insert(digest, (expires_at, kid, key, principal, None), now)
+        self._insert(digest, (expires_at, kid, key, signature, principal, None), now)
 
     def _insert(self, digest: bytes, entry: _Entry, now: float) -> None:
         entries, compact = self._entries, self._compact
@@ -196,7 +230,7 @@ class VerifiedTokenCache:
                     parts = old[_PARTS]
                     if parts is None:
                         parts = principal_parts(old[_PRINCIPAL])
-                    compact[old_digest] = (old[_EXPIRES_AT], old[_KID], old[_KEY], parts)
+                    compact[old_digest] = (old[_EXPIRES_AT], old[_KID], old[_KEY], old[_SIGNATURE], parts)
                     while compact and len(entries) + len(compact) > self._max_size:
                         compact.popitem(last=False)
             elif len(entries) + len(compact) > self._max_size:

@@ -4,8 +4,9 @@ The order is fixed and each step trusts only what the steps before it proved:
 
 1. size cap, on the raw value, before anything is decoded;
 2. strip an optional ``Bearer`` prefix;
-3. the verified-token cache (a digest of the whole token; a hit must be
-   unexpired and its key still held under its kid), then step 9 for a hit;
+3. the verified-token cache (a digest of the signed part and the exact
+   signature segment; a hit must be unexpired and its key still held under
+   its kid), then step 9 for a hit;
 4. strict parsing, and the header: ``alg`` exactly RS256, a string ``kid``, no ``crit``;
 5. route to a pool by the exact, unverified ``iss`` (an unknown one is refused here, before any fetch);
 6. the key for that kid from that pool's key cache;
@@ -220,8 +221,10 @@ class TokenVerifier:
             ]
         )
         self.pools: tuple[Pool, ...] = self._router.pools
+        # Per pool, what a cache lookup touches, bound once rather than on every request.
         self._caches = tuple(
-            (pool.verified.hot_entries, pool.verified.cold_entries, pool) for pool in self.pools
+            (pool.verified.hot_entries, pool.verified.cold_entries, pool.verified.get, pool.is_key_trusted)
+            for pool in self.pools
         )
         self.revocations: RevocationBackend = revocations if revocations is not None else MemoryRevocations()
         self._revoked = self.revocations.mirror
@@ -327,17 +330,18 @@ class TokenVerifier:
             if len(token) > self._max_header_length:
                 raise TokenTooLarge()
             token = strip_bearer(token)
-            # Encoded once: for the digest (any string can be hashed, even
-            # one holding a lone surrogate, which parsing refuses later) and
-            # for parsing, where an ASCII token's bytes are the same.
-            encoded = token.encode("utf-8", "surrogatepass")
-            digest = _cache_key_hash(encoded).digest()  # VerifiedTokenCache.digest, inline
+            # Encoded and split once: for the cache key (any string has one,
+            # even one holding a lone surrogate, which parsing refuses later),
+            # for parsing, where an ASCII token's bytes are the same, and for
+            # the RSA check, which needs the very digest the key is made of.
+            signed, _, signature = token.encode("utf-8", "surrogatepass").rpartition(b".")
+            digest = _cache_key_hash(signed).digest()  # VerifiedTokenCache.key_of, inline
             # Most tokens are repeats: look in the pool caches first. A membership
             # test per pool (a C-level dict lookup) finds the one to ask, so a
             # hit costs one full lookup however many pools there are.
-            for hot, cold, pool in self._caches:
+            for hot, cold, cached, is_key_trusted in self._caches:
                 if digest in hot or digest in cold:
-                    principal = pool.verified.get(digest, pool.is_key_trusted)
+                    principal = cached(digest, is_key_trusted, signature)
                     if principal is not None:
                         # A hit counts as a hit whether it is then accepted or refused as revoked.
                         cache_hit = True
@@ -348,7 +352,7 @@ class TokenVerifier:
                             observer.verification(pool_id, None, True)
                         return principal
                     break
-            parsed = parse_token(token, self._max_token_bytes, encoded)
+            parsed = parse_token(token, self._max_token_bytes, (signed, signature))
             pool = self._router.route(parsed.claims)
             # Each pool's own cap, once the token is routed to it: the cap above is the largest of them.
             if len(token) > pool.settings.max_token_bytes:
@@ -361,7 +365,7 @@ class TokenVerifier:
             key = pool.keys.held_key_or_refresh(parsed.kid)
             if key is not None and self._check is None:
                 # Nothing to wait for: steps 7 to 10 at once.
-                return self._accepted(parsed, digest, pool, key, self._signed(parsed, pool, key))
+                return self._accepted(parsed, digest, pool, key, self._signed(parsed, digest, pool, key))
         except Exception as exc:
             refusal = self._refusal(exc, pool_id, cache_hit)
         else:
@@ -379,7 +383,7 @@ class TokenVerifier:
         try:
             if key is None:
                 key = yield _KeyWanted(pool.keys, parsed.kid)
-            principal = self._signed(parsed, pool, key)
+            principal = self._signed(parsed, digest, pool, key)
             if self._check is not None:
                 yield from self._checked(principal)
             return self._accepted(parsed, digest, pool, key, principal)
@@ -387,9 +391,12 @@ class TokenVerifier:
             refusal = self._refusal(exc, pool.user_pool_id, False)
         raise refusal
 
-    def _signed(self, parsed: ParsedToken, pool: Pool, key: RS256PublicKey) -> Principal:
-        """Steps 7 and 8: the signature under the pool's key, then the pool's claim rules."""
-        if not key.verify(parsed.signing_input, parsed.signature):
+    def _signed(self, parsed: ParsedToken, digest: bytes, pool: Pool, key: RS256PublicKey) -> Principal:
+        """Steps 7 and 8: the signature under the pool's key, then the pool's claim rules.
+
+        ``digest`` is the SHA-256 of ``parsed.signing_input``: the cache key, made of the same bytes.
+        """
+        if not key.verify_digest(digest, parsed.signature):
             raise SignatureInvalid(kid=parsed.kid)
         return pool.rules.check(parsed.claims, self._clock(), parsed.containers)
 
@@ -399,7 +406,9 @@ class TokenVerifier:
         """Steps 9 and 10, after the check (if any) passed: revocation, then remember and report."""
         self._refuse_if_revoked(principal)
         # exp as the rules proved it: a number, in range.
-        pool.remember(digest, principal, parsed.kid, key, parsed.claims["exp"])
+        pool.remember(
+            digest, principal, parsed.kid, key, parsed.claims["exp"], signature=parsed.signature_segment
+        )
         observer = self._observer
         if observer is not None:
             observer.verification(pool.user_pool_id, None, False)
