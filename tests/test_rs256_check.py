@@ -1,0 +1,146 @@
+"""Our RS256 check agrees with cryptography's ``verify()``, signature for signature.
+
+The key checks a signature by recovering the signed block and comparing it,
+byte for byte, with the SHA-256 DigestInfo and digest of the signing input
+(``_jose.py`` says why). That must accept exactly what cryptography's own
+PKCS#1 v1.5 ``verify()`` accepts: these properties run both on the genuine
+signature and on every kind of variation of it, and on blocks signed raw
+with the pool's private key that hold the right digest in a wrong encoding.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+
+import pytest
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+
+from siot_authz._jose import RS256PublicKey, build_rs256_key
+from siot_authz.testing import LocalIssuer
+
+settings.register_profile(
+    "siot-authz-rs256-check",
+    max_examples=300,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+AGREEMENT = settings.get_profile("siot-authz-rs256-check")
+
+_SIGNED = b"eyJhbGciOiJSUzI1NiIsImtpZCI6ImsxIn0.eyJzdWIiOiJhbGljZSJ9"
+_SHA256_INFO = bytes.fromhex("3031300d060960864801650304020105000420")
+
+
+@pytest.fixture(scope="module")
+def issuer() -> Iterator[LocalIssuer]:
+    with LocalIssuer() as issuer:
+        yield issuer
+
+
+@pytest.fixture(scope="module")
+def ours(issuer: LocalIssuer) -> RS256PublicKey:
+    return build_rs256_key(issuer.signing_key.public_jwk())
+
+
+def _cryptography_accepts(issuer: LocalIssuer, data: bytes, signature: bytes) -> bool:
+    public_key = issuer.signing_key.private_key.public_key()
+    try:
+        public_key.verify(signature, data, padding.PKCS1v15(), hashes.SHA256())
+    except InvalidSignature:
+        return False
+    return True
+
+
+def _raw_signature(private_key: rsa.RSAPrivateKey, block: bytes) -> bytes:
+    """``block`` through the raw RSA private operation, as long as the modulus."""
+    numbers = private_key.private_numbers()
+    return pow(int.from_bytes(block, "big"), numbers.d, numbers.public_numbers.n).to_bytes(256, "big")
+
+
+def _block(payload: bytes, kind: int = 1, filler: int = 0xFF) -> bytes:
+    return bytes([0, kind]) + bytes([filler]) * (256 - 3 - len(payload)) + b"\x00" + payload
+
+
+_variations = st.one_of(
+    st.just(("genuine", 0, b"")),
+    st.tuples(st.just("byte-changed"), st.integers(0, 255), st.binary(min_size=1, max_size=1)),
+    st.tuples(st.just("bit-flipped"), st.integers(0, 256 * 8 - 1), st.just(b"")),
+    st.tuples(st.just("truncated"), st.integers(0, 255), st.just(b"")),
+    st.tuples(st.just("extended"), st.integers(0, 1), st.binary(min_size=1, max_size=3)),
+    st.tuples(st.just("random"), st.just(0), st.binary(max_size=300) | st.binary(min_size=256, max_size=256)),
+    st.tuples(st.just("raw-block"), st.integers(0, 8), st.just(b"")),
+)
+
+
+def _vary(issuer: LocalIssuer, data: bytes, variation: tuple[str, int, bytes]) -> bytes:
+    name, number, extra = variation
+    private_key = issuer.signing_key.private_key
+    genuine = private_key.sign(data, padding.PKCS1v15(), hashes.SHA256())
+    digest = hashlib.sha256(data).digest()
+    if name == "byte-changed":
+        return genuine[:number] + extra + genuine[number + 1 :]
+    if name == "bit-flipped":
+        flipped = bytearray(genuine)
+        flipped[number // 8] ^= 1 << (number % 8)
+        return bytes(flipped)
+    if name == "truncated":
+        return genuine[:number]
+    if name == "extended":
+        return extra + genuine if number == 0 else genuine + extra
+    if name == "random":
+        return extra
+    if name == "raw-block":
+        blocks = [
+            _block(_SHA256_INFO + digest),  # the right one: both accept
+            _block(digest),
+            _block(_SHA256_INFO + digest + b"\x00"),
+            _block(b"\x00" + _SHA256_INFO + digest),
+            _block(_SHA256_INFO + digest, kind=2),
+            _block(_SHA256_INFO + digest, filler=0xFE),
+            _block(_SHA256_INFO[:-1] + b"\x21" + digest),
+            _block(_SHA256_INFO + digest[:-1] + bytes([digest[-1] ^ 1])),
+            b"\x01" + _block(_SHA256_INFO + digest)[1:],
+        ]
+        return _raw_signature(private_key, blocks[number])
+    return genuine
+
+
+@AGREEMENT
+@given(variation=_variations, data=st.binary(max_size=64))
+@example(variation=("genuine", 0, b""), data=b"")
+@example(variation=("raw-block", 0, b""), data=b"x")
+@example(variation=("random", 0, bytes(256)), data=b"")
+@example(variation=("random", 0, b"\xff" * 256), data=b"")
+def test_our_check_accepts_exactly_what_cryptography_accepts(
+    issuer: LocalIssuer, ours: RS256PublicKey, variation: tuple[str, int, bytes], data: bytes
+) -> None:
+    signing_input = _SIGNED + data
+    signature = _vary(issuer, signing_input, variation)
+    expected = _cryptography_accepts(issuer, signing_input, signature)
+    assert ours.verify(signing_input, signature) is expected
+    assert ours.verify_digest(hashlib.sha256(signing_input).digest(), signature) is expected
+
+
+def test_a_genuine_signature_and_its_right_raw_block_are_accepted_by_both(
+    issuer: LocalIssuer, ours: RS256PublicKey
+) -> None:
+    """The property above cannot pass by refusing everything."""
+    signing_input = _SIGNED
+    genuine = issuer.signing_key.private_key.sign(signing_input, padding.PKCS1v15(), hashes.SHA256())
+    raw = _raw_signature(
+        issuer.signing_key.private_key, _block(_SHA256_INFO + hashlib.sha256(signing_input).digest())
+    )
+    assert genuine == raw  # PKCS#1 v1.5 is deterministic: the raw signer makes the very same signature
+    assert _cryptography_accepts(issuer, signing_input, genuine)
+    assert ours.verify(signing_input, genuine)
+
+
+def test_a_digest_of_other_bytes_is_refused(issuer: LocalIssuer, ours: RS256PublicKey) -> None:
+    genuine = issuer.signing_key.private_key.sign(_SIGNED, padding.PKCS1v15(), hashes.SHA256())
+    assert not ours.verify_digest(hashlib.sha256(_SIGNED + b"x").digest(), genuine)
+    assert not ours.verify_digest(hashlib.sha256(_SIGNED).digest()[:-1], genuine)
+    assert not ours.verify_digest(b"", genuine)
