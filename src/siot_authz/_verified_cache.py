@@ -25,8 +25,8 @@ of objects the cyclic collector must visit, and ten thousand of them made
 every full collection (which stops every request) tens of milliseconds
 longer. So only the :data:`HOT_ENTRIES` most recently used tokens keep
 their principal object. Older entries shrink to one tuple of plain values
-(the token's ``exp``, kid and key serial, the principal's fields, and its
-claims with arrays as tuples), which the collector stops visiting, in
+(the token's ``exp``, kid, key serial and signature, the principal's
+fields, and its claims with arrays as tuples), which the collector stops visiting, in
 about a third of the memory. A hit on one builds the principal object again
 from those values, without parsing or validating anything (about a
 microsecond), and moves it back to the hot tier. Revocation and the key
