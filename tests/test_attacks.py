@@ -716,6 +716,24 @@ def verifier_for(issuer: LocalIssuer) -> Iterator[Callable[[TokenUse], TokenVeri
         verifier.close()
 
 
+def _me_app(auth: CognitoAuth) -> FastAPI:
+    """An app with the one route every attack is sent to: /me, for any valid token."""
+    app = FastAPI(lifespan=auth.lifespan)
+
+    @app.get("/me")
+    async def me(principal: Principal = Depends(auth)) -> Principal:
+        return principal
+
+    return app
+
+
+@pytest.fixture
+def app(auth: CognitoAuth) -> FastAPI:
+    """conftest's app, cut to the route the attacks use: each test still gets an app of its own,
+    and building conftest's five routes took longer than sending the attack."""
+    return _me_app(auth)
+
+
 @pytest.fixture
 def client_for(client: TestClient, issuer: LocalIssuer) -> Iterator[Callable[[TokenUse], TestClient]]:
     """The shared ``client`` for an ID-token API; a like app for other token_use settings."""
@@ -724,14 +742,7 @@ def client_for(client: TestClient, issuer: LocalIssuer) -> Iterator[Callable[[To
     def get(token_use: TokenUse) -> TestClient:
         if token_use == "id":
             return client
-        auth = CognitoAuth(_id_or_access_api(issuer, token_use))
-        app = FastAPI(lifespan=auth.lifespan)
-
-        @app.get("/me")
-        async def me(principal: Principal = Depends(auth)) -> Principal:
-            return principal
-
-        other = TestClient(app)
+        other = TestClient(_me_app(CognitoAuth(_id_or_access_api(issuer, token_use))))
         other.__enter__()
         extra.append(other)
         return other

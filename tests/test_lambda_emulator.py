@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import moto.cognitoidp
 import pytest
 from jose import jwt
 
@@ -112,6 +111,8 @@ def _seed_roles(path: Path, users: dict[str, list[str]]) -> None:
 
 def _moto_signed(token: str, **changes: Any) -> str:
     """``token`` with ``changes`` to its claims, signed again with moto's own key: valid but for those changes."""
+    import moto.cognitoidp  # here, not at the top: collecting this file need not import moto
+
     with gzip.open(Path(moto.cognitoidp.__file__).parent / "resources" / "jwks-private.json.gz") as file:
         key = json.load(file)
     claims = {**jwt.get_unverified_claims(token), **changes}

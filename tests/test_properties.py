@@ -172,34 +172,41 @@ def test_random_strings_end_in_a_principal_or_an_auth_error(value: str, harness:
     assert isinstance(outcome, str)  # no random string is a signed token
 
 
+# The strategies the composites below draw from, made once: a strategy built inside a composite
+# is built and validated again for every example, which cost more than drawing from it.
+_MUTATIONS = st.sampled_from(["bit-flip", "truncate", "swap", "splice", "drop", "duplicate", "insert"])
+_BITS = st.integers(0, 7)
+_SEGMENT_INDEXES = st.integers(0, 2)
+_SEGMENT_ORDERS = st.permutations(range(3))
+_INSERTED = st.text(alphabet=_JWS_ALPHABET, min_size=1, max_size=3)
+
+
 @st.composite
 def mutated_tokens(draw: st.DrawFn, honest: str, other: str) -> str:
     segments, others = honest.split("."), other.split(".")
-    kind = draw(st.sampled_from(["bit-flip", "truncate", "swap", "splice", "drop", "duplicate", "insert"]))
+    kind = draw(_MUTATIONS)
     if kind == "bit-flip":
         position = draw(st.integers(0, len(honest) - 1))
-        bit = draw(st.integers(0, 7))
+        bit = draw(_BITS)
         return honest[:position] + chr(ord(honest[position]) ^ (1 << bit)) + honest[position + 1 :]
     if kind == "truncate":
         return honest[: draw(st.integers(0, len(honest) - 1))]
     if kind == "swap":
-        first, second = draw(st.permutations(range(3)))[:2]
+        first, second = draw(_SEGMENT_ORDERS)[:2]
         segments[first], segments[second] = segments[second], segments[first]
         return ".".join(segments)
     if kind == "splice":  # one segment from another genuine token
-        index = draw(st.integers(0, 2))
+        index = draw(_SEGMENT_INDEXES)
         segments[index] = others[index]
         return ".".join(segments)
     if kind == "drop":
-        del segments[draw(st.integers(0, 2))]
+        del segments[draw(_SEGMENT_INDEXES)]
         return ".".join(segments)
     if kind == "duplicate":
-        index = draw(st.integers(0, 2))
+        index = draw(_SEGMENT_INDEXES)
         return ".".join([*segments[: index + 1], segments[index], *segments[index + 1 :]])
     position = draw(st.integers(0, len(honest)))
-    return (
-        honest[:position] + draw(st.text(alphabet=_JWS_ALPHABET, min_size=1, max_size=3)) + honest[position:]
-    )
+    return honest[:position] + draw(_INSERTED) + honest[position:]
 
 
 @PROFILE
@@ -227,30 +234,40 @@ def _genuine_pair(issuer: LocalIssuer) -> tuple[str, str]:
     return _PAIRS[kid]
 
 
+_BOOLEANS = st.booleans()
+_HEADER_CHANGES = st.dictionaries(
+    st.sampled_from(_HEADER_NAMES) | st.text(max_size=8), json_values, max_size=3
+)
+_PAYLOAD_SHAPES = st.sampled_from(["cognito-with-changes", "random-object", "random-json", "random-bytes"])
+_TOKEN_USES = st.sampled_from(["id", "access"])
+_CLAIM_CHANGES = st.dictionaries(st.sampled_from(_CLAIM_NAMES), json_values, max_size=3)
+_CLAIMS_DROPPED = st.sets(st.sampled_from(_CLAIM_NAMES), max_size=2)
+_RANDOM_OBJECTS = st.dictionaries(st.text(max_size=12), json_values, max_size=6)
+_RANDOM_PAYLOAD_BYTES = st.binary(max_size=200)
+
+
 @st.composite
 def signed_random_tokens(draw: st.DrawFn, issuer: LocalIssuer) -> str:
     """Random headers and claims, signed with the pool's real key."""
-    if draw(st.booleans()):
+    if draw(_BOOLEANS):
         header: dict[str, Any] = {"alg": "RS256", "kid": issuer.signing_key.kid}
     else:
         header = {}
-    header.update(
-        draw(st.dictionaries(st.sampled_from(_HEADER_NAMES) | st.text(max_size=8), json_values, max_size=3))
-    )
-    shape = draw(st.sampled_from(["cognito-with-changes", "random-object", "random-json", "random-bytes"]))
+    header.update(draw(_HEADER_CHANGES))
+    shape = draw(_PAYLOAD_SHAPES)
     payload: bytes
     if shape == "cognito-with-changes":
-        claims = issuer.claims(token_use=draw(st.sampled_from(["id", "access"])))
-        claims.update(draw(st.dictionaries(st.sampled_from(_CLAIM_NAMES), json_values, max_size=3)))
-        for name in draw(st.sets(st.sampled_from(_CLAIM_NAMES), max_size=2)):
+        claims = issuer.claims(token_use=draw(_TOKEN_USES))
+        claims.update(draw(_CLAIM_CHANGES))
+        for name in draw(_CLAIMS_DROPPED):
             claims.pop(name, None)
         payload = json.dumps(claims).encode()
     elif shape == "random-object":
-        payload = json.dumps(draw(st.dictionaries(st.text(max_size=12), json_values, max_size=6))).encode()
+        payload = json.dumps(draw(_RANDOM_OBJECTS)).encode()
     elif shape == "random-json":
         payload = json.dumps(draw(json_values)).encode()
     else:
-        payload = draw(st.binary(max_size=200))
+        payload = draw(_RANDOM_PAYLOAD_BYTES)
     signing_input = f"{b64url(json.dumps(header).encode())}.{b64url(payload)}".encode("ascii")
     return f"{signing_input.decode('ascii')}.{b64url(issuer.signing_key.sign(signing_input))}"
 
@@ -284,21 +301,26 @@ def _segment_json(segment: str) -> str:
     return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)).decode()
 
 
+_SOURCES = st.sampled_from(["bytes", "mutated", "signed-random"])
+_REQUEST_BYTES = st.binary(min_size=1, max_size=300)
+_PATHS = st.sampled_from(["/me", "/me-sync", "/scoped"])
+
+
 @PROFILE
 @given(data=st.data())
 def test_no_request_ends_in_a_500(
     data: st.DataObject, issuer: LocalIssuer, client: TestClient, safety_net: _SafetyNetWatch
 ) -> None:
-    source = data.draw(st.sampled_from(["bytes", "mutated", "signed-random"]))
+    source = data.draw(_SOURCES)
     if source == "bytes":
-        value = data.draw(st.binary(min_size=1, max_size=300))
+        value = data.draw(_REQUEST_BYTES)
     elif source == "mutated":
         value = data.draw(mutated_tokens(*_genuine_pair(issuer))).encode("utf-8", "surrogateescape")
     else:
         value = data.draw(signed_random_tokens(issuer)).encode()
     EXAMPLES[f"fastapi-{source}"] += 1
     safety_net.caught.clear()
-    path = data.draw(st.sampled_from(["/me", "/me-sync", "/scoped"]))
+    path = data.draw(_PATHS)
     response = client.get(path, headers={"Authorization": value})
     if response.status_code >= 500 or safety_net.caught:
         ESCAPES.append(f"fastapi {path}: {response.status_code} {safety_net.caught[:1]}")

@@ -180,12 +180,17 @@ _json_values = st.recursive(
 _objects = st.dictionaries(_text, _json_values, max_size=8)
 
 
+# Made once: a strategy built inside a composite is built and validated again for every example.
+_SEPARATORS = st.sampled_from([(",", ":"), (", ", ": "), (" ,", " : ")])
+_BOOLEANS = st.booleans()
+
+
 @st.composite
 def json_texts(draw: st.DrawFn) -> bytes:
     """A JSON object written by the standard library, in one of its spellings."""
     value = draw(_objects)
-    separators = draw(st.sampled_from([(",", ":"), (", ", ": "), (" ,", " : ")]))
-    ensure_ascii = draw(st.booleans())
+    separators = draw(_SEPARATORS)
+    ensure_ascii = draw(_BOOLEANS)
     return json.dumps(value, separators=separators, ensure_ascii=ensure_ascii).encode("utf-8")
 
 
@@ -197,19 +202,26 @@ _INSERTS = [
 ]  # fmt: skip
 
 
+_JSON_TEXTS = json_texts()
+_EDIT_COUNTS = st.integers(1, 3)
+_EDITS = st.sampled_from(["insert", "delete", "replace", "duplicate"])
+_INSERTED = st.sampled_from(_INSERTS) | st.binary(min_size=1, max_size=3)
+_BYTE_VALUES = st.integers(0, 255)
+
+
 @st.composite
 def mutated_json_texts(draw: st.DrawFn) -> bytes:
     """A JSON object text with a few bytes inserted, deleted or replaced, or a member repeated."""
-    data = bytearray(draw(json_texts()))
-    for _ in range(draw(st.integers(1, 3))):
-        kind = draw(st.sampled_from(["insert", "delete", "replace", "duplicate"]))
+    data = bytearray(draw(_JSON_TEXTS))
+    for _ in range(draw(_EDIT_COUNTS)):
+        kind = draw(_EDITS)
         position = draw(st.integers(0, len(data)))
         if kind == "insert":
-            data[position:position] = draw(st.sampled_from(_INSERTS) | st.binary(min_size=1, max_size=3))
+            data[position:position] = draw(_INSERTED)
         elif kind == "delete" and data:
             del data[min(position, len(data) - 1)]
         elif kind == "replace" and data:
-            data[min(position, len(data) - 1)] = draw(st.integers(0, 255))
+            data[min(position, len(data) - 1)] = draw(_BYTE_VALUES)
         elif kind == "duplicate":
             name = json.dumps(draw(_text)).encode()
             member = name + b":" + json.dumps(draw(_json_values)).encode()

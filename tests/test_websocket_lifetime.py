@@ -182,9 +182,14 @@ def unique_user() -> str:
     return f"user-{uuid.uuid4().hex[:12]}"
 
 
-def short_lived(issuer: LocalIssuer) -> tuple[str, int]:
-    """A token of a fresh user that expires in about two seconds, and its ``exp``."""
-    exp = int(time.time()) + 2
+def short_lived(issuer: LocalIssuer) -> tuple[str, float]:
+    """A token of a fresh user that expires a second from now, and its ``exp``.
+
+    The exp is fractional (a JWT NumericDate may be): a whole-second exp a whole second or two
+    ahead left between one and two seconds before it, so each test waited a second and a half
+    on average (plus the leeway) where one second, the shortest it ever had, serves.
+    """
+    exp = time.time() + 1
     return issuer.mint(username=unique_user(), exp=exp), exp
 
 
