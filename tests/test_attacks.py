@@ -32,6 +32,7 @@ from fastapi import Depends, FastAPI
 from fastapi.testclient import TestClient
 
 import loopback
+import pkcs1_blocks
 import siot_authz
 from siot_authz import AuthError, AuthSettings, CognitoAuth, Principal, TokenUse, TokenVerifier
 from siot_authz._jose import UnusableKey, _no_backend, build_rs256_key
@@ -908,43 +909,11 @@ def test_built_key_verifies_only_pkcs1v15_sha256(forge: Forge) -> None:
         "empty": b"",
         # Blocks signed raw with the pool's private key: right digest, wrong encoding around it.
         **{
-            name: _raw_rsa_signature(private_key, block)
-            for name, block in _pkcs1_blocks_almost_right(hashlib.sha256(data).digest()).items()
+            name: pkcs1_blocks.raw_signature(private_key, block)
+            for name, block in pkcs1_blocks.blocks_almost_right(hashlib.sha256(data).digest()).items()
         },
     }
     assert [name for name, signature in refused.items() if key.verify(data, signature)] == []
-
-
-# DER DigestInfo prefixes (RFC 8017 9.2, note 1), written out here rather than taken from the code under test.
-_SHA256_INFO = bytes.fromhex("3031300d060960864801650304020105000420")
-_SHA1_INFO = bytes.fromhex("3021300906052b0e03021a05000414")
-
-
-def _pkcs1_blocks_almost_right(digest: bytes) -> dict[str, bytes]:
-    """Encoded messages of a 2048-bit key that differ from EMSA-PKCS1-v1_5(SHA-256) in one way each."""
-
-    def block(kind: bytes, payload: bytes, filler: int = 0xFF) -> bytes:
-        return b"\x00" + kind + bytes([filler]) * (256 - 3 - len(payload)) + b"\x00" + payload
-
-    right = block(b"\x01", _SHA256_INFO + digest)
-    return {
-        "digest-without-digestinfo": block(b"\x01", digest),
-        "sha1-digestinfo-prefix": block(b"\x01", _SHA1_INFO + digest),
-        "digestinfo-with-a-trailing-byte": block(b"\x01", _SHA256_INFO + digest + b"\x00"),
-        "digestinfo-with-a-leading-byte": block(b"\x01", b"\x00" + _SHA256_INFO + digest),
-        "block-type-2": block(b"\x02", _SHA256_INFO + digest),
-        "padding-not-ff": block(b"\x01", _SHA256_INFO + digest, filler=0xFE),
-        "one-padding-byte-not-ff": right[:10] + b"\x00" + right[11:],
-        "nonzero-first-byte": b"\x01" + right[1:],
-        "digest-off-by-one-bit": right[:-1] + bytes([right[-1] ^ 1]),
-    }
-
-
-def _raw_rsa_signature(private_key: Any, block: bytes) -> bytes:
-    """``block`` put through the raw RSA private operation: a signature of any encoding we like."""
-    numbers = private_key.private_numbers()
-    modulus = numbers.public_numbers.n
-    return pow(int.from_bytes(block, "big"), numbers.d, modulus).to_bytes(256, "big")
 
 
 def test_the_raw_signer_makes_what_the_key_accepts_when_the_block_is_right(forge: Forge) -> None:
@@ -952,8 +921,9 @@ def test_the_raw_signer_makes_what_the_key_accepts_when_the_block_is_right(forge
     key = build_rs256_key(forge.issuer.signing_key.public_jwk())
     data = b"header.payload"
     digest = hashlib.sha256(data).digest()
-    right = b"\x00\x01" + b"\xff" * (256 - 3 - 51) + b"\x00" + _SHA256_INFO + digest
-    assert key.verify(data, _raw_rsa_signature(forge.issuer.signing_key.private_key, right))
+    right = b"\x00\x01" + b"\xff" * (256 - 3 - 51) + b"\x00" + pkcs1_blocks.SHA256_DIGEST_INFO + digest
+    assert right == pkcs1_blocks.right_block(digest)
+    assert key.verify(data, pkcs1_blocks.raw_signature(forge.issuer.signing_key.private_key, right))
 
 
 class _ForbiddenJosePath(BaseException):

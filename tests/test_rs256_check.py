@@ -16,10 +16,11 @@ from collections.abc import Iterator
 import pytest
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.hazmat.primitives.asymmetric import padding
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+import pkcs1_blocks
 from siot_authz._jose import RS256PublicKey, build_rs256_key
 from siot_authz.testing import LocalIssuer
 
@@ -32,7 +33,8 @@ settings.register_profile(
 AGREEMENT = settings.get_profile("siot-authz-rs256-check")
 
 _SIGNED = b"eyJhbGciOiJSUzI1NiIsImtpZCI6ImsxIn0.eyJzdWIiOiJhbGljZSJ9"
-_SHA256_INFO = bytes.fromhex("3031300d060960864801650304020105000420")
+#: The genuine block first, then each way of being almost right.
+_BLOCK_COUNT = 1 + len(pkcs1_blocks.blocks_almost_right(bytes(32)))
 
 
 @pytest.fixture(scope="module")
@@ -55,16 +57,6 @@ def _cryptography_accepts(issuer: LocalIssuer, data: bytes, signature: bytes) ->
     return True
 
 
-def _raw_signature(private_key: rsa.RSAPrivateKey, block: bytes) -> bytes:
-    """``block`` through the raw RSA private operation, as long as the modulus."""
-    numbers = private_key.private_numbers()
-    return pow(int.from_bytes(block, "big"), numbers.d, numbers.public_numbers.n).to_bytes(256, "big")
-
-
-def _block(payload: bytes, kind: int = 1, filler: int = 0xFF) -> bytes:
-    return bytes([0, kind]) + bytes([filler]) * (256 - 3 - len(payload)) + b"\x00" + payload
-
-
 _variations = st.one_of(
     st.just(("genuine", 0, b"")),
     st.tuples(st.just("byte-changed"), st.integers(0, 255), st.binary(min_size=1, max_size=1)),
@@ -72,7 +64,7 @@ _variations = st.one_of(
     st.tuples(st.just("truncated"), st.integers(0, 255), st.just(b"")),
     st.tuples(st.just("extended"), st.integers(0, 1), st.binary(min_size=1, max_size=3)),
     st.tuples(st.just("random"), st.just(0), st.binary(max_size=300) | st.binary(min_size=256, max_size=256)),
-    st.tuples(st.just("raw-block"), st.integers(0, 8), st.just(b"")),
+    st.tuples(st.just("raw-block"), st.integers(0, _BLOCK_COUNT - 1), st.just(b"")),
 )
 
 
@@ -94,18 +86,8 @@ def _vary(issuer: LocalIssuer, data: bytes, variation: tuple[str, int, bytes]) -
     if name == "random":
         return extra
     if name == "raw-block":
-        blocks = [
-            _block(_SHA256_INFO + digest),  # the right one: both accept
-            _block(digest),
-            _block(_SHA256_INFO + digest + b"\x00"),
-            _block(b"\x00" + _SHA256_INFO + digest),
-            _block(_SHA256_INFO + digest, kind=2),
-            _block(_SHA256_INFO + digest, filler=0xFE),
-            _block(_SHA256_INFO[:-1] + b"\x21" + digest),
-            _block(_SHA256_INFO + digest[:-1] + bytes([digest[-1] ^ 1])),
-            b"\x01" + _block(_SHA256_INFO + digest)[1:],
-        ]
-        return _raw_signature(private_key, blocks[number])
+        blocks = [pkcs1_blocks.right_block(digest), *pkcs1_blocks.blocks_almost_right(digest).values()]
+        return pkcs1_blocks.raw_signature(private_key, blocks[number])
     return genuine
 
 
@@ -131,8 +113,8 @@ def test_a_genuine_signature_and_its_right_raw_block_are_accepted_by_both(
     """The property above cannot pass by refusing everything."""
     signing_input = _SIGNED
     genuine = issuer.signing_key.private_key.sign(signing_input, padding.PKCS1v15(), hashes.SHA256())
-    raw = _raw_signature(
-        issuer.signing_key.private_key, _block(_SHA256_INFO + hashlib.sha256(signing_input).digest())
+    raw = pkcs1_blocks.raw_signature(
+        issuer.signing_key.private_key, pkcs1_blocks.right_block(hashlib.sha256(signing_input).digest())
     )
     assert genuine == raw  # PKCS#1 v1.5 is deterministic: the raw signer makes the very same signature
     assert _cryptography_accepts(issuer, signing_input, genuine)
