@@ -32,8 +32,15 @@ def b64url(data: bytes) -> str:
 
 
 def _compact_json(value: Mapping[str, Any]) -> bytes:
-    """JSON as Cognito writes a token's segments: no spaces, and UTF-8 rather than ``\\u`` escapes."""
-    return json.dumps(dict(value), separators=(",", ":"), ensure_ascii=False).encode()
+    """JSON as Cognito writes a token's segments: no spaces, and UTF-8 rather than ``\\u`` escapes.
+
+    A lone surrogate (a test of its refusal) has no UTF-8: such claims are
+    written with ``\\u`` escapes throughout, so the issuer still signs them.
+    """
+    try:
+        return json.dumps(dict(value), separators=(",", ":"), ensure_ascii=False).encode()
+    except UnicodeEncodeError:
+        return json.dumps(dict(value), separators=(",", ":")).encode()
 
 
 def _int_b64url(value: int) -> str:
