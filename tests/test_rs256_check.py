@@ -126,3 +126,22 @@ def test_a_digest_of_other_bytes_is_refused(issuer: LocalIssuer, ours: RS256Publ
     assert not ours.verify_digest(hashlib.sha256(_SIGNED + b"x").digest(), genuine)
     assert not ours.verify_digest(hashlib.sha256(_SIGNED).digest()[:-1], genuine)
     assert not ours.verify_digest(b"", genuine)
+
+
+def test_a_signature_shorn_of_its_leading_zero_byte_is_refused_like_cryptography_refuses_it(
+    issuer: LocalIssuer, ours: RS256PublicKey
+) -> None:
+    """RSA recovery alone takes the shorter number; the length check must not."""
+    private_key = issuer.signing_key.private_key
+    for nonce in range(5000):  # one signature in 256 starts with a zero byte
+        signing_input = _SIGNED + str(nonce).encode()
+        genuine = private_key.sign(signing_input, padding.PKCS1v15(), hashes.SHA256())
+        if genuine[0] == 0:
+            break
+    else:
+        raise AssertionError("no signature with a leading zero byte in five thousand tries")
+    assert ours.verify(signing_input, genuine)
+    shorn = genuine[1:]
+    assert not _cryptography_accepts(issuer, signing_input, shorn)
+    assert not ours.verify(signing_input, shorn)
+    assert not ours.verify_digest(hashlib.sha256(signing_input).digest(), shorn)
