@@ -916,16 +916,6 @@ def test_built_key_verifies_only_pkcs1v15_sha256(forge: Forge) -> None:
     assert [name for name, signature in refused.items() if key.verify(data, signature)] == []
 
 
-def test_the_raw_signer_makes_what_the_key_accepts_when_the_block_is_right(forge: Forge) -> None:
-    """The check above cannot pass for the wrong reason: the same signer, with the one right block, is accepted."""
-    key = build_rs256_key(forge.issuer.signing_key.public_jwk())
-    data = b"header.payload"
-    digest = hashlib.sha256(data).digest()
-    right = b"\x00\x01" + b"\xff" * (256 - 3 - 51) + b"\x00" + pkcs1_blocks.SHA256_DIGEST_INFO + digest
-    assert right == pkcs1_blocks.right_block(digest)
-    assert key.verify(data, pkcs1_blocks.raw_signature(forge.issuer.signing_key.private_key, right))
-
-
 class _ForbiddenJosePath(BaseException):
     """Raised by a booby-trapped python-jose entry point; a BaseException so no safety net swallows it."""
 

@@ -110,12 +110,13 @@ def test_our_check_accepts_exactly_what_cryptography_accepts(
 def test_a_genuine_signature_and_its_right_raw_block_are_accepted_by_both(
     issuer: LocalIssuer, ours: RS256PublicKey
 ) -> None:
-    """The property above cannot pass by refusing everything."""
+    """The property above, and test_attacks' raw blocks, cannot pass by refusing everything."""
     signing_input = _SIGNED
+    digest = hashlib.sha256(signing_input).digest()
+    right = b"\x00\x01" + b"\xff" * (256 - 3 - 51) + b"\x00" + pkcs1_blocks.SHA256_DIGEST_INFO + digest
+    assert pkcs1_blocks.right_block(digest) == right
     genuine = issuer.signing_key.private_key.sign(signing_input, padding.PKCS1v15(), hashes.SHA256())
-    raw = pkcs1_blocks.raw_signature(
-        issuer.signing_key.private_key, pkcs1_blocks.right_block(hashlib.sha256(signing_input).digest())
-    )
+    raw = pkcs1_blocks.raw_signature(issuer.signing_key.private_key, right)
     assert genuine == raw  # PKCS#1 v1.5 is deterministic: the raw signer makes the very same signature
     assert _cryptography_accepts(issuer, signing_input, genuine)
     assert ours.verify(signing_input, genuine)
