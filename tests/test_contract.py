@@ -11,11 +11,13 @@ import base64
 import io
 import json
 import os
+import ssl
 import subprocess
 import sys
 import threading
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 import pytest
 
@@ -23,10 +25,11 @@ import loopback
 from _cli_moto import PASSWORD, MotoPool, moto_pool
 from example_server import free_port, run_example_app
 from siot_authz import AuthError, AuthSettings, TokenVerifier
-from siot_authz._cognito_client import Tokens
+from siot_authz._cognito_client import Tokens, log_in_unattended
 from siot_authz.cli import main
 from siot_authz.cli._contract import build_probes
 from siot_authz.cli._terminal import Terminal
+from siot_authz.testing import check_contract_probe
 
 __all__ = ["moto_pool"]  # the fixture, imported so pytest finds it here
 
@@ -347,6 +350,26 @@ def test_contract_probes_pass_against_a_running_api(
     pytester: pytest.Pytester, pool_options: list[str], example_api: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     run_deployed_suite(pytester, pool_options, example_api, monkeypatch).assert_outcomes(passed=8)
+
+
+def test_logins_and_probes_load_the_ca_bundle_once_a_process(
+    moto_pool: MotoPool, example_api: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Each login and each probe made its own verifying TLS context: 20 to 30 ms of CPU apiece to
+    # load the CA bundle again, a dozen times in one contract run. They share the key caches' one.
+    loaded: list[object] = []
+    real = ssl.create_default_context
+
+    def counted(*args: Any, **kwargs: Any) -> ssl.SSLContext:
+        loaded.append(args or kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(ssl, "create_default_context", counted)
+    for _ in range(3):
+        tokens = log_in_unattended(moto_pool.endpoint_url, moto_pool.client_id, "alice", PASSWORD)
+        for probe in ("valid-raw", "tampered-payload", "no-token"):
+            check_contract_probe(tokens, example_api, probe)
+    assert len(loaded) <= 1
 
 
 @pytest.mark.parametrize("broken_api", [accepts_everything], indirect=True)

@@ -16,6 +16,8 @@ from typing import Any
 
 import httpx
 
+from ._http import shared_ssl_context
+
 __all__ = [
     "CognitoApiError",
     "CognitoClient",
@@ -100,7 +102,9 @@ class CognitoClient:
     def _call(self, action: str, payload: dict[str, Any]) -> dict[str, Any]:
         headers = {"X-Amz-Target": _TARGET_PREFIX + action, "Content-Type": _CONTENT_TYPE}
         try:
-            with httpx.Client(timeout=self._timeout, transport=self._transport) as client:
+            with httpx.Client(
+                timeout=self._timeout, transport=self._transport, verify=shared_ssl_context()
+            ) as client:
                 response = client.post(self.endpoint, json=payload, headers=headers)
         except httpx.HTTPError as exc:
             raise CognitoUnreachable(f"{type(exc).__name__}: {exc}") from None

@@ -21,20 +21,43 @@ abandoned thread ends at its own next timeout).
 
 from __future__ import annotations
 
+import os
+import ssl
 import threading
 import time
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    import ssl
-
     import httpx
 
 # httpx (and anyio under it) are imported by the functions that fetch, not
 # here: about 0.1 s of start-up that a process holding its keys from a JWKS
 # file, or one that has not fetched yet, should not pay.
 
-__all__ = ["JwksFetchError", "fetch_jwks", "fetch_jwks_sync"]
+__all__ = ["JwksFetchError", "fetch_jwks", "fetch_jwks_sync", "shared_ssl_context"]
+
+_ssl_contexts: dict[tuple[str | None, str | None], ssl.SSLContext] = {}
+_ssl_contexts_lock = threading.Lock()
+
+
+def shared_ssl_context() -> ssl.SSLContext:
+    """The verifying TLS context for every HTTPS call the package makes: one per process for each CA setting.
+
+    Loading the CA bundle costs 20 to 30 ms of CPU, which every pool's key cache
+    paid at its first fetch, and the Cognito client and the contract probes on
+    every call (a contract run logs in and sends a dozen probes). Nothing
+    changes a context once built, so they share it; it is keyed by
+    ``SSL_CERT_FILE`` and ``SSL_CERT_DIR``, which httpx reads to build one, so
+    a process that sets them later still gets what it asked for.
+    """
+    key = (os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR"))
+    with _ssl_contexts_lock:
+        context = _ssl_contexts.get(key)
+        if context is None:
+            import httpx
+
+            context = _ssl_contexts[key] = httpx.create_ssl_context()
+        return context
 
 
 class JwksFetchError(Exception):

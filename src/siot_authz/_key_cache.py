@@ -38,7 +38,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import ssl
 import threading
 import time
@@ -48,7 +47,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ._errors import JwksUnavailable, KeyIdUnknown
-from ._http import JwksFetchError, fetch_jwks, fetch_jwks_sync
+from ._http import JwksFetchError, fetch_jwks, fetch_jwks_sync, shared_ssl_context
 from ._jose import RS256PublicKey
 from ._jwks import InvalidJwks, KeySet, parse_jwks, safe_kid
 from ._observe import Observer
@@ -104,29 +103,6 @@ def _document_bytes(document: JwksDocument) -> bytes:
     if isinstance(document, str):
         return document.encode("utf-8")
     return json.dumps(dict(document)).encode("utf-8")
-
-
-_ssl_contexts: dict[tuple[str | None, str | None], ssl.SSLContext] = {}
-_ssl_contexts_lock = threading.Lock()
-
-
-def _shared_ssl_context() -> ssl.SSLContext:
-    """The verifying TLS context JWKS fetches use: one per process for each CA setting.
-
-    Loading the CA bundle costs about 30 ms of CPU, which every pool's cache (and
-    every verifier a multi-tenant service or a test suite builds) paid at its
-    first fetch. Nothing changes a context once built, so the caches share it;
-    it is keyed by ``SSL_CERT_FILE`` and ``SSL_CERT_DIR``, which httpx reads to
-    build one, so a process that sets them later still gets what it asked for.
-    """
-    key = (os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR"))
-    with _ssl_contexts_lock:
-        context = _ssl_contexts.get(key)
-        if context is None:
-            import httpx
-
-            context = _ssl_contexts[key] = httpx.create_ssl_context()
-        return context
 
 
 class JwksCache:
@@ -349,7 +325,7 @@ class JwksCache:
 
     def _get_ssl_context(self) -> ssl.SSLContext:
         if self._ssl_context is None:
-            self._ssl_context = _shared_ssl_context()
+            self._ssl_context = shared_ssl_context()
         return self._ssl_context
 
     # -- async face -----------------------------------------------------------

@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 
 from .._errors import AuthError, JwksUnavailable, MissingToken, TokenRevoked, TokenUseMismatch
-from .._http import JwksFetchError, fetch_jwks_sync
+from .._http import JwksFetchError, fetch_jwks_sync, shared_ssl_context
 from .._jwks import InvalidJwks, parse_jwks
 from .._settings import AuthSettings
 from .._token import strip_bearer
@@ -68,7 +68,10 @@ def _token_argument(args: argparse.Namespace, terminal: Terminal) -> str:
 def fetch_key_set(url: str, terminal: Terminal, *, time_limit: float, max_bytes: int) -> bytes:
     """The JWKS body at ``url``, or a :class:`CommandFailed` naming exactly what went wrong."""
     try:
-        with Spinner(terminal, f"Fetching signing keys from {url}"), httpx.Client() as client:
+        with (
+            Spinner(terminal, f"Fetching signing keys from {url}"),
+            httpx.Client(verify=shared_ssl_context()) as client,
+        ):
             body = fetch_jwks_sync(url, time_limit=time_limit, max_bytes=max_bytes, client=client)
     except JwksFetchError as exc:
         raise CommandFailed(f"cannot fetch signing keys from {url}: {exc.reason}") from None

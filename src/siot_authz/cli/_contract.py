@@ -29,6 +29,7 @@ from .._contract_probes import (
     build_probes,
     send_probe,
 )
+from .._http import shared_ssl_context
 from ._config import load_configs
 from ._exit import EXIT_OK, EXIT_REFUSED, CommandFailed
 from ._login import log_in
@@ -89,7 +90,10 @@ def run_contract(args: argparse.Namespace, terminal: Terminal) -> int:
     """Log in (to each pool), probe the API, print a pass/fail table; exit 1 if any check failed."""
     probes = _probes_for_every_pool(args, terminal)
     url = args.api.rstrip("/") + "/" + args.path.lstrip("/")
-    with Spinner(terminal, f"Checking {url}"), httpx.Client(timeout=args.timeout) as client:
+    with (
+        Spinner(terminal, f"Checking {url}"),
+        httpx.Client(timeout=args.timeout, verify=shared_ssl_context()) as client,
+    ):
         outcomes = [send_probe(client, args.method.upper(), url, probe) for probe in probes]
     if all(outcome.status_code is None for outcome in outcomes):
         raise CommandFailed(f"cannot reach the API at {url}: {outcomes[0].error}")

@@ -14,6 +14,7 @@ import httpx
 
 from .._cognito_client import Tokens
 from .._contract_probes import PROBE_KEYS, Outcome, Probe, build_probes, send_probe
+from .._http import shared_ssl_context
 
 __all__ = ["CONTRACT_PROBES", "ContractCheck", "check_contract_probe"]
 
@@ -50,7 +51,7 @@ def check_contract_probe(
     method = method.upper()
     if isinstance(target, str):
         url = target.rstrip("/") + "/" + path.lstrip("/")
-        with httpx.Client(timeout=timeout) as client:
+        with httpx.Client(timeout=timeout, verify=shared_ssl_context()) as client:
             outcome = send_probe(client, method, url, chosen)
     else:
         url = path
