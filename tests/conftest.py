@@ -157,17 +157,25 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     gc.set_threshold(*GC_THRESHOLDS)
 
 
-_last_file: list[Path] = []
+# A test that unfreezes the heap (test_verified_cache's collector tests do) would have it walked
+# again by every full collection after it: the next test freezes it again. Noted as it happens, not
+# asked of gc.get_freeze_count(), which walks every frozen object (20 ms or so a call).
+_unfrozen: list[bool] = []
+_real_unfreeze = gc.unfreeze
+
+
+def _unfreeze_noted() -> None:
+    _unfrozen.append(True)
+    _real_unfreeze()
+
+
+gc.unfreeze = _unfreeze_noted
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
-    # A test that unfroze the heap (test_verified_cache's collector tests do) had it walked again
-    # by every full collection that followed: freeze it again for the files after it. Checked once
-    # a file: gc.get_freeze_count() walks every frozen object.
-    if _last_file != [item.path]:
-        _last_file[:] = [item.path]
-        if gc.get_freeze_count() == 0:
-            _freeze_what_the_run_holds()
+    if _unfrozen:
+        _unfrozen.clear()
+        _freeze_what_the_run_holds()
 
 
 # -- property tests run on a frame stack of their own -------------------------------------------------
