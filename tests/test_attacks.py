@@ -37,6 +37,7 @@ import siot_authz
 from siot_authz import AuthError, AuthSettings, CognitoAuth, Principal, TokenUse, TokenVerifier
 from siot_authz._jose import UnusableKey, _no_backend, build_rs256_key
 from siot_authz.testing import JwksServer, LocalIssuer, SigningKey, b64url
+from spare_keys import spare_key_as
 
 # -- forging ------------------------------------------------------------------
 
@@ -682,7 +683,7 @@ def test_catalogue_names_are_unique() -> None:
 
 @pytest.fixture(scope="module")
 def attacker_key() -> SigningKey:
-    return SigningKey(kid="attacker-key")
+    return spare_key_as(2, "attacker-key")  # neither pool B's keys (spares 0 and 1) nor the issuer's
 
 
 @pytest.fixture(scope="module")
@@ -1064,8 +1065,10 @@ def test_cross_pool_catalogue_names_are_unique() -> None:
 
 @pytest.fixture(scope="module")
 def _pool_b(_session_issuer: LocalIssuer) -> Iterator[LocalIssuer]:
-    with LocalIssuer(user_pool_id=POOL_B, client_id="poolbclient0000000000000") as pool_b:
-        pool_b.keys = [SigningKey(kid=_session_issuer.signing_key.kid), SigningKey(kid="only-in-pool-b")]
+    shared_kid = _session_issuer.signing_key.kid  # the same kid as pool A's key, other material
+    keys = [spare_key_as(0, shared_kid), spare_key_as(1, "only-in-pool-b")]
+    with LocalIssuer(user_pool_id=POOL_B, client_id="poolbclient0000000000000", key=keys[0]) as pool_b:
+        pool_b.keys = keys
         pool_b.serve()
         yield pool_b
 

@@ -28,7 +28,8 @@ from siot_authz import (
     Principal,
     TokenVerifier,
 )
-from siot_authz.testing import LocalIssuer, SigningKey
+from siot_authz.testing import LocalIssuer
+from spare_keys import spare_key_as
 
 FACES = ("fastapi", "async", "sync")
 KINDS = ("sync", "async")
@@ -197,7 +198,7 @@ def test_a_crashing_check_is_logged_by_type_only(
 
 
 def _signed_by_stranger(issuer: LocalIssuer) -> str:
-    return issuer.sign(issuer.claims(), key=SigningKey(kid=issuer.signing_key.kid))
+    return issuer.sign(issuer.claims(), key=spare_key_as(0, issuer.signing_key.kid))
 
 
 BUILT_IN_REFUSALS: list[tuple[str, Callable[[LocalIssuer], str], str]] = [

@@ -25,6 +25,7 @@ from siot_authz.cli._config import load_config
 from siot_authz.cli._output import Spinner, format_table, relative_time
 from siot_authz.cli._terminal import Terminal
 from siot_authz.testing import JwksResponse, JwksServer, LocalIssuer, SigningKey
+from spare_keys import spare_key, spare_key_as
 
 __all__ = ["moto_pool"]  # the fixture, imported so pytest finds it here
 
@@ -422,7 +423,7 @@ def test_verify_reads_the_token_from_stdin(issuer: LocalIssuer) -> None:
         pytest.param(lambda i: i.mint(aud="someoneelse"), "client_not_allowed", id="other-client"),
         pytest.param(lambda i: i.mint(token_use="access"), "token_use_mismatch", id="access-token"),
         pytest.param(lambda i: i.mint()[:-6] + "AAAAAA", "signature_invalid", id="bad-signature"),
-        pytest.param(lambda i: i.sign(i.claims(), key=SigningKey()), "kid_unknown", id="unknown-key"),
+        pytest.param(lambda i: i.sign(i.claims(), key=spare_key(2)), "kid_unknown", id="unknown-key"),
         pytest.param(lambda i: "garbage", "token_malformed", id="garbage"),
     ],
 )
@@ -639,9 +640,10 @@ TEAM_POOLS = ("us-east-1_CliTeamOne", "us-east-1_CliTeamTwo")
 
 @pytest.fixture(scope="module")
 def _teams() -> Iterator[tuple[LocalIssuer, LocalIssuer]]:
-    one = LocalIssuer(user_pool_id=TEAM_POOLS[0], client_id="teamoneclient00000000000")
-    two = LocalIssuer(user_pool_id=TEAM_POOLS[1], client_id="teamtwoclient00000000000")
-    two.keys = [SigningKey(kid=one.signing_key.kid)]  # the same kid string in both pools
+    one = LocalIssuer(user_pool_id=TEAM_POOLS[0], client_id="teamoneclient00000000000", key=spare_key(0))
+    # The same kid string in both pools, over other material.
+    two_key = spare_key_as(1, one.signing_key.kid)
+    two = LocalIssuer(user_pool_id=TEAM_POOLS[1], client_id="teamtwoclient00000000000", key=two_key)
     with one, two:
         one.serve()
         two.serve()

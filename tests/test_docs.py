@@ -43,6 +43,7 @@ from pathlib import Path
 import pytest
 
 from siot_authz.testing import LocalIssuer
+from spare_keys import spare_key
 from warm_python import WarmPython
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -130,7 +131,7 @@ ALL = chains()
 
 @pytest.fixture(scope="session")
 def docs_issuer() -> Iterator[LocalIssuer]:
-    with LocalIssuer() as issuer:
+    with LocalIssuer(key=spare_key(0)) as issuer:
         issuer.serve()
         yield issuer
 

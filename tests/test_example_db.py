@@ -20,6 +20,7 @@ from examples.app import create_app
 from examples.app.database import Database
 from siot_authz import CognitoAuth
 from siot_authz.testing import LocalIssuer, make_principal
+from spare_keys import spare_key
 
 
 @pytest.fixture
@@ -226,7 +227,10 @@ def test_an_admin_revokes_only_in_their_own_pool(api: TestClient, issuer: LocalI
 
 
 def test_a_same_named_user_of_another_pool_gets_none_of_the_teams_roles(tmp_path: Path) -> None:
-    with LocalIssuer() as team_a, LocalIssuer(user_pool_id="us-east-1_TeamB0001") as team_b:
+    with (
+        LocalIssuer(key=spare_key(0)) as team_a,
+        LocalIssuer(user_pool_id="us-east-1_TeamB0001", key=spare_key(1)) as team_b,
+    ):
         app = create_app([team_a.settings(), team_b.settings()], database=tmp_path / "siot.db")
         with TestClient(app) as client:
             own_ada = client.get("/v1/me/roles", headers={"Authorization": team_a.mint(username="ada")})

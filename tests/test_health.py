@@ -23,6 +23,7 @@ from revocation_stub import REVOCATION_STATES, StubRevocations
 from siot_authz import AuthHealth, AuthSettings, CognitoAuth, KeyStatus, Principal, TokenVerifier, _key_cache
 from siot_authz.revocation import BackendState
 from siot_authz.testing import JwksResponse, JwksServer, LocalIssuer
+from spare_keys import spare_key
 
 NO_KEYS = KeyStatus(
     has_keys=False,
@@ -84,7 +85,7 @@ def test_is_not_ready_before_any_key_is_held(
 def test_is_ready_after_prefetch_and_reports_how_old_the_keys_are(
     issuer: LocalIssuer, make_verifier: Callable[..., TokenVerifier]
 ) -> None:
-    issuer.rotate_key()
+    issuer.rotate_key(key=spare_key(0))
     verifier = make_verifier(issuer.settings())
     asyncio.run(verifier.start())
 
@@ -236,7 +237,7 @@ def test_auth_health_is_not_ready_before_startup_and_ready_after(issuer: LocalIs
 
 def test_readyz_answers_503_with_the_reasons_until_every_pool_holds_keys(issuer: LocalIssuer) -> None:
     other = "us-east-1_LateTeam"
-    late = LocalIssuer(user_pool_id=other, client_id="lateclient000000000000000")
+    late = LocalIssuer(user_pool_id=other, client_id="lateclient000000000000000", key=issuer.signing_key)
     late.keys = issuer.keys  # no new RSA key needed: only reachability matters here
     late.serve().response = JwksResponse(status=503)
     auth = CognitoAuth([issuer.settings(), late.settings(jwks_refetch_cooldown_seconds=0)])

@@ -17,6 +17,7 @@ import pytest
 
 from siot_authz._jwks import InvalidJwks, KeySet, parse_jwks
 from siot_authz.testing import JwksResponse, JwksServer, LocalIssuer, SigningKey, b64url
+from spare_keys import spare_key_as
 from test_key_cache import FACES, Caller
 from test_key_cache import make_caller as make_caller  # a fixture, re-exported for this module
 
@@ -32,8 +33,8 @@ def short_key() -> SigningKey:
 
 @pytest.fixture(scope="module")
 def rsa_jwks() -> list[dict[str, Any]]:
-    """Public JWKs of three distinct 2048-bit keys (made once: key generation is slow)."""
-    return [SigningKey(f"key-{index}").public_jwk() for index in range(3)]
+    """Public JWKs of three distinct 2048-bit keys (spares: key generation is slow)."""
+    return [spare_key_as(index, f"key-{index}").public_jwk() for index in range(3)]
 
 
 def with_changes(jwk: dict[str, Any], **changes: Any) -> dict[str, Any]:

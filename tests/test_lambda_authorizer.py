@@ -32,6 +32,7 @@ from siot_authz.aws_lambda import (
     principal_from_context,
 )
 from siot_authz.testing import LocalIssuer
+from spare_keys import spare_key
 
 ROLES = {"ada": ("admin",), "bob": ("member",)}
 ROUTES = [
@@ -44,7 +45,7 @@ ROUTES = [
 
 @pytest.fixture(scope="module")
 def issuer() -> Iterator[LocalIssuer]:
-    with LocalIssuer() as issuer:
+    with LocalIssuer(key=spare_key(0)) as issuer:
         yield issuer
 
 

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from siot_authz.testing import LocalIssuer
+from spare_keys import spare_key
 
 # An audit hook refuses every socket before any siot_authz import: a fetch, a DNS lookup or a
 # connection to a revocation store would all have to create one first.
@@ -76,7 +77,7 @@ def run_cold(tmp_path: Path, issuer: LocalIssuer, program: str) -> subprocess.Co
 
 def test_cold_start_imports_no_web_framework_and_opens_no_socket(tmp_path: Path) -> None:
     # The key URL is Cognito's real one (the default): any fetch would have to open a socket.
-    with LocalIssuer() as issuer:
+    with LocalIssuer(key=spare_key(0)) as issuer:
         result = run_cold(tmp_path, issuer, _NO_SOCKETS + _COLD_START)
 
     assert result.returncode == 0, result.stderr[-3000:]
@@ -92,7 +93,7 @@ def test_cold_start_imports_no_web_framework_and_opens_no_socket(tmp_path: Path)
 def test_the_socket_guard_catches_a_fetch(tmp_path: Path) -> None:
     # The guard itself: with no bundled keys the verifier must fetch, and the guard must stop it.
     program = _NO_SOCKETS + _COLD_START.replace("AuthSettings()", "AuthSettings(jwks_file=None)")
-    with LocalIssuer() as issuer:
+    with LocalIssuer(key=spare_key(0)) as issuer:
         result = run_cold(tmp_path, issuer, program)
 
     assert result.returncode != 0

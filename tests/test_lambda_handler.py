@@ -23,13 +23,14 @@ from siot_authz.aws_lambda import (
     refusal_response,
 )
 from siot_authz.testing import LocalIssuer
+from spare_keys import spare_key
 
 ROLES = {"ada": ("admin",), "bob": ("member",)}
 
 
 @pytest.fixture(scope="module")
 def issuer() -> Iterator[LocalIssuer]:
-    with LocalIssuer() as issuer:
+    with LocalIssuer(key=spare_key(0)) as issuer:
         yield issuer
 
 

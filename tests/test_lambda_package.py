@@ -22,6 +22,7 @@ import pytest
 
 from lambda_package import build_function_zip
 from siot_authz.testing import LocalIssuer
+from spare_keys import spare_key
 
 _RUN = """
 import sys
@@ -62,7 +63,7 @@ def test_the_zip_runs_the_functions_alone_with_no_socket(function_zip: Path, tmp
     unpacked = tmp_path / "task"
     with zipfile.ZipFile(function_zip) as zipped:
         zipped.extractall(unpacked)
-    with LocalIssuer() as issuer:
+    with LocalIssuer(key=spare_key(0)) as issuer:
         (unpacked / "jwks.json").write_text(json.dumps(issuer.jwks()), encoding="utf-8")
         env = {
             "PATH": "/usr/bin:/bin",

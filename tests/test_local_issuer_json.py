@@ -15,11 +15,12 @@ import pytest
 
 from siot_authz import TokenMalformed, TokenVerifier
 from siot_authz.testing import LocalIssuer
+from spare_keys import spare_key
 
 
 @pytest.fixture(scope="module")
 def issuer() -> Iterator[LocalIssuer]:
-    with LocalIssuer() as issuer:
+    with LocalIssuer(key=spare_key(0)) as issuer:
         yield issuer
 
 

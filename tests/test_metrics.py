@@ -27,7 +27,8 @@ from revocation_stub import REVOCATION_STATES, StubRevocations
 from siot_authz import AuthSettings, CognitoAuth, InvalidToken, Principal, TokenVerifier
 from siot_authz.metrics import PrometheusMetrics
 from siot_authz.revocation import MemoryRevocations
-from siot_authz.testing import JwksResponse, LocalIssuer, SigningKey
+from siot_authz.testing import JwksResponse, LocalIssuer
+from spare_keys import spare_key
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 OTHER_POOL = "us-east-1_OtherTeam"
@@ -273,9 +274,11 @@ def test_counts_jwks_fetches_by_outcome_with_their_durations(
 
 @pytest.fixture(scope="module")
 def _other_pool() -> Iterator[LocalIssuer]:
-    # RSA key generation is slow: the second pool lives for the module and is reset per test.
-    with LocalIssuer(user_pool_id=OTHER_POOL, client_id="otherclient00000000000000") as other:
-        other.keys.append(SigningKey())
+    # The second pool lives for the module and is reset per test; it publishes two keys of its own.
+    with LocalIssuer(
+        user_pool_id=OTHER_POOL, client_id="otherclient00000000000000", key=spare_key(0)
+    ) as other:
+        other.keys.append(spare_key(1))
         other.serve()
         yield other
 

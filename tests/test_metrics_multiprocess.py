@@ -29,6 +29,7 @@ import loopback
 from loopback import free_port
 from metric_samples import Samples, parse, value
 from siot_authz.testing import JwksResponse, LocalIssuer
+from spare_keys import spare_key
 
 TESTS = Path(__file__).resolve().parent
 REPO_ROOT = TESTS.parent
@@ -84,7 +85,7 @@ class Workers:
 def serving(server: list[str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Workers]:
     """Run ``server`` (a command ending in the port to use, and two workers) with a directory of its own."""
     directory = tmp_path_factory.mktemp("prometheus")
-    with LocalIssuer(user_pool_id="us-east-1_Workers01") as issuer:
+    with LocalIssuer(user_pool_id="us-east-1_Workers01", key=spare_key(0)) as issuer:
         settings = issuer.settings(jwks_refetch_cooldown_seconds=0, http_timeout_seconds=2)
         port = free_port()
         env = {key: value for key, value in os.environ.items() if not key.startswith("SIOT_AUTHZ_")}

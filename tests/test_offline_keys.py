@@ -21,7 +21,8 @@ from fastapi.testclient import TestClient
 from pydantic import ValidationError
 
 from siot_authz import AuthError, AuthSettings, CognitoAuth, Principal, TokenVerifier
-from siot_authz.testing import LocalIssuer, SigningKey
+from siot_authz.testing import LocalIssuer
+from spare_keys import spare_key, spare_key_as
 
 FACES = ("fastapi", "async", "sync")
 
@@ -147,7 +148,7 @@ def test_handed_in_keys_refuse_a_token_signed_with_another_key(
 ) -> None:
     held = issuer.signing_key
     verifier = TokenVerifier(_unreachable(issuer, closed_port), jwks={issuer.user_pool_id: issuer.jwks()})
-    stranger = issuer.rotate_key(keep_old=False)
+    stranger = issuer.rotate_key(keep_old=False, key=spare_key(0))
 
     with pytest.raises(AuthError) as refused:
         verifier.verify_sync(issuer.sign(issuer.claims(), key=stranger))
@@ -170,7 +171,8 @@ def test_a_reachable_key_url_refreshes_handed_in_keys_after_the_ttl(
 ) -> None:
     old_key = issuer.signing_key
     document = issuer.jwks()
-    new_key = issuer.rotate_key(keep_old=False)  # the endpoint has moved on since the document was taken
+    # The endpoint has moved on since the document was taken.
+    new_key = issuer.rotate_key(keep_old=False, key=spare_key(0))
     server = issuer.serve()
     fields: dict[str, Any] = {"jwks_ttl_seconds": 0.3, "jwks_refetch_cooldown_seconds": 60.0}
     if source == "code":
@@ -259,7 +261,7 @@ def test_a_key_whose_key_ops_exclude_verify_is_not_used(
     issuer: LocalIssuer, tmp_path: Path, closed_port: int, no_network: list[str], face: str
 ) -> None:
     signing_only = {**issuer.signing_key.public_jwk(), "key_ops": ["sign"]}
-    other = SigningKey(kid="verifying-key")
+    other = spare_key_as(0, "verifying-key")
     verifying = {**other.public_jwk(), "key_ops": ["verify"]}
     path = _write_jwks(tmp_path / "jwks.json", {"keys": [signing_only, verifying]})
     auth = CognitoAuth(_unreachable(issuer, closed_port, jwks_file=path))
@@ -312,8 +314,8 @@ def test_jwks_file_comes_from_the_environment(
 
 def test_each_pool_takes_its_own_handed_in_keys(closed_port: int, no_network: list[str]) -> None:
     with (
-        LocalIssuer(user_pool_id="us-east-1_OfflineOne") as one,
-        LocalIssuer(user_pool_id="us-east-1_OfflineTwo") as two,
+        LocalIssuer(user_pool_id="us-east-1_OfflineOne", key=spare_key(0)) as one,
+        LocalIssuer(user_pool_id="us-east-1_OfflineTwo", key=spare_key(1)) as two,
     ):
         verifier = TokenVerifier(
             [_unreachable(one, closed_port), two.settings(for_transport=True)],
@@ -372,7 +374,7 @@ def test_model_dump_gives_plain_json(principal: Principal) -> None:
 
 
 def test_jwks_file_may_start_with_a_tilde(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    with LocalIssuer() as issuer:
+    with LocalIssuer(key=spare_key(0)) as issuer:
         monkeypatch.setenv("HOME", str(tmp_path))
         (tmp_path / "jwks.json").write_text(json.dumps(issuer.jwks()))
         settings = issuer.settings(for_transport=True, jwks_file="~/jwks.json")

@@ -20,7 +20,8 @@ from fastapi.testclient import TestClient
 
 from fake_clock import FakeClock
 from siot_authz import AuthError, AuthSettings, CognitoAuth, Principal, TokenVerifier
-from siot_authz.testing import LocalIssuer, SigningKey
+from siot_authz.testing import LocalIssuer
+from spare_keys import spare_key, spare_key_as
 
 FACES = ("fastapi", "async", "sync")
 SHARED_KID = "shared-kid-1"
@@ -28,18 +29,21 @@ POOL_A = "us-east-1_TeamAlpha"
 POOL_B = "us-east-1_TeamBravo"
 
 
-def _pool(user_pool_id: str, client_id: str, *extra_kids: str) -> LocalIssuer:
-    issuer = LocalIssuer(user_pool_id=user_pool_id, client_id=client_id)
-    issuer.keys = [SigningKey(kid=SHARED_KID), *(SigningKey(kid=kid) for kid in extra_kids)]
+def _pool(user_pool_id: str, client_id: str, spares: tuple[int, ...], *extra_kids: str) -> LocalIssuer:
+    """A pool publishing spare keys ``spares`` under SHARED_KID and then ``extra_kids``."""
+    keys = [spare_key_as(index, kid) for index, kid in zip(spares, (SHARED_KID, *extra_kids), strict=True)]
+    issuer = LocalIssuer(user_pool_id=user_pool_id, client_id=client_id, key=keys[0])
+    issuer.keys = keys
     issuer.serve()
     return issuer
 
 
 @pytest.fixture(scope="module")
 def _pools() -> Iterator[tuple[LocalIssuer, LocalIssuer]]:
-    # Key generation is slow: both pools live for the module and are reset per test.
-    alpha = _pool(POOL_A, "alphaclient00000000000000")
-    bravo = _pool(POOL_B, "bravoclient00000000000000", "bravo-only-kid")
+    # Both pools live for the module and are reset per test. Spare keys 0 to 2 are theirs: distinct
+    # material under the shared kid. B rotates in spare 3, A spare 4.
+    alpha = _pool(POOL_A, "alphaclient00000000000000", (0,))
+    bravo = _pool(POOL_B, "bravoclient00000000000000", (1, 2), "bravo-only-kid")
     yield alpha, bravo
     alpha.close()
     bravo.close()
@@ -305,14 +309,17 @@ def test_kid_spray_against_one_pool_does_not_use_up_the_other_pools_cooldown(
     clock.advance(31)
 
     sprayed = {service.outcome(alpha.mint(header={"kid": secrets.token_urlsafe(8)})) for _ in range(40)}
-    rotated_in = bravo.rotate_key()
+    rotated_in = bravo.rotate_key(key=spare_key(3))
 
     assert sprayed == {"401 kid_unknown"}
     assert alpha.serve().request_count == 2  # the cold fetch and one refetch: A's box is shut
     # B's box is its own: a key B has just rotated in is fetched and accepted at once.
     assert service.outcome(bravo.sign(bravo.claims(), key=rotated_in)) == f"ok {POOL_B}"
     assert bravo.serve().request_count == 2
-    assert service.outcome(alpha.sign(alpha.claims(), key=alpha.rotate_key())) == "401 kid_unknown"
+    assert (
+        service.outcome(alpha.sign(alpha.claims(), key=alpha.rotate_key(key=spare_key(4))))
+        == "401 kid_unknown"
+    )
     assert alpha.serve().request_count == 2
 
 
@@ -363,7 +370,7 @@ def test_a_key_withdrawn_by_one_pool_ends_only_that_pools_cached_tokens(
     assert service.outcome(alpha_token) == f"ok {POOL_A}"
     assert service.outcome(bravo_token) == f"ok {POOL_B}"
 
-    alpha.rotate_key(keep_old=False)  # A withdraws the shared kid; B keeps publishing it
+    alpha.rotate_key(keep_old=False, key=spare_key(4))  # A withdraws the shared kid; B keeps publishing it
     clock.advance(61)
     service.verifier.pools[0].keys.refresh_sync()
 

@@ -18,6 +18,7 @@ from fake_clock import FakeClock
 from siot_authz import CognitoAuth, Principal, RevocationUnavailable, TokenRevoked, TokenVerifier
 from siot_authz.revocation import MemoryRevocations, Revocation
 from siot_authz.testing import LocalIssuer
+from spare_keys import spare_key
 
 LIFETIME = 3600.0
 LEEWAY = 5.0
@@ -314,7 +315,7 @@ def test_a_revoked_token_refused_from_the_cache_is_reported_as_a_cache_hit(issue
 @pytest.fixture(scope="module")
 def other_pool() -> Iterator[LocalIssuer]:
     """A second user pool, whose users may carry the very same sub and origin_jti as the first's."""
-    with LocalIssuer(user_pool_id="us-east-1_OtherPool2") as other:
+    with LocalIssuer(user_pool_id="us-east-1_OtherPool2", key=spare_key(0)) as other:
         other.serve()
         yield other
 

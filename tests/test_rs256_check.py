@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 import pkcs1_blocks
 from siot_authz._jose import RS256PublicKey, build_rs256_key
 from siot_authz.testing import LocalIssuer
+from spare_keys import spare_key
 
 settings.register_profile(
     "siot-authz-rs256-check",
@@ -39,7 +40,7 @@ _BLOCK_COUNT = 1 + len(pkcs1_blocks.blocks_almost_right(bytes(32)))
 
 @pytest.fixture(scope="module")
 def issuer() -> Iterator[LocalIssuer]:
-    with LocalIssuer() as issuer:
+    with LocalIssuer(key=spare_key(0)) as issuer:
         yield issuer
 
 

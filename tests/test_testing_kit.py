@@ -16,13 +16,13 @@ from siot_authz import AuthError, AuthSettings, CognitoAuth, Principal, RolesPri
 from siot_authz.revocation import MemoryRevocations
 from siot_authz.testing import (
     LocalIssuer,
-    SigningKey,
     make_principal,
     override_principal,
     override_roles,
     override_settings,
 )
 from siot_authz.testing._real_pool import RealPool, find_real_pool
+from spare_keys import spare_key, spare_key_as
 
 pytest_plugins = ["pytester"]
 
@@ -262,7 +262,8 @@ def test_override_principal_still_checks_groups(protected_app: FastAPI, auth: Co
 def test_override_settings_trusts_another_issuer_for_the_block(
     protected_app: FastAPI, auth: CognitoAuth
 ) -> None:
-    with LocalIssuer(user_pool_id="us-east-1_OtherPool2") as other, TestClient(protected_app) as client:
+    other_pool = LocalIssuer(user_pool_id="us-east-1_OtherPool2", key=spare_key(0))
+    with other_pool as other, TestClient(protected_app) as client:
         other.serve()
         token = other.mint(username="zoe", groups=["admin"])
         assert (
@@ -275,7 +276,7 @@ def test_override_settings_trusts_another_issuer_for_the_block(
 
 @pytest.mark.parametrize("face", ["sync", "async"])
 def test_local_issuer_transport_serves_the_jwks_without_a_socket(face: str) -> None:
-    issuer = LocalIssuer()
+    issuer = LocalIssuer(key=spare_key(0))
     token = issuer.mint(username="carol")
     settings = issuer.settings(for_transport=True)
     if face == "sync":
@@ -291,7 +292,7 @@ def test_local_issuer_transport_serves_the_jwks_without_a_socket(face: str) -> N
 
 def test_local_issuer_settings_before_serve_point_at_keys_that_answer() -> None:
     # Issue 10: settings taken before serve() used to name a host nothing answers.
-    with LocalIssuer() as issuer:
+    with LocalIssuer(key=spare_key(0)) as issuer:
         settings = issuer.settings()
         assert issuer.is_serving
         assert settings.jwks_url == issuer.serve().url
@@ -300,7 +301,7 @@ def test_local_issuer_settings_before_serve_point_at_keys_that_answer() -> None:
 
 
 def test_local_issuer_transport_also_answers_served_settings() -> None:
-    with LocalIssuer() as issuer:
+    with LocalIssuer(key=spare_key(0)) as issuer:
         verifier = TokenVerifier(issuer.settings(), sync_transport=issuer.transport())
         assert verifier.verify_sync(issuer.mint(username="fay")).username == "fay"
         assert issuer.serve().request_count == 0  # the transport answered, not the socket
@@ -308,7 +309,7 @@ def test_local_issuer_transport_also_answers_served_settings() -> None:
 
 @pytest.mark.parametrize("keep_old", [True, False], ids=["keep-old", "withdraw-old"])
 def test_local_issuer_signs_and_rotates_with_keys_it_is_given(keep_old: bool) -> None:
-    first, second = SigningKey(), SigningKey()
+    first, second = spare_key(0), spare_key(1)
     with LocalIssuer(key=first) as issuer:
         verifier = TokenVerifier(issuer.settings())
         old_token = issuer.mint(username="gus")
@@ -331,17 +332,33 @@ def test_local_issuer_signs_and_rotates_with_keys_it_is_given(keep_old: bool) ->
 
 
 def test_local_issuer_refuses_to_rotate_in_a_kid_it_already_holds() -> None:
-    key = SigningKey()
+    key = spare_key(0)
     issuer = LocalIssuer(key=key)
     with pytest.raises(ValueError, match="already holds"):
         issuer.rotate_key(key=key)
     with pytest.raises(ValueError, match="already holds"):
-        issuer.rotate_key(keep_old=False, key=SigningKey(kid=key.kid))
+        issuer.rotate_key(keep_old=False, key=spare_key_as(1, key.kid))
     assert issuer.keys == [key]
 
 
+def test_local_issuer_makes_its_own_keys_the_size_it_was_asked_for() -> None:
+    # The rest of the suite hands its issuers spare keys (tests/spare_keys.py); this is where the
+    # issuer and rotate_key() make their own. 1024 bits, as no verifier is asked: generation is faster.
+    issuer = LocalIssuer(key_bits=1024)
+    (first,) = issuer.keys
+    rotated = issuer.rotate_key()
+
+    assert issuer.keys == [first, rotated]
+    assert issuer.signing_key is rotated
+    assert rotated.kid != first.kid
+    assert rotated.private_key.key_size == first.private_key.key_size == 1024
+    assert rotated.public_jwk()["n"] != first.public_jwk()["n"]
+    assert issuer.rotate_key(keep_old=False) not in (first, rotated)
+    assert len(issuer.keys) == 1
+
+
 def test_local_issuer_settings_keep_an_explicit_jwks_url() -> None:
-    issuer = LocalIssuer()
+    issuer = LocalIssuer(key=spare_key(0))
     settings = issuer.settings(jwks_url="http://127.0.0.1:9/jwks.json")
     assert settings.jwks_url == "http://127.0.0.1:9/jwks.json"
     assert not issuer.is_serving

@@ -26,6 +26,7 @@ from siot_authz import (
     UnsupportedAlgorithm,
 )
 from siot_authz.testing import JwksServer, LocalIssuer, SigningKey, b64url
+from spare_keys import spare_key_as
 
 Verify = Callable[[str], Awaitable[Principal]]
 
@@ -43,7 +44,7 @@ def verify(request: pytest.FixtureRequest, verifier: TokenVerifier) -> Verify:
 @pytest.fixture(scope="module")
 def attacker_key() -> SigningKey:
     """A key the user pool never published."""
-    return SigningKey(kid="attacker-key")
+    return spare_key_as(0, "attacker-key")
 
 
 def compact(header: dict[str, Any], claims: dict[str, Any], key: SigningKey) -> str:

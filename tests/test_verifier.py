@@ -19,7 +19,8 @@ from siot_authz import (
     TokenExpired,
     TokenVerifier,
 )
-from siot_authz.testing import JwksServer, LocalIssuer, SigningKey, b64url
+from siot_authz.testing import JwksServer, LocalIssuer, b64url
+from spare_keys import spare_key_as
 
 
 def tamper_payload(token: str, **changes: Any) -> str:
@@ -138,7 +139,7 @@ def test_refuses_token_whose_signature_does_not_match(
 async def test_refuses_valid_looking_token_from_another_pool_with_same_kid(
     issuer: LocalIssuer, verifier: TokenVerifier
 ) -> None:
-    other = SigningKey(kid=issuer.signing_key.kid)
+    other = spare_key_as(0, issuer.signing_key.kid)
 
     with pytest.raises(SignatureInvalid):
         await verifier.verify(issuer.sign(issuer.claims(), key=other))
