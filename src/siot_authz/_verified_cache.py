@@ -204,23 +204,30 @@ class VerifiedTokenCache:
         """
         if not self._is_enabled:
             return
-        if expires_at is None:
-            expires_at = principal.expires_at.timestamp()
+        # A float, so that every comparison with the clock (here, on each hit,
+        # in the sweep) is float to float: an int exp made each one convert it.
+        expires_at = principal.expires_at.timestamp() if expires_at is None else float(expires_at)
         now = self._clock()
         if now >= expires_at:
             return  # accepted only thanks to leeway: never cache it
         self._insert(digest, (expires_at, kid, key, signature, principal, None), now)
 
     def _insert(self, digest: bytes, entry: _Entry, now: float) -> None:
+        # Every new token comes through here, so each step is the cheapest C-level
+        # call for it: membership tests before deleting (OrderedDict.pop parses its
+        # arguments the slow way), a new key is appended at the end already (no
+        # move_to_end), and popitem's argument is positional.
         entries, compact = self._entries, self._compact
         with self._lock:
             if now >= self._next_sweep_at:
                 self._sweep_locked(now)
-            compact.pop(digest, None)
+            if digest in compact:
+                del compact[digest]
+            if digest in entries:
+                del entries[digest]  # a revived or re-verified token: to the end again
             entries[digest] = entry
-            entries.move_to_end(digest)
             if len(entries) > self._hot_size:
-                old_digest, old = entries.popitem(last=False)
+                old_digest, old = entries.popitem(False)
                 if compact or len(entries) < self._max_size:
                     # The oldest hot entry goes cold, taken apart under the
                     # lock: a fraction of a microsecond of C-level calls, and
@@ -232,9 +239,9 @@ class VerifiedTokenCache:
                         parts = principal_parts(old[_PRINCIPAL])
                     compact[old_digest] = (old[_EXPIRES_AT], old[_KID], old[_KEY], old[_SIGNATURE], parts)
                     while compact and len(entries) + len(compact) > self._max_size:
-                        compact.popitem(last=False)
+                        compact.popitem(False)
             elif len(entries) + len(compact) > self._max_size:
-                compact.popitem(last=False)
+                compact.popitem(False)
             expires_at = entry[_EXPIRES_AT]
             if expires_at < self._next_sweep_at:
                 self._next_sweep_at = max(expires_at, self._swept_at + SWEEP_INTERVAL_SECONDS)
