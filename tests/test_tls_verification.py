@@ -1,9 +1,9 @@
 """Every HTTPS call the package makes checks the server's certificate, with the CAs the process trusts.
 
-Logins, contract probes sent to a URL and ``siot-authz jwks`` share one TLS context per process
-and CA setting (``_http.shared_ssl_context``). A shared context is one place to lose verification
-for all of them at once, so each caller is sent to a loopback HTTPS server whose certificate a
-test CA signed: refused before any request while the CA is not trusted, reached once
+The key caches, logins, contract probes sent to a URL and ``siot-authz jwks`` share one TLS
+context per process and CA setting (``_http.shared_ssl_context``). A shared context is one place
+to lose verification for all of them at once, so each caller is sent to a loopback HTTPS server
+whose certificate a test CA signed: refused before any request while the CA is not trusted, reached once
 ``SSL_CERT_FILE`` names it (the setting httpx reads, which the shared contexts are keyed by).
 """
 
@@ -19,7 +19,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from redis_server import CertificateAuthority, make_test_ca
+from siot_authz import JwksUnavailable
 from siot_authz._cognito_client import CognitoClient, CognitoUnreachable, Tokens
+from siot_authz._key_cache import JwksCache
 from siot_authz.cli._commands import fetch_key_set
 from siot_authz.cli._exit import CommandFailed
 from siot_authz.cli._terminal import Terminal
@@ -83,6 +85,14 @@ def _probe(url: str, issuer: LocalIssuer) -> None:
     check_contract_probe(tokens, url, "valid-raw", timeout=5.0)
 
 
+def _refresh_key_cache(url: str, issuer: LocalIssuer) -> None:
+    cache = JwksCache(issuer.settings(jwks_url=url + "/jwks.json", http_timeout_seconds=5.0))
+    try:
+        cache.get_key_sync(issuer.signing_key.kid)
+    finally:
+        cache.close()
+
+
 def _fetch_keys(url: str, issuer: LocalIssuer) -> None:
     terminal = Terminal(stdin=io.StringIO(), stdout=io.StringIO(), stderr=io.StringIO())
     fetch_key_set(url + "/jwks.json", terminal, time_limit=5.0, max_bytes=65536)
@@ -93,13 +103,14 @@ def _fetch_keys(url: str, issuer: LocalIssuer) -> None:
     [
         pytest.param(_log_in, CognitoUnreachable, "CERTIFICATE_VERIFY_FAILED", id="cognito-login"),
         pytest.param(_probe, AssertionError, r"got no response \(ConnectError\)", id="contract-probe"),
+        pytest.param(_refresh_key_cache, JwksUnavailable, None, id="key-cache"),
         pytest.param(_fetch_keys, CommandFailed, "cannot fetch signing keys", id="cli-jwks"),
     ],
 )
 def test_refuses_a_server_whose_certificate_no_trusted_ca_signed(
     call: Callable[[str, LocalIssuer], None],
     refusal: type[Exception],
-    wording: str,
+    wording: str | None,  # the key cache says only that the keys are unavailable
     issuer: LocalIssuer,
     https_server: _HttpsServer,
     test_ca: CertificateAuthority,
