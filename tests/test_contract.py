@@ -356,7 +356,8 @@ def test_logins_and_probes_load_the_ca_bundle_once_a_process(
     moto_pool: MotoPool, example_api: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Each login and each probe made its own verifying TLS context: 20 to 30 ms of CPU apiece to
-    # load the CA bundle again, a dozen times in one contract run. They share the key caches' one.
+    # load the CA bundle again, nine times a pool in one contract run (a login, eight probes).
+    # They share the key caches' one.
     loaded: list[object] = []
     real = ssl.create_default_context
 

@@ -20,8 +20,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 import anyio.to_thread
+import hypothesis
 import pytest
 from fastapi.testclient import TestClient
+from hypothesis import strategies as st
 
 from fake_clock import FakeClock
 from siot_authz import (
@@ -344,6 +346,68 @@ def test_least_recently_used_entry_goes_first() -> None:
     cache.put(b"c" * 32, _principal(expires_at), "kid", KEY)
     assert cache.get(b"a" * 32, _always_trusted) is not None
     assert cache.get(b"b" * 32, _always_trusted) is None
+
+
+@pytest.mark.parametrize("hot_entries", [2, 3], ids=["with-a-cold-tier", "hot-tier-only"])
+def test_a_token_verified_again_is_the_most_recently_used(hot_entries: int) -> None:
+    # Two requests with one new token verify it at once and both put it; or a hit refused while its
+    # key was in doubt is verified again after the refresh. Either way it is the newest entry.
+    cache = VerifiedTokenCache(3, hot_entries=hot_entries)
+    expires_at = time.time() + 60
+    for name in ("a", "b", "a", "c", "d"):
+        cache.put(name.encode() * 32, _principal(expires_at, name), "kid", KEY)
+    assert [cache.get(name.encode() * 32, _always_trusted) is not None for name in "abcd"] == [
+        True,
+        False,
+        True,
+        True,
+    ]
+
+
+def test_a_cold_token_verified_again_leaves_the_cold_tier() -> None:
+    cache = VerifiedTokenCache(10, hot_entries=1)
+    expires_at = time.time() + 60
+    cache.put(b"a" * 32, _principal(expires_at, "a"), "kid", KEY)
+    cache.put(b"b" * 32, _principal(expires_at, "b"), "kid", KEY)  # "a" goes cold
+    again = _principal(expires_at, "a")
+    cache.put(b"a" * 32, again, "kid", KEY)  # "b" goes cold
+
+    assert (list(cache.cold_entries), list(cache.hot_entries)) == ([b"b" * 32], [b"a" * 32])
+    assert len(cache) == 2
+    assert cache.get(b"a" * 32, _always_trusted) is again
+
+
+@hypothesis.settings(max_examples=300, deadline=None)
+@hypothesis.given(
+    max_size=st.integers(1, 5),
+    hot_entries=st.integers(0, 6),
+    steps=st.lists(st.tuples(st.booleans(), st.integers(0, 6)), max_size=40),
+)
+def test_the_tiers_hold_the_most_recently_used_tokens_in_recency_order(
+    max_size: int, hot_entries: int, steps: list[tuple[bool, int]]
+) -> None:
+    # The model: one list of digests, least recently used first, cut to the size from the front;
+    # the hot tier is its end, the cold tier the rest. A put or a hit moves a digest to the end.
+    cache = VerifiedTokenCache(max_size, hot_entries=hot_entries)
+    hot_size = min(hot_entries, max_size)
+    expires_at = time.time() + 600
+    recency: list[bytes] = []
+    for is_put, index in steps:
+        digest = bytes([index]) * 32
+        if is_put:
+            cache.put(digest, _principal(expires_at, str(index)), "kid", KEY)
+        else:
+            hit = cache.get(digest, _always_trusted)
+            assert (hit is not None) is (digest in recency)
+            assert hit is None or hit.username == str(index)
+            if hit is None:
+                continue
+        if digest in recency:
+            recency.remove(digest)
+        recency = [*recency, digest][-max_size:]
+        assert list(cache.cold_entries) + list(cache.hot_entries) == recency
+        assert len(cache.hot_entries) == min(hot_size, len(recency))
+        assert len(cache) == len(recency)
 
 
 def test_size_zero_turns_the_cache_off(

@@ -45,8 +45,8 @@ def shared_ssl_context() -> ssl.SSLContext:
 
     Loading the CA bundle costs 20 to 30 ms of CPU, which every pool's key cache
     paid at its first fetch, and the Cognito client and the contract probes on
-    every call (a contract run logs in and sends a dozen probes). Nothing
-    changes a context once built, so they share it; it is keyed by
+    every call (a contract run logs in and sends eight probes for each pool).
+    Nothing changes a context once built, so they share it; it is keyed by
     ``SSL_CERT_FILE`` and ``SSL_CERT_DIR``, which httpx reads to build one, so
     a process that sets them later still gets what it asked for.
     """
