@@ -48,7 +48,9 @@ def shared_ssl_context() -> ssl.SSLContext:
     every call (a contract run logs in and sends eight probes for each pool).
     Nothing changes a context once built, so they share it; it is keyed by
     ``SSL_CERT_FILE`` and ``SSL_CERT_DIR``, which httpx reads to build one, so
-    a process that sets them later still gets what it asked for.
+    a process that sets them later still gets what it asked for. Every caller
+    speaks HTTP/1.1: httpcore sets the context's ALPN protocols on each new
+    connection, so a caller asking for HTTP/2 would need a context of its own.
     """
     key = (os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR"))
     with _ssl_contexts_lock:
