@@ -241,6 +241,8 @@ class VerifiedTokenCache:
                     while compact and len(entries) + len(compact) > self._max_size:
                         compact.popitem(False)
             elif len(entries) + len(compact) > self._max_size:
+                # Not reached while the cold tier stays within max_size - hot size (the
+                # loop above keeps it there); kept so the bound holds even if it did not.
                 compact.popitem(False)
             expires_at = entry[_EXPIRES_AT]
             if expires_at < self._next_sweep_at:
