@@ -76,7 +76,7 @@ def main() -> None:
             ("ours: parse_token (b64 x3, JSON x2, header)", lambda: parse_token(token, settings.max_token_bytes)),
             ("ours: RSA check given the key's digest", lambda: key.verify_digest(digest, parsed.signature)),
             ("ours: claim rules + Principal", lambda: verifier.pools[0].rules.check(parsed.claims, time.time(), parsed.containers)),
-            ("ours: verified-cache put (new digest)", lambda: cache.put(next(counter).to_bytes(32, "big"), principal, parsed.kid, key)),
+            ("ours: verified-cache put (new digest)", lambda: cache.put(next(counter).to_bytes(32, "big"), principal, parsed.kid, key, signature=parsed.signature_segment)),
             ("ours: whole cold verify_sync", lambda: verifier.verify_sync(token)),
         ]  # fmt: skip
         print(

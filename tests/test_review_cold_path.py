@@ -251,9 +251,9 @@ def test_put_get_and_clear_from_many_threads_keep_each_token_to_its_own_principa
         for step in range(1500):
             i = rng.randrange(len(principals))
             if rng.random() < 0.4:
-                cache.put(digests[i], principals[i], "kid", 1, expires_at)
+                cache.put(digests[i], principals[i], "kid", 1, expires_at, signature=b"signature")
             else:
-                found = cache.get(digests[i], trusted)
+                found = cache.get(digests[i], trusted, b"signature")
                 if found is not None and (found.username, found.claims["amr"]) != (f"user{i}", (i,)):
                     problems.append(f"token {i} gave {found.username}")
             if worker == 0 and step % 50 == 0:

@@ -25,13 +25,12 @@ from siot_authz._jose import RS256PublicKey, build_rs256_key
 from siot_authz.testing import LocalIssuer
 from spare_keys import spare_key
 
-settings.register_profile(
-    "siot-authz-rs256-check",
+# Settings for this file's property alone: nothing global is registered.
+AGREEMENT = settings(
     max_examples=300,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
-AGREEMENT = settings.get_profile("siot-authz-rs256-check")
 
 _SIGNED = b"eyJhbGciOiJSUzI1NiIsImtpZCI6ImsxIn0.eyJzdWIiOiJhbGljZSJ9"
 #: The genuine block first, then each way of being almost right.

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gc
 import hashlib
+import inspect
 import json
 import threading
 import time
@@ -38,6 +39,7 @@ from siot_authz import (
     TokenVerifier,
 )
 from siot_authz._jose import _JoseRS256Key
+from siot_authz._pools import Pool
 from siot_authz._verified_cache import HOT_ENTRIES, SWEEP_INTERVAL_SECONDS, VerifiedTokenCache
 from siot_authz.testing import LocalIssuer, b64url
 from spare_keys import spare_key, spare_key_as
@@ -65,10 +67,17 @@ def _principal(expires_at: float, username: str = "alice") -> Principal:
 
 
 KEY = object()  # stands for the key object that verified a token
+SIGNATURE = b"signature-segment"  # what a hit must present: the token's signature, as sent
 
 
 def _always_trusted(kid: str, key: object) -> bool:
     return True
+
+
+def test_the_signature_a_hit_must_present_has_no_default() -> None:
+    # An empty default would let a caller that forgot it cache entries that any signature hits.
+    for method in (VerifiedTokenCache.put, VerifiedTokenCache.get, Pool.remember):
+        assert inspect.signature(method).parameters["signature"].default is inspect.Parameter.empty
 
 
 @pytest.fixture
@@ -193,32 +202,32 @@ def test_hit_rechecks_exp_against_the_clock() -> None:
     clock = _whole_second_clock()
     cache = VerifiedTokenCache(10, clock=clock)
     expires_at = clock.now + 60
-    cache.put(b"d" * 32, _principal(expires_at), "kid", KEY)
+    cache.put(b"d" * 32, _principal(expires_at), "kid", KEY, signature=SIGNATURE)
 
     clock.now = expires_at - 0.001
-    assert cache.get(b"d" * 32, _always_trusted) is not None
+    assert cache.get(b"d" * 32, _always_trusted, SIGNATURE) is not None
     clock.now = expires_at
-    assert cache.get(b"d" * 32, _always_trusted) is None
+    assert cache.get(b"d" * 32, _always_trusted, SIGNATURE) is None
     assert len(cache) == 0  # met expired, so dropped
 
 
 def test_token_accepted_only_thanks_to_leeway_is_not_cached() -> None:
     clock = _whole_second_clock()
     cache = VerifiedTokenCache(10, clock=clock)
-    cache.put(b"d" * 32, _principal(clock.now - 1), "kid", KEY)
+    cache.put(b"d" * 32, _principal(clock.now - 1), "kid", KEY, signature=SIGNATURE)
     assert len(cache) == 0
 
 
 def test_expired_entries_are_swept_without_being_looked_up() -> None:
     clock = _whole_second_clock()
     cache = VerifiedTokenCache(10, clock=clock)
-    cache.put(b"a" * 32, _principal(clock.now + 10), "kid", KEY)
-    cache.put(b"b" * 32, _principal(clock.now + 3600), "kid", KEY)
+    cache.put(b"a" * 32, _principal(clock.now + 10), "kid", KEY, signature=SIGNATURE)
+    cache.put(b"b" * 32, _principal(clock.now + 3600), "kid", KEY, signature=SIGNATURE)
 
     clock.now += 10 + SWEEP_INTERVAL_SECONDS
-    cache.put(b"c" * 32, _principal(clock.now + 3600), "kid", KEY)
+    cache.put(b"c" * 32, _principal(clock.now + 3600), "kid", KEY, signature=SIGNATURE)
     assert len(cache) == 2
-    assert cache.get(b"b" * 32, _always_trusted) is not None
+    assert cache.get(b"b" * 32, _always_trusted, SIGNATURE) is not None
 
 
 def test_verifier_refuses_cached_token_once_expired(settings: AuthSettings, issuer: LocalIssuer) -> None:
@@ -290,8 +299,8 @@ def test_hit_is_served_only_while_its_key_is_held_under_its_kid(
     held: dict[str, object], is_served: bool
 ) -> None:
     cache = VerifiedTokenCache(10)
-    cache.put(b"d" * 32, _principal(time.time() + 60), "kid", KEY)
-    hit = cache.get(b"d" * 32, lambda kid, key: held.get(kid) is key)
+    cache.put(b"d" * 32, _principal(time.time() + 60), "kid", KEY, signature=SIGNATURE)
+    hit = cache.get(b"d" * 32, lambda kid, key: held.get(kid) is key, SIGNATURE)
     assert (hit is not None) is is_served
 
 
@@ -299,13 +308,13 @@ def test_keep_only_held_keys_drops_dropped_and_replaced_keys() -> None:
     cache = VerifiedTokenCache(10)
     expires_at = time.time() + 60
     kept_key, replaced_key = object(), object()
-    cache.put(b"a" * 32, _principal(expires_at), "kept", kept_key)
-    cache.put(b"b" * 32, _principal(expires_at), "dropped", object())
-    cache.put(b"c" * 32, _principal(expires_at), "replaced", replaced_key)
+    cache.put(b"a" * 32, _principal(expires_at), "kept", kept_key, signature=SIGNATURE)
+    cache.put(b"b" * 32, _principal(expires_at), "dropped", object(), signature=SIGNATURE)
+    cache.put(b"c" * 32, _principal(expires_at), "replaced", replaced_key, signature=SIGNATURE)
     held = {"kept": kept_key, "replaced": object()}
     cache.keep_only_held_keys(held.get)
     assert len(cache) == 1
-    assert cache.get(b"a" * 32, _always_trusted) is not None
+    assert cache.get(b"a" * 32, _always_trusted, SIGNATURE) is not None
 
 
 # -- bounds ---------------------------------------------------------------------------
@@ -315,7 +324,7 @@ def test_cache_never_holds_more_than_its_size() -> None:
     cache = VerifiedTokenCache(5)
     expires_at = time.time() + 60
     for i in range(50):
-        cache.put(i.to_bytes(32, "big"), _principal(expires_at), "kid", KEY)
+        cache.put(i.to_bytes(32, "big"), _principal(expires_at), "kid", KEY, signature=SIGNATURE)
     assert len(cache) == 5
 
 
@@ -324,15 +333,15 @@ def test_clear_forgets_both_tiers_and_the_cache_fills_again() -> None:
     expires_at = time.time() + 60
     digests = [bytes([i]) * 32 for i in range(4)]
     for digest in digests:
-        cache.put(digest, _principal(expires_at), "kid", KEY)
+        cache.put(digest, _principal(expires_at), "kid", KEY, signature=SIGNATURE)
     assert (len(cache.hot_entries), len(cache.cold_entries)) == (2, 2)
 
     cache.clear()
 
     assert len(cache) == 0
-    assert [cache.get(digest, _always_trusted) for digest in digests] == [None] * 4
-    cache.put(digests[0], _principal(expires_at, "again"), "kid", KEY)
-    revived = cache.get(digests[0], _always_trusted)
+    assert [cache.get(digest, _always_trusted, SIGNATURE) for digest in digests] == [None] * 4
+    cache.put(digests[0], _principal(expires_at, "again"), "kid", KEY, signature=SIGNATURE)
+    revived = cache.get(digests[0], _always_trusted, SIGNATURE)
     assert revived is not None
     assert revived.username == "again"
 
@@ -340,12 +349,12 @@ def test_clear_forgets_both_tiers_and_the_cache_fills_again() -> None:
 def test_least_recently_used_entry_goes_first() -> None:
     cache = VerifiedTokenCache(2)
     expires_at = time.time() + 60
-    cache.put(b"a" * 32, _principal(expires_at), "kid", KEY)
-    cache.put(b"b" * 32, _principal(expires_at), "kid", KEY)
-    cache.get(b"a" * 32, _always_trusted)
-    cache.put(b"c" * 32, _principal(expires_at), "kid", KEY)
-    assert cache.get(b"a" * 32, _always_trusted) is not None
-    assert cache.get(b"b" * 32, _always_trusted) is None
+    cache.put(b"a" * 32, _principal(expires_at), "kid", KEY, signature=SIGNATURE)
+    cache.put(b"b" * 32, _principal(expires_at), "kid", KEY, signature=SIGNATURE)
+    cache.get(b"a" * 32, _always_trusted, SIGNATURE)
+    cache.put(b"c" * 32, _principal(expires_at), "kid", KEY, signature=SIGNATURE)
+    assert cache.get(b"a" * 32, _always_trusted, SIGNATURE) is not None
+    assert cache.get(b"b" * 32, _always_trusted, SIGNATURE) is None
 
 
 @pytest.mark.parametrize("hot_entries", [2, 3], ids=["with-a-cold-tier", "hot-tier-only"])
@@ -355,8 +364,8 @@ def test_a_token_verified_again_is_the_most_recently_used(hot_entries: int) -> N
     cache = VerifiedTokenCache(3, hot_entries=hot_entries)
     expires_at = time.time() + 60
     for name in ("a", "b", "a", "c", "d"):
-        cache.put(name.encode() * 32, _principal(expires_at, name), "kid", KEY)
-    assert [cache.get(name.encode() * 32, _always_trusted) is not None for name in "abcd"] == [
+        cache.put(name.encode() * 32, _principal(expires_at, name), "kid", KEY, signature=SIGNATURE)
+    assert [cache.get(name.encode() * 32, _always_trusted, SIGNATURE) is not None for name in "abcd"] == [
         True,
         False,
         True,
@@ -367,14 +376,14 @@ def test_a_token_verified_again_is_the_most_recently_used(hot_entries: int) -> N
 def test_a_cold_token_verified_again_leaves_the_cold_tier() -> None:
     cache = VerifiedTokenCache(10, hot_entries=1)
     expires_at = time.time() + 60
-    cache.put(b"a" * 32, _principal(expires_at, "a"), "kid", KEY)
-    cache.put(b"b" * 32, _principal(expires_at, "b"), "kid", KEY)  # "a" goes cold
+    cache.put(b"a" * 32, _principal(expires_at, "a"), "kid", KEY, signature=SIGNATURE)
+    cache.put(b"b" * 32, _principal(expires_at, "b"), "kid", KEY, signature=SIGNATURE)  # "a" goes cold
     again = _principal(expires_at, "a")
-    cache.put(b"a" * 32, again, "kid", KEY)  # "b" goes cold
+    cache.put(b"a" * 32, again, "kid", KEY, signature=SIGNATURE)  # "b" goes cold
 
     assert (list(cache.cold_entries), list(cache.hot_entries)) == ([b"b" * 32], [b"a" * 32])
     assert len(cache) == 2
-    assert cache.get(b"a" * 32, _always_trusted) is again
+    assert cache.get(b"a" * 32, _always_trusted, SIGNATURE) is again
 
 
 @hypothesis.settings(max_examples=300, deadline=None)
@@ -395,9 +404,9 @@ def test_the_tiers_hold_the_most_recently_used_tokens_in_recency_order(
     for is_put, index in steps:
         digest = bytes([index]) * 32
         if is_put:
-            cache.put(digest, _principal(expires_at, str(index)), "kid", KEY)
+            cache.put(digest, _principal(expires_at, str(index)), "kid", KEY, signature=SIGNATURE)
         else:
-            hit = cache.get(digest, _always_trusted)
+            hit = cache.get(digest, _always_trusted, SIGNATURE)
             assert (hit is not None) is (digest in recency)
             assert hit is None or hit.username == str(index)
             if hit is None:
@@ -505,15 +514,15 @@ def test_entries_past_the_hot_tier_are_kept_as_plain_values_and_revived_on_a_hit
     expires_at = time.time() + 60
     originals = {name: _principal(expires_at, name) for name in ("a", "b", "c")}
     for name, principal in originals.items():
-        cache.put(name.encode() * 32, principal, "kid", KEY)
+        cache.put(name.encode() * 32, principal, "kid", KEY, signature=SIGNATURE)
 
     assert (len(cache.hot_entries), len(cache.cold_entries)) == (2, 1)
-    hit = cache.get(b"a" * 32, _always_trusted)
+    hit = cache.get(b"a" * 32, _always_trusted, SIGNATURE)
     assert hit is not None
     assert hit is not originals["a"]
     assert hit == originals["a"]
     # Back in the hot tier: the next hit is the same object, and the oldest hot entry went cold.
-    assert cache.get(b"a" * 32, _always_trusted) is hit
+    assert cache.get(b"a" * 32, _always_trusted, SIGNATURE) is hit
     assert b"b" * 32 in cache.cold_entries
     assert len(cache) == 3
 
@@ -523,10 +532,10 @@ def test_a_revived_principal_keeps_every_claim_read_only() -> None:
     expires_at = time.time() + 60
     claims = {"sub": "sub-a", "cognito:groups": ["admin", "ops"], "amr": ["pwd"], "exp": expires_at}
     original = Principal(**{**_principal(expires_at, "a").__dict__, "claims": claims})
-    cache.put(b"a" * 32, original, "kid", KEY)
-    cache.put(b"b" * 32, _principal(expires_at, "b"), "kid", KEY)
+    cache.put(b"a" * 32, original, "kid", KEY, signature=SIGNATURE)
+    cache.put(b"b" * 32, _principal(expires_at, "b"), "kid", KEY, signature=SIGNATURE)
 
-    revived = cache.get(b"a" * 32, _always_trusted)
+    revived = cache.get(b"a" * 32, _always_trusted, SIGNATURE)
 
     assert revived is not None
     assert revived.claims["cognito:groups"] == ("admin", "ops")
@@ -538,13 +547,13 @@ def test_a_revived_principal_keeps_every_claim_read_only() -> None:
 def test_a_cold_entry_is_refused_like_a_hot_one_when_expired_or_its_key_is_gone() -> None:
     clock = _whole_second_clock()
     cache = VerifiedTokenCache(10, clock=clock, hot_entries=1)
-    cache.put(b"a" * 32, _principal(clock.now + 60, "a"), "kid", KEY)
-    cache.put(b"b" * 32, _principal(clock.now + 60, "b"), "kid", KEY)
-    cache.put(b"c" * 32, _principal(clock.now + 600, "c"), "kid", KEY)
+    cache.put(b"a" * 32, _principal(clock.now + 60, "a"), "kid", KEY, signature=SIGNATURE)
+    cache.put(b"b" * 32, _principal(clock.now + 60, "b"), "kid", KEY, signature=SIGNATURE)
+    cache.put(b"c" * 32, _principal(clock.now + 600, "c"), "kid", KEY, signature=SIGNATURE)
 
-    assert cache.get(b"a" * 32, lambda kid, key: False) is None  # key no longer held
+    assert cache.get(b"a" * 32, lambda kid, key: False, SIGNATURE) is None  # key no longer held
     clock.now += 60
-    assert cache.get(b"b" * 32, _always_trusted) is None  # expired
+    assert cache.get(b"b" * 32, _always_trusted, SIGNATURE) is None  # expired
     assert len(cache) == 1
 
 
@@ -554,13 +563,15 @@ def test_both_tiers_together_stay_within_the_size_and_drop_withdrawn_keys() -> N
     kept, withdrawn = object(), object()
     for i in range(50):
         key = kept if i % 2 else withdrawn
-        cache.put(i.to_bytes(32, "big"), _principal(expires_at, str(i)), "kid", key)
+        cache.put(i.to_bytes(32, "big"), _principal(expires_at, str(i)), "kid", key, signature=SIGNATURE)
     assert len(cache) == 5
 
     cache.keep_only_held_keys({"kid": kept}.get)
 
     assert len(cache) == 3  # 48 and 49 were hot, 45 to 47 cold: the odd ones had the kept key
-    assert all(cache.get(digest, _always_trusted) is not None for digest in list(cache.cold_entries))
+    assert all(
+        cache.get(digest, _always_trusted, SIGNATURE) is not None for digest in list(cache.cold_entries)
+    )
 
 
 def test_verifier_serves_a_cold_entry_without_an_rsa_check(
@@ -617,6 +628,7 @@ def test_a_full_default_cache_is_mostly_invisible_to_the_garbage_collector(
                 pool.rules.check(claims, now),
                 issuer.signing_key.kid,
                 key,
+                signature=SIGNATURE,
             )
         # Each full collection stops tracking the tuples whose contents it found untracked, from
         # the inside out, so a few collections in a row leave none tracked.

@@ -315,12 +315,12 @@ def test_a_cache_no_larger_than_its_hot_tier_evicts_the_least_recently_used_with
     cache = VerifiedTokenCache(2, hot_entries=2)
     trusted = lambda kid, key: True  # noqa: E731
     for name in ("a", "b"):
-        cache.put(name.encode(), _principal(issuer, rules, name), "kid", 1)
-    assert cache.get(b"a", trusted) is not None  # "a" is now the most recently used
+        cache.put(name.encode(), _principal(issuer, rules, name), "kid", 1, signature=b"s")
+    assert cache.get(b"a", trusted, b"s") is not None  # "a" is now the most recently used
 
-    cache.put(b"c", _principal(issuer, rules, "c"), "kid", 1)
+    cache.put(b"c", _principal(issuer, rules, "c"), "kid", 1, signature=b"s")
 
-    assert [cache.get(name, trusted) is not None for name in (b"a", b"b", b"c")] == [True, False, True]
+    assert [cache.get(name, trusted, b"s") is not None for name in (b"a", b"b", b"c")] == [True, False, True]
     assert (len(cache.hot_entries), len(cache.cold_entries)) == (2, 0)
 
 
@@ -329,10 +329,10 @@ def test_a_cache_larger_than_its_hot_tier_still_keeps_the_oldest_in_the_cold_tie
 ) -> None:
     cache = VerifiedTokenCache(3, hot_entries=2)
     for name in ("a", "b", "c"):
-        cache.put(name.encode(), _principal(issuer, rules, name), "kid", 1)
+        cache.put(name.encode(), _principal(issuer, rules, name), "kid", 1, signature=b"s")
 
     assert (len(cache.hot_entries), len(cache.cold_entries)) == (2, 1)
-    revived = cache.get(b"a", lambda kid, key: True)
+    revived = cache.get(b"a", lambda kid, key: True, b"s")
     assert revived is not None
     assert revived.username == "a"
 
@@ -347,6 +347,6 @@ def test_put_never_caches_a_token_at_or_past_its_exp(
     principal = rules.check(claims, now - 90)  # valid then, expired now
     expires_at = principal.expires_at.timestamp() if given else None
 
-    cache.put(b"late", principal, "kid", 1, expires_at)
+    cache.put(b"late", principal, "kid", 1, expires_at, signature=b"s")
 
     assert len(cache) == 0

@@ -93,7 +93,7 @@ class Pool:
         key: RS256PublicKey,
         expires_at: float | None = None,
         *,
-        signature: bytes = b"",
+        signature: bytes,
     ) -> None:
         """Cache a verified token, first dropping entries whose key a new key set withdrew.
 

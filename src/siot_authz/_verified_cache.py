@@ -142,7 +142,7 @@ class VerifiedTokenCache:
         """How many entries the cache holds at most (0: the cache is off)."""
         return self._max_size
 
-    def get(self, digest: bytes, is_key_trusted: KeyCheck, signature: bytes = b"") -> Principal | None:
+    def get(self, digest: bytes, is_key_trusted: KeyCheck, signature: bytes) -> Principal | None:
         """The cached principal, if the token is still unexpired and its key still trusted.
 
         ``signature`` must be the very one the entry was put with: another
@@ -192,15 +192,16 @@ class VerifiedTokenCache:
         key: object,
         expires_at: float | None = None,
         *,
-        signature: bytes = b"",
+        signature: bytes,
     ) -> None:
         """Remember a freshly verified token until its ``exp``.
 
         ``expires_at`` is the token's ``exp`` in seconds, when the caller
         has it as a number already; by default it is read from the principal.
         ``signature`` is what a hit must present with ``digest``
-        (:meth:`key_of`); a caller whose digest covers the whole token
-        leaves it empty.
+        (:meth:`key_of`). It has no default: a cache that took an empty one
+        for a caller who forgot it would serve any signature over a verified
+        signed part.
         """
         if not self._is_enabled:
             return
